@@ -1,0 +1,170 @@
+"""Score a super-resolution model on a benchmark folder with the protocol of the published numbers.
+
+    python train/evaluate.py --weights run/model.safetensors --hr ../shared/data/Set5/HR \
+        --lr ../shared/data/Set5/LR_bicubic/X4
+    python train/evaluate.py --weights PANx4_DF2K.pth --model pan --scale 4 --hr ... [--json report.json]
+    python train/evaluate.py --weights pan_x4.onnx --hr ...
+
+Protocol (../shared/docs/eval-protocol.md): uint8 RGB in, HR mod-cropped to scale x LR, output clamped and rounded
+to uint8, PSNR/SSIM on the unrounded BT.601 Y channel with `scale` pixels cut from each border. Without --lr the
+LR images are made from HR with the MATLAB-compatible bicubic. Bicubic upscaling of the same LR is the baseline.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
+from sr_models.metrics import image_metrics, mod_crop, to_uint8
+from sr_models.resize import downscale_image, upscale_bicubic
+from sr_models.weights import WeightsError, load_model
+
+
+@dataclass
+class Sample:
+    name: str
+    lr: np.ndarray  # (h, w, 3) uint8
+    hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
+
+
+def find_lr_file(lr_dir, stem, scale):
+    """The LR file of an HR image: `<stem>x<scale>.<ext>` (EDSR/BasicSR benchmark layout) or `<stem>.<ext>`."""
+    candidates = [
+        path
+        for name in (f"{stem}x{scale}", stem)
+        for path in sorted(Path(lr_dir).glob(f"{name}.*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not candidates:
+        raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
+    return candidates[0]
+
+
+def load_benchmark(hr_dir, *, scale, lr_dir=None):
+    """HR images of a folder with their LR: matched by file stem in `lr_dir`, or made by MATLAB bicubic."""
+    samples = []
+    for hr_path in list_images(hr_dir):
+        hr = mod_crop(load_rgb(hr_path), scale)
+        if lr_dir is None:
+            lr = downscale_image(hr, scale)
+        else:
+            lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
+            lr = load_rgb(lr_path)
+            if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+                raise ImageError(
+                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
+                    f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
+                )
+        samples.append(Sample(hr_path.stem, lr, hr))
+    return samples
+
+
+class TorchUpscaler:
+    """A PyTorch model as an upscaler of uint8 images. The caller puts the model in eval mode."""
+
+    def __init__(self, model, *, device="cpu", name=None):
+        self.model = model
+        self.device = torch.device(device)
+        self.scale = model.scale
+        self.name = name or getattr(model, "spec", {}).get("name", type(model).__name__.lower())
+
+    @torch.inference_mode()
+    def __call__(self, lr):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8
+        x = torch.from_numpy(lr).to(self.device).permute(2, 0, 1)[None].float() / 255  # (1, 3, h, w)
+        parameter = next(self.model.parameters())
+        sr = self.model(x.to(parameter.dtype))[0].float().permute(1, 2, 0)
+        return to_uint8(sr.cpu().numpy())
+
+
+def resolve_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_upscaler(weights, *, model=None, scale=None, device="cpu"):
+    """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX."""
+    weights = Path(weights)
+    if weights.suffix.lower() == ".onnx":
+        from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
+
+        upscaler = OnnxUpscaler(weights, device=device)
+        if scale is not None and scale != upscaler.scale:
+            raise WeightsError(f"{weights}: the ONNX model is x{upscaler.scale}, but --scale {scale} was given")
+        return upscaler
+    net = load_model(weights, name=model, scale=scale).to(device).eval()
+    if scale is not None and scale != net.scale:
+        raise WeightsError(f"{weights}: the model is x{net.scale}, but --scale {scale} was given")
+    return TorchUpscaler(net, device=device)
+
+
+def score(upscaler, samples, *, scale, progress=True):
+    """Per-image and mean figures of the upscaler and of bicubic upscaling of the same LR."""
+    rows = []
+    for sample in tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False):
+        sr = upscaler(sample.lr)
+        if sr.shape != sample.hr.shape:
+            raise ValueError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
+        figures = image_metrics(sr, sample.hr, scale=scale)
+        bicubic = image_metrics(upscale_bicubic(sample.lr, scale), sample.hr, scale=scale)
+        rows.append(
+            {
+                "name": sample.name,
+                **figures,
+                "bicubic_psnr_y": bicubic["psnr_y"],
+                "bicubic_ssim_y": bicubic["ssim_y"],
+                "bicubic_psnr_rgb": bicubic["psnr_rgb"],
+            }
+        )
+    if not rows:
+        raise ValueError("no images to evaluate")
+    mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "name"}
+    return {"model": upscaler.name, "scale": scale, "mean": mean, "images": rows}
+
+
+def format_table(report):
+    columns = [("psnr_y", "PSNR_Y"), ("ssim_y", "SSIM_Y"), ("psnr_rgb", "PSNR_RGB"),
+               ("bicubic_psnr_y", "bicubic PSNR_Y"), ("bicubic_ssim_y", "bicubic SSIM_Y")]  # fmt: skip
+    width = max(8, *(len(row["name"]) for row in report["images"]))
+    header = f"{'image':<{width}}" + "".join(f"{title:>16}" for _, title in columns)
+    lines = [f"{report['model']} x{report['scale']} (Y = BT.601 luma, border {report['scale']} px)", header]
+    for row in [*report["images"], {"name": "mean", **report["mean"]}]:
+        lines.append(f"{row['name']:<{width}}" + "".join(f"{row[key]:>16.4f}" for key, _ in columns))
+    lines.insert(-1, "-" * len(header))
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, type=Path, help=".safetensors (ours), .pth (with --model, --scale), .onnx")
+    parser.add_argument("--hr", required=True, type=Path, help="folder of HR images")
+    parser.add_argument("--lr", type=Path, help="folder of LR images matched by stem (default: MATLAB bicubic of HR)")
+    parser.add_argument("--model", help="architecture of a foreign checkpoint (e.g. pan, srresnet)")
+    parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=resolve_device(args.device))
+        samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
+        report = score(upscaler, samples, scale=upscaler.scale)
+    except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
+        sys.exit(f"error: {error}")
+    print(format_table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Running an exported model with onnxruntime alone: no PyTorch here, on purpose.
+
+`export/upscale.py` deploys with onnxruntime, numpy, Pillow and tqdm only, so this module must never import
+torch (a test runs it with torch imports blocked). `onnx` is used for `onnx.checker` when it is installed; without
+it the input/output checks run on the onnxruntime session alone.
+
+The ONNX contract of our exports (export/to_onnx.py writes it, `check_model` enforces it):
+    input  "lr": (N, 3, H, W) float32, RGB, values in [0, 1]
+    output "sr": (N, 3, H*scale, W*scale) float32, same layout and range (not clamped: clamp before rounding)
+    metadata_props: model, scale, layout, value_range, precision (+ hyper-parameters, exporter, opset).
+"""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from sr_models.metrics import to_uint8  # numpy only
+
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+METADATA_FORMAT = "sr-toolkit-onnx/1"
+LAYOUT = "NCHW RGB"
+VALUE_RANGE = "[0, 1]"
+
+# Tiles are cut in LR pixels; by default each tile's output is about 1024x1024 (256 LR px at x4), since the
+# activations at output resolution dominate the working memory: PAN x4 peaks at ~0.85 GB per tile, SRResNet x4 at
+# ~1.1 GB, so a 3840x2160 input (a 398 MB x4 output) stays under 2 GB (README). 16 px of context on each side
+# is past the point where the tile border changes PAN's or SRResNet's output measurably (README: 89 dB / 102 dB
+# tiled vs untiled; tests/test_export_runtime.py asserts >= 50 dB).
+TILE_OUTPUT_PIXELS = 1024
+DEFAULT_TILE_PAD = 16
+
+
+def default_tile(scale):
+    return max(32, TILE_OUTPUT_PIXELS // scale)
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file that cannot be deployed; the message names the file and the problem."""
+
+
+def _one_line(error):
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def check_io(path, inputs, outputs):
+    """`inputs`/`outputs`: lists of (name, rank). Ours have exactly one "lr" and one "sr", both rank 4 (NCHW)."""
+    for role, found, expected in (("input", inputs, INPUT_NAME), ("output", outputs, OUTPUT_NAME)):
+        if len(found) != 1 or found[0][0] != expected or found[0][1] != 4:
+            shown = ", ".join(f"{name!r} (rank {rank})" for name, rank in found) or "none"
+            raise OnnxModelError(
+                f"{path}: expected one {role} named {expected!r} of rank 4 (N, 3, H, W), found {shown}; "
+                "export the model with export/to_onnx.py"
+            )
+
+
+def check_model(path):
+    """Validate an ONNX file before a session is built: onnx.checker (when `onnx` is installed) and our I/O."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxModelError(f"{path}: no such file")
+    try:
+        import onnx
+    except ImportError:  # a deployment without the onnx package: the session checks below still run
+        return
+    try:
+        onnx.checker.check_model(str(path))  # the path form also handles models with external data
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # checker.ValidationError, protobuf DecodeError, OSError: all mean "not usable"
+        raise OnnxModelError(f"{path}: not a valid ONNX model ({_one_line(error)})") from None
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    rank = lambda value: len(value.type.tensor_type.shape.dim)  # noqa: E731
+    check_io(
+        path,
+        [(v.name, rank(v)) for v in model.graph.input if v.name not in initializers],
+        [(v.name, rank(v)) for v in model.graph.output],
+    )
+
+
+def choose_providers(device=None):
+    """onnxruntime execution providers for `device`: None/"auto" (CUDA when present), "cpu", "cuda", "cuda:N"."""
+    available = ort.get_available_providers()
+    device = "auto" if device is None else str(device)
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+        return choose_providers(device)
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            # e.g. train/evaluate.py's "auto" picked CUDA because PyTorch sees a GPU, but this onnxruntime is the
+            # CPU build: run, but say so (pip install onnxruntime-gpu for the GPU).
+            warnings.warn(f"device {device!r}: this onnxruntime has no CUDA provider (onnxruntime-gpu); using the CPU")
+            return ["CPUExecutionProvider"]
+        device_id = int(device.partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def create_session(path, *, device=None, optimization="all", threads=None, optimized_model_path=None):
+    """A validated onnxruntime session for one of our ONNX files.
+
+    `optimization` is one of OPTIMIZATION_LEVELS; `optimized_model_path` saves the optimized graph (offline
+    optimization: load that file later with optimization="disable").
+    """
+    check_model(path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings are about its internals, not the user's
+    if threads:
+        options.intra_op_num_threads = threads
+    if optimized_model_path:
+        options.optimized_model_filepath = str(optimized_model_path)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=choose_providers(device))
+    except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented)
+        raise OnnxModelError(f"{path}: onnxruntime cannot load it ({_one_line(error)})") from None
+    # Repeated on the session: it is the only check where the onnx package is not installed.
+    check_io(
+        path,
+        [(i.name, len(i.shape)) for i in session.get_inputs()],
+        [(o.name, len(o.shape)) for o in session.get_outputs()],
+    )
+    return session
+
+
+def read_metadata(session):
+    """metadata_props of the model as a dict of strings ({} for a model exported elsewhere)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def split_evenly(length, tile):
+    """[(start, stop)] covering range(length) in ceil(length / tile) near-equal parts (no thin last sliver)."""
+    count = max(1, -(-length // tile))
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class OnnxUpscaler:
+    """An exported model as an upscaler of uint8 images: `upscaler(lr)` with lr (h, w, 3) uint8 -> (h*s, w*s, 3).
+
+    Images larger than `tile` LR pixels in either direction are cut into tiles of at most `tile` x `tile`, each
+    run with `tile_pad` pixels of real image context around it (the inputs overlap by 2 * tile_pad); only each
+    tile's own region is kept. A pixel then sees the same neighbourhood as in a whole-image run, so the seams
+    vanish instead of being blended over, and memory depends on the tile, not the image. `tile="auto"`:
+    `default_tile(scale)`; `tile=None` or 0: no tiling.
+    """
+
+    def __init__(self, path, *, device=None, tile="auto", tile_pad=DEFAULT_TILE_PAD, progress=False,
+                 optimization="all", threads=None):  # fmt: skip
+        self.path = Path(path)
+        self.session = create_session(path, device=device, optimization=optimization, threads=threads)
+        self.metadata = read_metadata(self.session)
+        # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
+        # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: README).
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
+        self.tile = default_tile(self.scale) if tile == "auto" else (tile or None)
+        self.tile_pad = tile_pad
+        self.progress = progress
+        precision = self.metadata.get("precision", "fp32")
+        self.name = f"{self.metadata.get('model', self.path.stem)} (onnx {precision})"
+
+    def _probe_scale(self):
+        """Scale of a model without our metadata: run an 8x8 input and compare sizes."""
+        height = self.run(np.zeros((1, 3, 8, 8), np.float32)).shape[2]
+        if height % 8:
+            raise OnnxModelError(f"{self.path}: output height {height} for an 8x8 input is no integer upscale")
+        return height // 8
+
+    @property
+    def spec(self):
+        """The model spec stored at export: {"name", "scale", **hyper-parameters} ({} when not ours)."""
+        if "model" not in self.metadata:
+            return {}
+        return {"name": self.metadata["model"], "scale": self.scale, **json.loads(self.metadata.get("spec", "{}"))}
+
+    def run(self, batch):
+        """(N, 3, h, w) float32 in [0, 1] -> (N, 3, h*scale, w*scale) float32, one onnxruntime call, unclamped."""
+        feed = {INPUT_NAME: batch.astype(self.input_dtype, copy=False)}
+        (output,) = self.session.run([OUTPUT_NAME], feed, self.run_options)
+        return output.astype(np.float32, copy=False)
+
+    def tiles(self, height, width):
+        """[(y0, y1, x0, x1)]: the LR regions whose outputs make up the image."""
+        if not self.tile or (height <= self.tile and width <= self.tile):
+            return [(0, height, 0, width)]
+        rows, columns = split_evenly(height, self.tile), split_evenly(width, self.tile)
+        return [(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in columns]
+
+    def __call__(self, lr):
+        lr = np.asarray(lr)
+        if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
+            raise ValueError(f"{self.path.name}: expected an (h, w, 3) uint8 image, got {lr.shape} {lr.dtype}")
+        height, width, _ = lr.shape
+        s, pad = self.scale, self.tile_pad
+        sr = np.empty((height * s, width * s, 3), np.uint8)  # the only full-size buffer
+        regions = self.tiles(height, width)
+        for y0, y1, x0, x1 in tqdm(regions, desc="tiles", unit="tile", leave=False,
+                                   disable=not self.progress or len(regions) == 1):  # fmt: skip
+            # The tile plus up to `pad` pixels of real context (none past the image border, as in a whole run).
+            cy0, cy1, cx0, cx1 = max(y0 - pad, 0), min(y1 + pad, height), max(x0 - pad, 0), min(x1 + pad, width)
+            x = lr[cy0:cy1, cx0:cx1].transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
+            out = self.run(x)[0]  # (3, h*s, w*s)
+            keep = out[:, (y0 - cy0) * s : (y1 - cy0) * s, (x0 - cx0) * s : (x1 - cx0) * s]
+            # Clamp, *255, round exactly as the evaluation protocol (and TorchUpscaler) does, per tile.
+            sr[y0 * s : y1 * s, x0 * s : x1 * s] = to_uint8(keep.transpose(1, 2, 0))
+        return sr

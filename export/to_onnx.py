@@ -1,0 +1,152 @@
+"""Export a model to ONNX and prove it equals the PyTorch model on real images before handing it over.
+
+    python export/to_onnx.py --weights run/model.safetensors --output model.onnx
+    python export/to_onnx.py --weights ../shared/data/weights/PANx4_DF2K.pth --model pan --scale 4 \
+        --output pan_x4.onnx [--precision fp16|int8] [--parity-data ../shared/data/Set5]
+
+The model is written under a temporary name beside --output and renamed only once parity passes; on a parity
+failure the command exits 1 naming the image and the figure, no .onnx is left, and the figures go to
+OUTPUT.parity-failed.json. On success they go to OUTPUT.parity.json. Thresholds: export/parity.py.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from export.convert import DEFAULT_OPSET, EXPORTERS, ExportError, export_fp32, metadata_props, set_metadata
+from export.parity import (
+    DEFAULT_MAX_INT8_DROP_DB,
+    ParityError,
+    builtin_paths,
+    check_parity,
+    format_report,
+    load_parity_images,
+    photos_as_pairs,
+)
+from export.quantize import to_fp16, to_int8
+from export.runtime import OnnxModelError, check_model
+from sr_models.images import list_images, load_rgb
+from sr_models.weights import load_model
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def build_onnx(model, path, *, precision, calibration_images=None, opset=DEFAULT_OPSET, exporter="torchscript",
+               graph_friendly_forms=True):  # fmt: skip
+    """Write `model` as a validated ONNX file of the given precision at `path` (no parity: see `export`)."""
+    with tempfile.TemporaryDirectory(prefix="sr-export-", dir=Path(path).parent) as scratch:
+        fp32 = path if precision == "fp32" else Path(scratch) / "fp32.onnx"
+        export_fp32(model, fp32, opset=opset, exporter=exporter, graph_friendly_forms=graph_friendly_forms)
+        if precision == "fp16":
+            to_fp16(fp32, path)
+        elif precision == "int8":
+            to_int8(fp32, path, calibration_images=calibration_images)
+    if precision != "fp32":
+        set_metadata(path, metadata_props(model, precision=precision, exporter=exporter, opset=opset))
+    check_model(path)
+
+
+def write_json(path, data):
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def export(model, output, *, precision="fp32", parity_data=None, calibration=None, parity=True,
+           max_int8_drop=DEFAULT_MAX_INT8_DROP_DB, opset=DEFAULT_OPSET, exporter="torchscript",
+           graph_friendly_forms=True, progress=True):  # fmt: skip
+    """Export, check parity, and only then put the model at `output`. Returns the parity report (None if skipped).
+
+    Raises ParityError (after writing OUTPUT.parity-failed.json), ExportError, OnnxModelError or ValueError.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    parity_images = load_parity_images(parity_data, scale=model.scale) if parity else None
+    calibration_images = None
+    if precision == "int8":  # --calibration images are model inputs; by default the training photos' LR
+        calibration_images = (
+            [load_rgb(path) for path in list_images(calibration)] if calibration
+            else [image.lr for image in photos_as_pairs(builtin_paths("train"), scale=model.scale)]
+        )  # fmt: skip
+    # A hidden temporary name in the same folder, not ending in .onnx: never mistaken for a model, and
+    # renamed atomically once parity has passed.
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        build_onnx(model, partial, precision=precision, calibration_images=calibration_images, opset=opset,
+                   exporter=exporter, graph_friendly_forms=graph_friendly_forms)  # fmt: skip
+        report = None
+        if parity:
+            report = check_parity(model, partial, parity_images, precision=precision, max_int8_drop=max_int8_drop,
+                                  progress=progress)  # fmt: skip
+            report["onnx"] = output.name
+            if not report["passed"]:
+                write_json(output.with_name(output.name + ".parity-failed.json"), report)
+                raise ParityError(
+                    f"{output}: parity failed, model not written:\n  " + "\n  ".join(report["failures"])
+                )
+        os.replace(partial, output)
+        # Reports beside the file describe this file: stale ones from an earlier export at this path go.
+        output.with_name(output.name + ".parity-failed.json").unlink(missing_ok=True)
+        output.with_name(output.name + ".parity.json").unlink(missing_ok=True)
+        if report is not None:
+            write_json(output.with_name(output.name + ".parity.json"), report)
+        return report
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, type=Path, help="our .safetensors, or a .pth with --model, --scale")
+    parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    parser.add_argument("--model", help="architecture of a foreign checkpoint (pan, srresnet)")
+    parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--calibration", type=Path,
+                        help="folder of images fed as model inputs to calibrate int8 "
+                             "(default: LR of the training side's built-in photos)")  # fmt: skip
+    parser.add_argument("--parity-data", type=Path,
+                        help="benchmark folder (HR/ + LR_bicubic/X<scale>/) or folder of photos taken as HR "
+                             "(default: the built-in photos of the training data set)")  # fmt: skip
+    parser.add_argument("--no-parity", action="store_true", help="skip the parity check (not for deployment)")
+    parser.add_argument("--max-int8-drop", type=float, default=DEFAULT_MAX_INT8_DROP_DB,
+                        help="largest PSNR_Y drop (dB) of int8 below fp32 PyTorch on any image (default 0.3)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
+                        help="torch.onnx exporter (default torchscript; dynamo needs onnxscript)")  # fmt: skip
+    parser.add_argument("--einops-graph", action="store_true",
+                        help="export the einops reshapes as traced (Reshape/Transpose) instead of DepthToSpace and "
+                             "Split/Concat (slower in onnxruntime, see README)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.output.suffix.lower() != ".onnx":
+        parser.error(f"--output {args.output}: the file name must end in .onnx")
+    if args.precision == "int8" and args.no_parity:
+        parser.error("--precision int8 cannot skip parity: its PSNR_Y drop is what makes it acceptable")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        model = load_model(args.weights, name=args.model, scale=args.scale)
+        report = export(
+            model, args.output, precision=args.precision, parity_data=args.parity_data, calibration=args.calibration,
+            parity=not args.no_parity, max_int8_drop=args.max_int8_drop, opset=args.opset, exporter=args.exporter,
+            graph_friendly_forms=not args.einops_graph,
+        )
+    except (ParityError, ExportError, OnnxModelError, ValueError) as error:  # WeightsError, ImageError are ValueErrors
+        sys.exit(f"error: {error}")
+    if report is not None:
+        print(format_report(report))
+        drop = f", largest PSNR_Y drop {report['max_psnr_y_drop_db']:.3f} dB" if args.precision == "int8" else ""
+        print(f"parity passed: min {report['min_parity_psnr_db']:.2f} dB{drop} -> {args.output}.parity.json")
+    else:
+        print("parity NOT checked (--no-parity)")
+    print(f"wrote {args.output} ({args.precision}, x{model.scale} {model.spec['name']})")
+
+
+if __name__ == "__main__":
+    main()

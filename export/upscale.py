@@ -1,0 +1,65 @@
+"""Upscale images with an exported model: onnxruntime, numpy, Pillow and tqdm only (no PyTorch needed).
+
+    python export/upscale.py MODEL.onnx photo.jpg photo_x4.png
+    python export/upscale.py MODEL.onnx photos/ upscaled/          # every image of the folder
+    sr-upscale MODEL.onnx photo.jpg photo_x4.png                    # the same, as the installed console script
+
+Images are read as the training side reads them (EXIF orientation applied, grayscale replicated to RGB, alpha
+dropped); the output format follows the output suffix (a folder keeps each input's name). Large images run in
+overlapping tiles, so memory stays bounded (--tile, --tile-pad). CUDA is used when onnxruntime has it.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
+from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb, save_rgb
+
+
+def plan(source, target):
+    """[(input file, output file)] for a file -> file, file -> folder or folder -> folder call."""
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise ImageError(f"{target}: the input is a folder, so the output must be a folder too")
+        return [(path, target / path.name) for path in list_images(source)]
+    if not source.exists():
+        raise ImageError(f"{source}: no such file or folder")
+    if target.is_dir() or (not target.suffix and not target.exists()):
+        return [(source, target / source.name)]
+    if target.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+    return [(source, target)]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="an .onnx file written by export/to_onnx.py")
+    parser.add_argument("input", type=Path, help="an image file or a folder of images")
+    parser.add_argument("output", type=Path, help="an image file (suffix picks the format) or a folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--tile", type=int, help=f"tile size in input pixels, 0: whole image at once "
+                        f"(default: {TILE_OUTPUT_PIXELS} / scale, e.g. 256 for x4)")  # fmt: skip
+    parser.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD,
+                        help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        jobs = plan(args.input, args.output)
+        tile = "auto" if args.tile is None else args.tile
+        upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True)
+        for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
+            save_rgb(target, upscaler(load_rgb(source)))
+    except (ImageError, OnnxModelError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {jobs[0][1] if len(jobs) == 1 else f'{len(jobs)} images to {args.output}'} (x{upscaler.scale})")
+
+
+if __name__ == "__main__":
+    main()

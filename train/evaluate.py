@@ -51,6 +51,8 @@ def load_benchmark(hr_dir, *, scale, lr_dir=None):
     samples = []
     for hr_path in list_images(hr_dir):
         hr = mod_crop(load_rgb(hr_path), scale)
+        if hr.size == 0:
+            raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
         if lr_dir is None:
             lr = downscale_image(hr, scale)
         else:

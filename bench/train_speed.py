@@ -1,0 +1,158 @@
+"""Training speed on this machine: the toolkit's loop against a plain PyTorch loop, and the data pipeline.
+
+    python bench/train_speed.py                      # everything (about 15 minutes on 2 CPU cores)
+    python bench/train_speed.py --models pan --variants eager channels_last --skip-data
+
+Training steps (samples/s, higher is better), for
+    PAN x4       batch 8 x 4 accumulation, LR patch 64
+    SRResNet x4  batch 16, LR patch 24
+    toolkit  train/run.py itself (Accelerate, its data pipeline on the built-in photos held in memory, logging)
+    plain    a bare loop over the same model: fixed random batches, no Accelerate, NCHW unless the variant says
+variants: eager (fp32, NCHW), channels_last, compile (torch.compile, inductor; skipped when it fails), and
+bf16_channels_last (CPU autocast: fast on CPUs with AMX / AVX512-BF16). The figure is the median over measured
+steps after warm-up (and after compilation).
+
+Data pipeline (patches/s through a DataLoader, LR 64 x4, batch 8), from DIV2K-sized 2040x1356 PNGs:
+    raw       each patch decodes a whole 2K PNG and makes its LR by MATLAB bicubic
+    prepared  480x480 sub-images with their LR, cut once (train.data.prepare_subimages, cached as Arrow)
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sr_models import create_model
+from train.config import load_recipe
+from train.data import ImagePairs, PatchDataset, load_source, prepare_subimages, training_loader
+from train_common import logged_windows, make_2k_images, run_training
+
+MODELS = {
+    "pan": {"batch_size": 8, "accumulation": 4, "lr_patch": 64},
+    "srresnet": {"batch_size": 16, "accumulation": 1, "lr_patch": 24},
+}
+VARIANTS = ("eager", "channels_last", "compile", "bf16_channels_last")
+
+
+def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup):
+    """The reference: what anyone would write without the toolkit."""
+    torch.manual_seed(0)
+    model = create_model(name, scale=4)
+    channels_last = "channels_last" in variant
+    bf16 = variant.startswith("bf16")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if variant == "compile":
+        model = torch.compile(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    lr = torch.rand(batch_size, 3, lr_patch, lr_patch)
+    hr = torch.rand(batch_size, 3, lr_patch * 4, lr_patch * 4)
+    if channels_last:
+        lr = lr.contiguous(memory_format=torch.channels_last)
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        for _ in range(accumulation):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                sr = model(lr)
+            loss = F.l1_loss(sr.float(), hr) / accumulation
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return batch_size * accumulation / statistics.median(times[warmup:])
+
+
+def toolkit_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup, workdir):
+    """train/run.py on the built-in photos (decoded once into memory), no validation, no checkpoints."""
+    argv = [
+        "--model", name, "--steps", str(warmup + steps), "--batch-size", str(batch_size),
+        "--gradient-accumulation-steps", str(accumulation), "--lr-patch-size", str(lr_patch),
+        "--val-dataset", "none", "--log-every", "1", "--progress", "false", "--log-with", "none",
+        "--warmup-fraction", "0", "--lr", "1e-4",
+        "--mixed-precision", "bf16" if variant.startswith("bf16") else "no",
+        "--channels-last", str("channels_last" in variant).lower(), "--compile", str(variant == "compile").lower(),
+        "--output-dir", str(Path(workdir) / f"{name}-{variant}-{time.monotonic_ns()}"),
+    ]  # fmt: skip
+    windows = logged_windows(run_training(argv))
+    return statistics.median(w["samples_per_second"] for w in windows[warmup:])
+
+
+def bench_training(models, variants, *, steps, warmup, workdir):
+    print(f"\ntraining step, samples/s (median of {steps} steps after {warmup} warm-up)")
+    print(f"{'model':<10}{'variant':<20}{'plain':>10}{'toolkit':>10}{'toolkit/plain':>15}")
+    for name in models:
+        shape = MODELS[name]
+        for variant in variants:
+            try:
+                plain = plain_loop(name, **shape, variant=variant, steps=steps, warmup=warmup)
+                toolkit = toolkit_loop(name, **shape, variant=variant, steps=steps, warmup=warmup, workdir=workdir)
+            except Exception as error:  # torch.compile needs a working C++ toolchain; report, don't stop
+                print(f"{name:<10}{variant:<20}  failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
+                continue
+            print(f"{name:<10}{variant:<20}{plain:>10.2f}{toolkit:>10.2f}{toolkit / plain:>15.2f}", flush=True)
+
+
+def patches_per_second(pairs, *, workers, batches, lr_patch=64, batch_size=8):
+    patches = PatchDataset(pairs, lr_patch_size=lr_patch, length=batches * batch_size, seed=0)
+    loader = training_loader(patches, batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    start = time.perf_counter()
+    count = sum(len(batch["lr"]) for batch in loader)
+    return count / (time.perf_counter() - start)
+
+
+def bench_data(*, workdir, images, batches):
+    folder = Path(workdir) / "div2k_like"
+    made = time.perf_counter()
+    paths = make_2k_images(folder, count=images)
+    print(f"\ndata pipeline, patches/s (LR 64 x4, batch 8), from {len(paths)} PNGs of 2040x1356 "
+          f"({sum(p.stat().st_size for p in paths) / len(paths) / 1e6:.1f} MB each; made in "
+          f"{time.perf_counter() - made:.0f} s)")  # fmt: skip
+    cache = str(Path(workdir) / "hf-cache")
+    raw = load_source(str(folder), split="train", cache_dir=cache)
+    start = time.perf_counter()
+    prepared = prepare_subimages(raw, scale=4, size=480, step=240, cache_dir=cache, num_proc=os.cpu_count())
+    print(f"prepare step: {len(raw)} images -> {len(prepared)} sub-images of 480x480 in "
+          f"{time.perf_counter() - start:.1f} s (once; cached as Arrow)")  # fmt: skip
+    print(f"{'source':<12}{'workers':>8}{'patches/s':>12}")
+    for label, dataset in (("raw", raw), ("prepared", prepared)):
+        pairs = ImagePairs(dataset, scale=4)
+        for workers in sorted({0, os.cpu_count()}):
+            rate = patches_per_second(pairs, workers=workers, batches=batches if label == "raw" else 4 * batches)
+            print(f"{label:<12}{workers:>8}{rate:>12.1f}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per figure")
+    parser.add_argument("--warmup", type=int, default=1, help="steps before measuring (compilation happens here)")
+    parser.add_argument("--images", type=int, default=6, help="2K images for the data pipeline")
+    parser.add_argument("--batches", type=int, default=6, help="batches per data figure (raw; prepared: 4x)")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-data", action="store_true")
+    parser.add_argument("--workdir", help="keep the 2K images and runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    load_recipe("quickstart")  # fail early on a broken install
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads)
+    print(f"machine: {platform.processor() or platform.machine()}, {threads} CPU threads, torch {torch.__version__}, "
+          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = args.workdir or temporary
+        if not args.skip_training:
+            bench_training(args.models, args.variants, steps=args.steps, warmup=args.warmup, workdir=workdir)
+            torch.set_num_threads(threads)
+        if not args.skip_data:
+            bench_data(workdir=workdir, images=args.images, batches=args.batches)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""The training configuration: one typed dataclass, YAML recipes, `--key value` overrides.
+
+    accelerate launch train/run.py                                 # recipe `quickstart` (the default)
+    accelerate launch train/run.py --recipe pan_x4_report --dataset /data/DIV2K_train_HR --steps 200000
+    accelerate launch train/run.py --recipe my_recipe.yaml --lr 5e-4 --model-overrides '{channels: 32}'
+
+A recipe is a YAML mapping of field names to values (train/recipes/*.yaml, or any file path). Command-line
+overrides come after the recipe; `--batch-size` and `--batch_size` are the same key. Unknown keys and values of
+the wrong type fail with one line naming the key, the value and what was expected (the recipe file too).
+"""
+
+import argparse
+import difflib
+import sys
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key (and file) and the problem."""
+
+
+def option(default, help):
+    """A config field with its help text (shown by --help). Mutable defaults are copied per instance."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # --- model ---
+    model: str = option("pan", "architecture: pan or srresnet")
+    scale: int = option(4, "upscaling factor")
+    model_overrides: dict = option({}, "model hyper-parameters, e.g. {channels: 8, num_blocks: 1}")
+    sync_batchnorm: bool = option(False, "SyncBatchNorm across processes (SRResNet on several GPUs)")
+    channels_last: bool = option(False, "NHWC memory format for model and batches")
+    compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+
+    # --- data ---
+    dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | hub name")
+    split: str = option("train", "split of a save_to_disk DatasetDict or hub data set")
+    image_column: typing.Optional[str] = option(None, "HR image column (default: 'hr', else the only Image column)")
+    lr_column: typing.Optional[str] = option(None, "LR image column of paired data (default: 'lr' if present)")
+    lr_dataset: typing.Optional[str] = option(None, "folder of LR images matched to HR by file stem (paired data)")
+    cache_dir: typing.Optional[str] = option(None, "Hugging Face datasets cache (default: ~/.cache/huggingface)")
+    cache_images: bool = option(False, "decode every image (and its LR) once and keep it in memory")
+    subimage_size: int = option(0, "prepare step: cut HR images into sub-images of this side (0: off; 480 for DIV2K)")
+    subimage_step: int = option(240, "prepare step: stride between sub-images")
+    lr_patch_size: int = option(32, "side of the LR training patch; the HR patch is scale times that")
+    flips: bool = option(True, "random horizontal and vertical flips")
+    rot90: bool = option(True, "random 90-degree rotations")
+    small_images: str = option("error", "image smaller than the patch: error | skip | pad (mirror pad)")
+    skip_corrupt: bool = option(False, "skip unreadable images (counted in the log) instead of failing")
+    num_workers: int = option(0, "DataLoader worker processes per training process")
+    persistent_workers: bool = option(True, "keep workers alive between passes (when num_workers > 0)")
+
+    # --- validation ---
+    val_dataset: str = option("builtin", "builtin (held-out photos) | benchmark folder (HR/, LR_bicubic/X4/) | "
+                              "folder | save_to_disk | hub name | none")  # fmt: skip
+    val_split: str = option("validation", "split of a save_to_disk DatasetDict or hub data set for validation")
+    val_images: int = option(0, "use at most this many validation images (0: all)")
+    val_every: int = option(0, "validate every N optimizer steps (0: only at the end)")
+    preview_images: int = option(3, "comparison images (bicubic | model | HR) written per validation")
+
+    # --- optimisation (steps are optimizer steps, whatever the accumulation and number of processes) ---
+    steps: int = option(1000, "optimizer steps")
+    batch_size: int = option(16, "patches per micro-batch per process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    loss: str = option("l1", "l1 | mse | charbonnier")
+    optimizer: str = option("adam", "adam | adamw | sgd")
+    lr: float = option(1e-3, "peak learning rate")
+    betas: tuple = option((0.9, 0.999), "Adam betas")
+    weight_decay: float = option(0.0, "weight decay")
+    scheduler: str = option("cosine", "constant | cosine (CosineAnnealingLR) | cosine_restarts (...WarmRestarts)")
+    cycles: int = option(1, "cosine_restarts: number of cosine cycles over the run")
+    warmup_fraction: float = option(0.0, "fraction of the steps spent in a linear warm-up before the schedule")
+    min_lr: float = option(1e-7, "learning rate at the end of each cosine cycle (eta_min)")
+    grad_clip: float = option(0.0, "clip the gradient norm to this (0: off)")
+    max_nonfinite_steps: int = option(20, "stop the run after this many optimizer steps in a row with a NaN/inf loss")
+    ema_decay: float = option(0.0, "EMA of weights, e.g. 0.999 (0: off); used for validation and final weights")
+    mixed_precision: str = option("auto", "auto (the launch config's, else no) | no | fp16 | bf16")
+    seed: int = option(0, "seed of weights, patches and augmentations")
+    num_threads: int = option(0, "CPU threads per process (0: the machine's cores / processes on it)")
+
+    # --- outputs ---
+    output_dir: typing.Optional[str] = option(None, "run folder (default: runs/<recipe>-<date>-<time>)")
+    log_every: int = option(10, "log figures every N optimizer steps")
+    save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "keep the last K checkpoints")
+    resume: typing.Optional[str] = option(None, "checkpoint folder, or 'latest' (of --output-dir) to resume")
+    stop_after: int = option(0, "stop (and checkpoint) after this step, as if interrupted (0: run to the end)")
+    log_with: str = option("auto", "auto (TensorBoard when installed) | tensorboard | none")
+    progress: bool = option(True, "tqdm progress bar")
+
+    recipe: str = option("quickstart", "the recipe this config came from (set by --recipe)")
+
+    def __post_init__(self):
+        check_choices(self)
+
+    @property
+    def warmup_steps(self):
+        return round(self.warmup_fraction * self.steps)
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+CHOICES = {
+    "small_images": ("error", "skip", "pad"),
+    "loss": ("l1", "mse", "charbonnier"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("constant", "cosine", "cosine_restarts"),
+    "mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "log_with": ("auto", "tensorboard", "none"),
+}
+POSITIVE = ("scale", "lr_patch_size", "steps", "batch_size", "gradient_accumulation_steps", "cycles", "log_every",
+            "keep_checkpoints", "subimage_step", "max_nonfinite_steps")  # fmt: skip
+NON_NEGATIVE = ("val_images", "val_every", "preview_images", "save_every", "stop_after",
+                "num_workers", "num_threads", "subimage_size", "grad_clip", "ema_decay", "weight_decay", "min_lr",
+                "warmup_fraction")  # fmt: skip
+
+
+def check_choices(config):
+    for key, valid in CHOICES.items():
+        if getattr(config, key) not in valid:
+            raise ConfigError(f"{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}")
+    for key in POSITIVE:
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{key}: must be positive, got {getattr(config, key)}")
+    for key in NON_NEGATIVE:
+        if getattr(config, key) < 0:
+            raise ConfigError(f"{key}: must not be negative, got {getattr(config, key)}")
+    if config.ema_decay >= 1:
+        raise ConfigError(f"ema_decay: must be below 1 (e.g. 0.999), got {config.ema_decay}")
+    if len(config.betas) != 2:
+        raise ConfigError(f"betas: expected two numbers, got {list(config.betas)}")
+    if config.warmup_fraction >= 1:
+        raise ConfigError(f"warmup_fraction: must be below 1, got {config.warmup_fraction}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values: every field's annotation decides what a YAML value or a command-line string may be.
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def describe(annotation):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return f"{describe(inner[0])} or none"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            dict: "a mapping like {channels: 8}", tuple: "a list of numbers like 0.9,0.99"}[annotation]  # fmt: skip
+
+
+def coerce(key, value, *, source):
+    """`value` (from YAML, or a command-line string) as the type of field `key`; ConfigError otherwise."""
+    annotation = FIELD_TYPES[key]
+    from_text = isinstance(value, str)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Optional[str]
+        if value is None or (from_text and value.lower() in ("none", "null")):
+            return None
+        annotation = str
+    wrong = ConfigError(f"{source}: {key} must be {describe(FIELD_TYPES[key])}, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise wrong
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text:
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise wrong
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string; float() does not
+            except ValueError:
+                pass
+        raise wrong
+    if annotation is str:
+        if from_text:
+            return value
+        raise wrong
+    if annotation is tuple:
+        items = value.split(",") if from_text else value
+        try:
+            return tuple(float(v) for v in items)
+        except (TypeError, ValueError):
+            raise wrong from None
+    if annotation is dict:
+        if from_text:
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                raise wrong from None
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return value
+        raise wrong
+    raise AssertionError(f"no coercion for {annotation}")
+
+
+def unknown_key(key, *, source):
+    valid = [f.name for f in fields(TrainConfig)]
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"{source}: unknown key {key!r}{hint}")
+
+
+def recipe_path(recipe):
+    """A recipe name (train/recipes/<name>.yaml) or a YAML file path."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        return path
+    path = RECIPES / f"{recipe}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
+        raise ConfigError(f"unknown recipe {recipe!r}; recipes: {', '.join(names)} (or a path to a .yaml file)")
+    return path
+
+
+def read_yaml(path):
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(error).split())})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys to values, found {type(values).__name__}")
+    return values
+
+
+def apply(values, *, source, base=None):
+    """Merge `values` (a dict of raw values) into `base` (a dict of checked values)."""
+    merged = dict(base or {})
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if key not in FIELD_TYPES:
+            raise unknown_key(key, source=source)
+        merged[key] = coerce(key, value, source=source)
+    return merged
+
+
+def build(values, *, source):
+    try:
+        return TrainConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def load_recipe(recipe, **overrides):
+    """The config of a recipe with overrides applied (for code and tests): load_recipe('quickstart', steps=5)."""
+    path = recipe_path(recipe)
+    values = apply(read_yaml(path), source=str(path))
+    values = apply(overrides, source="overrides", base=values)
+    values.setdefault("recipe", path.stem)
+    return build(values, source=str(path))
+
+
+def save_config(config, path):
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def parse_args(argv=None):
+    """The config from the command line: `--recipe NAME` (default quickstart) then `--key value` overrides.
+
+    With `--resume CHECKPOINT`, the base is the config saved in that checkpoint instead of a recipe, so that a
+    resumed run continues with the settings it started with; overrides still apply (e.g. more --steps).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="train/run.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --lr must never be read as a prefix of --lr-patch-size
+    )
+    parser.add_argument("--recipe", default=None, help="recipe name in train/recipes/ or a .yaml path (default quickstart)")
+    for f in fields(TrainConfig):
+        if f.name == "recipe":
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
+                            help=f"{f.metadata['help']} (default: {default})")  # fmt: skip
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        first = unknown[0]
+        if first.startswith("--"):
+            raise unknown_key(first[2:].split("=")[0].replace("-", "_"), source="command line")
+        raise ConfigError(f"command line: unexpected argument {first!r} (options are --key value)")
+    overrides = vars(known)
+    recipe = overrides.pop("recipe")
+    resume = overrides.get("resume")
+    if resume and resume != "latest" and recipe is None and (Path(resume) / "config.yaml").is_file():
+        saved = Path(resume) / "config.yaml"
+        values = apply(read_yaml(saved), source=str(saved))
+    elif resume == "latest" and recipe is None and overrides.get("output_dir"):
+        saved = latest_checkpoint(overrides["output_dir"])
+        values = apply(read_yaml(saved / "config.yaml"), source=str(saved / "config.yaml")) if saved else None
+        if values is None:
+            raise ConfigError(f"--resume latest: no complete checkpoint in {overrides['output_dir']}/checkpoints")
+    else:
+        path = recipe_path(recipe or "quickstart")
+        values = apply(read_yaml(path), source=str(path))
+        values["recipe"] = path.stem
+    values = apply(overrides, source="command line", base=values)
+    return build(values, source="command line")
+
+
+def latest_checkpoint(run_dir):
+    """The newest complete checkpoint folder of a run (folders still named *.partial are not complete)."""
+    folder = Path(run_dir) / "checkpoints"
+    complete = sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".partial"))
+    return complete[-1] if complete else None

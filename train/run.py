@@ -1,0 +1,508 @@
+"""Train a super-resolution model with Hugging Face Accelerate.
+
+    accelerate launch train/run.py            # recipe quickstart: PAN x4 on the built-in photos, offline
+    accelerate launch --config_file launch_configs/multi_gpu.yaml train/run.py --recipe pan_x4_paper \
+        --dataset /data/DF2K_sub
+    python train/run.py --steps 50            # plain python: one process
+    accelerate launch train/run.py --resume latest --output-dir runs/quickstart-20250101-120000
+
+Reads top to bottom: config, accelerator, data, model, optimizer, loop, save. Steps are optimizer steps: one
+step consumes batch_size x gradient_accumulation_steps x num_processes patches, and the learning-rate schedule
+is written in these steps whatever the number of processes.
+
+The run folder (--output-dir, default runs/<recipe>-<date>-<time>) receives config.yaml, log.jsonl (every
+logged figure, one JSON object a line), tensorboard/ (when TensorBoard is installed), samples/ (comparison
+images), checkpoints/, model.safetensors (the EMA weights when EMA is on) and metrics.json.
+"""
+
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    TorchDynamoPlugin,
+    broadcast_object_list,
+    gather_object,
+    is_tensorboard_available,
+    set_seed,
+)
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from sr_models import create_model
+from sr_models.weights import load_model, save_weights
+from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
+from train.config import ConfigError, parse_args, save_config
+from train.data import training_loader, training_patches, validation_samples
+from train.evaluate import format_table
+from train.threads import ThreadTuner, set_cpu_threads
+from train.validation import validate
+
+
+def main(argv=None):
+    # ---- config ---------------------------------------------------------------------------------------------
+    config = parse_args(argv)
+
+    # ---- accelerator ----------------------------------------------------------------------------------------
+    # cpu=True without a GPU is also what lets launch_configs/cpu_ddp.yaml (MULTI_GPU type) start 2 gloo
+    # processes on a CPU-only machine (docs/accelerate-notes.md).
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
+    threads = set_cpu_threads(config.num_threads, device=state.device)
+    run_dir = choose_run_dir(config, state)
+    accelerator = Accelerator(
+        cpu=use_cpu,
+        mixed_precision=None if config.mixed_precision == "auto" else config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        # Accelerate would step a prepared scheduler num_processes times per optimizer step (it assumes the
+        # schedule counts single-process batches). Our steps are optimizer steps, so we step it ourselves, once.
+        step_scheduler_with_optimizer=False,
+        log_with=trackers(config.log_with),
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.compile else None,
+        dataloader_config=DataLoaderConfiguration(non_blocking=not use_cpu),  # copies overlap compute (pinned)
+    )
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    accelerator.init_trackers(run_dir.name, config=hparams(config))
+    log = RunLog(run_dir / "log.jsonl", accelerator)
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    accumulation, processes = config.gradient_accumulation_steps, accelerator.num_processes
+    samples_per_step = config.batch_size * accumulation * processes
+    with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
+        patches, left_out = training_patches(config, length=config.steps * samples_per_step)
+        held_out = validation_samples(config) if accelerator.is_main_process else []
+    train_loader = training_loader(
+        patches, batch_size=config.batch_size, num_workers=config.num_workers,
+        persistent_workers=config.persistent_workers, pin_memory=not use_cpu,
+    )  # fmt: skip
+
+    # ---- model ----------------------------------------------------------------------------------------------
+    set_seed(config.seed)  # the initial weights depend on the seed only (DDP also copies rank 0's to the others)
+    model = create_model(config.model, scale=config.scale, **config.model_overrides)
+    if config.sync_batchnorm:
+        model = with_sync_batchnorm(model, accelerator)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # EMA: a copy made before `prepare`, so it is never wrapped, compiled or autocast: it runs in fp32.
+    ema = None
+    if config.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+
+    # ---- optimizer and learning-rate schedule ---------------------------------------------------------------
+    optimizer = make_optimizer(config, model.parameters())
+    scheduler = make_scheduler(config, optimizer)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    # ---- resume ---------------------------------------------------------------------------------------------
+    resumed_from = None
+    if config.resume:
+        resumed_from = resolve_resume(config.resume, run_dir)
+        accelerator.load_state(str(resumed_from))
+        accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
+    start_step = progress.step
+    # Patches are a pure function of their position in the run, so skipping the micro-batches already used
+    # puts the resumed run on exactly the data of an uninterrupted one.
+    batches = accelerator.skip_first_batches(train_loader, start_step * accumulation) if start_step else train_loader
+
+    log.write({
+        "event": "start", "step": start_step, "num_processes": processes, "process_index": accelerator.process_index,
+        "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
+        "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
+        "held_out_images": len(held_out), "resumed_from": str(resumed_from) if resumed_from else None,
+        "run_dir": str(run_dir),
+    }, to_trackers=False)  # fmt: skip
+    accelerator.print(
+        f"{config.model} x{config.scale} | {len(patches.usable)} training images, {len(held_out)} held out | "
+        f"{processes} process(es) on {accelerator.device}, {threads} CPU thread(s) each | {samples_per_step} "
+        f"patches per step ({config.batch_size} x {accumulation} x {processes}) | run folder {run_dir}"
+    )
+
+    # ---- loop -----------------------------------------------------------------------------------------------
+    loss_fn = LOSSES[config.loss]
+
+    def unwrap(model):  # the plain module: no DDP, no compile wrapper (its parameters are the trained ones)
+        return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+    bar = tqdm(total=config.steps, initial=start_step, desc="training", dynamic_ncols=True,
+               disable=not (accelerator.is_main_process and config.progress))  # fmt: skip
+    window = Window(accelerator.device)
+    train_seconds, train_samples = 0.0, 0
+    # Auto threads on a CPU: keep checking whether all cores or one is faster (see train/threads.py).
+    tuner = ThreadTuner(threads=threads) if config.num_threads == 0 and threads > 1 else None
+    if tuner:
+        tuner.start()
+    model.train()
+    step_is_finite = True  # False once a micro-batch of this optimizer step had a NaN/inf loss
+    tick = time.perf_counter()
+    for batch in batches:
+        window.data_seconds += time.perf_counter() - tick
+        with accelerator.accumulate(model):
+            lr_images, hr_images = as_float(batch["lr"], config.channels_last), as_float(batch["hr"], False)
+            sr_images = model(lr_images)  # (B, 3, p*scale, p*scale)
+            loss = loss_fn(sr_images.float(), hr_images)
+            # A NaN/inf loss skips the whole optimizer step, on every process alike: one process skipping its
+            # backward alone would leave the others waiting in DDP's gradient all-reduce. (fp16's grad scaler
+            # goes on skipping, by itself, the steps whose gradients overflow while the loss is finite.)
+            finite = all_finite(loss, accelerator)
+            if finite:
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.grad_clip and step_is_finite:
+                    window.grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)  # before clipping
+            step_is_finite = step_is_finite and finite
+            if step_is_finite:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        window.add(loss.detach(), batch["skipped"], finite=finite)
+        if not accelerator.sync_gradients:  # a micro-batch inside an accumulation: no optimizer step yet
+            tick = time.perf_counter()
+            continue
+
+        # One optimizer step has been taken.
+        step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+        scheduler.step()
+        if ema is not None and step_is_finite:  # a skipped step leaves the weights, and so their average, as they were
+            ema.update_parameters(unwrap(model))
+        progress.step += 1
+        window.steps += 1
+        if tuner:
+            threads = tuner.step_done()
+        bar.update(1)
+        step = progress.step
+        if step_is_finite:
+            progress.nonfinite_in_a_row = 0
+        else:
+            progress.nonfinite_steps += 1
+            progress.nonfinite_in_a_row += 1
+            accelerator.print(f"warning: step {step}: NaN or infinite loss, update skipped "
+                              f"({progress.nonfinite_in_a_row} in a row, {progress.nonfinite_steps} in all)")  # fmt: skip
+            if progress.nonfinite_in_a_row >= config.max_nonfinite_steps:
+                raise diverged(progress, run_dir)
+        step_is_finite = True
+
+        if step % config.log_every == 0 or step == config.steps or step == config.stop_after:
+            seconds = window.seconds()
+            figures = window.reduce(accelerator)
+            progress.skipped_images += figures.pop("skipped")
+            train_seconds += seconds
+            train_samples += window.steps * samples_per_step
+            record = {
+                "step": step, "loss": figures["loss"], "lr": step_lr,
+                "samples_per_second": window.steps * samples_per_step / seconds,
+                "data_wait_fraction": figures["data_seconds"] / seconds,
+                "epoch": step * samples_per_step / len(patches.usable), "skipped_images": progress.skipped_images,
+                "cpu_threads": threads,
+                "nonfinite_steps": progress.nonfinite_steps,
+            }  # fmt: skip
+            if record["loss"] is None:  # every micro-batch of the window was skipped: no loss to report
+                del record["loss"]
+            if config.grad_clip and window.grad_norm is not None:  # None: every step of the window skipped
+                record["grad_norm"] = window.grad_norm.item()  # of the last step in the window
+            log.write(record, step=step)
+            bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{step_lr:.2e}",
+                            samples_per_s=f"{record['samples_per_second']:.1f}")  # fmt: skip
+            window = Window(accelerator.device)
+
+        if config.val_every and step % config.val_every == 0 and step < config.steps:
+            paused = time.perf_counter()
+            if held_out:  # main process only; the others wait at the barrier below
+                report = validate(ema.module if ema else unwrap(model), held_out,
+                                  device=accelerator.device, scale=config.scale, step=step, run_dir=run_dir,
+                                  preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
+                log.write({"step": step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=step)
+            accelerator.wait_for_everyone()
+            window.exclude(time.perf_counter() - paused)
+            if tuner:
+                tuner.restart_timer()
+
+        # No periodic checkpoint inside a run of skipped steps: the last one saved stays the last good one.
+        if config.save_every and step % config.save_every == 0 and step < config.steps and not progress.nonfinite_in_a_row:
+            paused = time.perf_counter()
+            save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
+            window.exclude(time.perf_counter() - paused)
+            if tuner:
+                tuner.restart_timer()
+
+        if STOP.requested(accelerator) and step < config.steps:  # SIGTERM/SIGINT: save, then stop
+            saved = save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
+            bar.close()
+            accelerator.end_training()
+            signum = STOP.received or signal.SIGTERM  # a process the signal has not reached yet stops with the rest
+            raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}, state saved in "
+                              f"{saved}; continue with: --resume latest --output-dir {run_dir}")  # fmt: skip
+
+        if step == config.stop_after and step < config.steps:
+            save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
+            accelerator.print(f"stopped after step {step} (stop_after); continue with: --resume latest "
+                              f"--output-dir {run_dir}")  # fmt: skip
+            bar.close()
+            accelerator.end_training()
+            return run_dir
+        if step >= config.steps:
+            break
+        tick = time.perf_counter()
+    bar.close()
+
+    # ---- save -----------------------------------------------------------------------------------------------
+    save_checkpoint(accelerator, run_dir=run_dir, step=progress.step, config=config, keep=config.keep_checkpoints)
+    final_model = ema.module if ema is not None else unwrap(model)
+    # Every process must hold the same weights after DDP; a mismatch would mean a broken all-reduce.
+    digests = gather_object([weights_digest(final_model)])
+    log.write({"event": "end", "step": progress.step, "weights_digest": digests}, to_trackers=False)
+    if len(set(digests)) > 1:
+        accelerator.print(f"warning: the processes ended with different weights: {digests}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_weights(final_model, run_dir / "model.safetensors")
+        samples_per_second = train_samples / train_seconds if train_seconds else None
+        metrics = {"psnr_y": None, "ssim_y": None, "bicubic_psnr_y": None, "bicubic_ssim_y": None,
+                   "steps": progress.step, "samples_per_second": samples_per_second}  # fmt: skip
+        if held_out:
+            # The final figures are those of the saved file, in fp32: what train/evaluate.py will report.
+            shipped = load_model(run_dir / "model.safetensors").to(accelerator.device)
+            report = validate(shipped, held_out, device=accelerator.device, scale=config.scale, step=progress.step,
+                              run_dir=run_dir, preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
+            metrics.update({key: report["mean"][key] for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")})
+            log.write({"step": progress.step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=progress.step)
+            accelerator.print(format_table(report))
+            gain = report["mean"]["psnr_y"] - report["mean"]["bicubic_psnr_y"]
+            accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pieces used above, in the order they appear.
+
+
+def choose_run_dir(config, state):
+    """The run folder, the same in every process (the main process picks the time stamp)."""
+    if config.output_dir:
+        run_dir = Path(config.output_dir)
+    elif config.resume and config.resume != "latest":
+        run_dir = run_dir_of(config.resume)
+    elif config.resume == "latest":
+        raise ConfigError("--resume latest needs --output-dir: the run folder to continue")
+    else:
+        stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+        if state.num_processes > 1:
+            broadcast_object_list(stamp)  # from the main process: clocks may tick between the processes' starts
+        run_dir = Path("runs") / f"{config.recipe}-{stamp[0]}"
+    if not config.resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds a run's checkpoints; continue it with --resume latest "
+                          "or choose another --output-dir")  # fmt: skip
+    return run_dir
+
+
+def trackers(log_with):
+    if log_with == "none":
+        return None
+    if log_with == "auto":
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return [log_with]
+
+
+def hparams(config):
+    """The config as trackers accept it: scalars and strings only."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.to_dict().items()}
+
+
+class RunLog:
+    """Every logged figure as one JSON line in the run folder (main process), and to the trackers."""
+
+    def __init__(self, path, accelerator):
+        self.path, self.accelerator = Path(path), accelerator
+
+    def write(self, record, *, step=None, to_trackers=True):
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        if to_trackers:
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+            self.accelerator.log(numbers, step=step)
+
+
+def with_sync_batchnorm(model, accelerator):
+    """BatchNorm statistics over the whole global batch instead of each process's share."""
+    if accelerator.num_processes == 1:
+        accelerator.print("note: sync_batchnorm has no effect with one process")
+        return model
+    if accelerator.device.type == "cpu":
+        raise ConfigError("sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only, not on CPU processes")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def make_optimizer(config, parameters):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def make_scheduler(config, optimizer):
+    """The learning rate per optimizer step (stepped once after each one), after an optional linear warm-up."""
+    schedulers = torch.optim.lr_scheduler
+    steps, warmup = config.steps, config.warmup_steps
+    if config.scheduler == "constant":
+        main = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    elif config.scheduler == "cosine":
+        main = schedulers.CosineAnnealingLR(optimizer, T_max=steps - warmup, eta_min=config.min_lr)
+    else:  # cosine_restarts: `cycles` equal cycles over the run, each from lr down to min_lr
+        period = max(1, math.ceil((steps - warmup) / config.cycles))
+        main = schedulers.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=config.min_lr)
+    if not warmup:
+        return main
+    rise = schedulers.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup)
+    return schedulers.SequentialLR(optimizer, [rise, main], milestones=[warmup])
+
+
+def charbonnier(sr, hr, eps=1e-3):
+    return torch.sqrt((sr - hr) ** 2 + eps**2).mean()
+
+
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier}
+
+
+def as_float(images, channels_last):
+    """uint8 (B, 3, H, W) on the device -> float in [0, 1]; batches travel as uint8 (4x less to copy)."""
+    images = images.float().div_(255)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def all_finite(loss, accelerator):
+    """Whether the loss is finite on every process (one .item(): a host-device sync per micro-batch)."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32)
+    if accelerator.num_processes > 1:
+        finite = accelerator.reduce(finite, reduction="sum") == accelerator.num_processes
+    return bool(finite.item())
+
+
+class TrainingDiverged(ValueError):
+    """Too many optimizer steps in a row with a NaN/inf loss (config.max_nonfinite_steps)."""
+
+
+def diverged(progress, run_dir):
+    from train.config import latest_checkpoint
+
+    first = progress.step - progress.nonfinite_in_a_row + 1
+    latest = latest_checkpoint(run_dir)
+    return TrainingDiverged(
+        f"training diverged: the loss was NaN or infinite for {progress.nonfinite_in_a_row} optimizer steps in a "
+        f"row (steps {first}-{progress.step}, max_nonfinite_steps); no update since step {first - 1}; last good "
+        f"checkpoint: {latest or 'none'}. Lower --lr or set --grad-clip, then resume from it"
+    )
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (SIGTERM/SIGINT) and saved its state."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+class StopSignals:
+    """SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop at the next optimizer
+    step; a second signal stops at once. Installed only when train/run.py is the program (not in tests)."""
+
+    def __init__(self):
+        self.received = None
+
+    def install(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum, frame):
+        if self.received is not None:  # asked twice: no more waiting
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.received = signum
+
+    def requested(self, accelerator):
+        if accelerator.num_processes == 1:
+            return self.received is not None
+        # Every process must stop at the same step (the signal reaches them at different times), or the ones
+        # still training would wait forever in the next all-reduce.
+        flag = torch.tensor(int(self.received is not None), device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item())
+
+
+STOP = StopSignals()
+
+
+class Window:
+    """Figures accumulated between two log lines."""
+
+    def __init__(self, device):
+        # Sums stay on the device: reading them every micro-batch would wait for the GPU each time.
+        self.loss = torch.zeros((), device=device)
+        self.skipped = torch.zeros((), device=device, dtype=torch.int64)
+        self.micro_batches = 0
+        self.steps = 0
+        self.data_seconds = 0.0
+        self.excluded = 0.0
+        self.grad_norm = None
+        self.start = time.perf_counter()
+
+    def add(self, loss, skipped, *, finite=True):
+        if finite:  # a skipped micro-batch's NaN would poison the logged mean
+            self.loss += loss
+            self.micro_batches += 1
+        self.skipped += skipped.sum()
+
+    def exclude(self, seconds):
+        """Time spent validating or checkpointing: not training time."""
+        self.excluded += seconds
+
+    def seconds(self):
+        return time.perf_counter() - self.start - self.excluded
+
+    def reduce(self, accelerator):
+        """Mean loss over all processes' micro-batches, summed skips, the slowest process's data wait."""
+        figures = torch.tensor([self.loss.item(), self.micro_batches, self.skipped.item(), self.data_seconds],
+                               dtype=torch.float64, device=accelerator.device)  # fmt: skip
+        gathered = accelerator.gather(figures[None]).cpu()  # (processes, 4)
+        counted = gathered[:, 1].sum().item()  # micro-batches with a finite loss
+        return {"loss": gathered[:, 0].sum().item() / counted if counted else None,
+                "skipped": int(gathered[:, 2].sum()), "data_seconds": gathered[:, 3].max().item()}  # fmt: skip
+
+
+def weights_digest(model):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    STOP.install()
+    try:
+        main()
+    except ValueError as error:  # ConfigError, ImageError, WeightsError, CheckpointError: one line
+        sys.exit(f"error: {error}")
+    except Interrupted as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)  # the shell's convention for "ended by signal N"

@@ -1,0 +1,61 @@
+"""Validation during training: held-out figures (train.evaluate's protocol) and comparison images.
+
+Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side,
+and sends the same images to the trackers that take images (TensorBoard).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from sr_models.images import save_rgb
+from sr_models.resize import upscale_bicubic
+from train.evaluate import TorchUpscaler, score
+
+GAP = 4  # white pixels between the three panels
+
+
+class RecordingUpscaler:
+    """An upscaler that keeps its first `keep` outputs, so previews need no second pass of the model."""
+
+    def __init__(self, upscaler, *, keep):
+        self.upscaler, self.keep, self.outputs = upscaler, keep, []
+        self.name, self.scale = upscaler.name, upscaler.scale
+
+    def __call__(self, lr):
+        sr = self.upscaler(lr)
+        if len(self.outputs) < self.keep:
+            self.outputs.append(sr)
+        return sr
+
+
+def comparison(lr, sr, hr, *, scale, size=256):
+    """bicubic | model | HR, the same centre crop (at most `size` HR pixels square) of each: (h, 3w + 2 GAP, 3)."""
+    bicubic = upscale_bicubic(lr, scale)
+    height, width = hr.shape[:2]
+    crop_h, crop_w = min(size, height), min(size, width)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    gap = np.full((crop_h, GAP, 3), 255, dtype=np.uint8)
+    panels = [image[top : top + crop_h, left : left + crop_w] for image in (bicubic, sr, hr)]
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+
+
+def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None):
+    """Score `model` (in eval mode for the call) on `samples`; write and log comparison images."""
+    was_training = model.training
+    model.eval()
+    try:
+        upscaler = RecordingUpscaler(TorchUpscaler(model, device=device), keep=preview_images)
+        report = score(upscaler, samples, scale=scale, progress=False)
+    finally:
+        model.train(was_training)
+    images = {}
+    for sample, sr in zip(samples, upscaler.outputs):
+        panel = comparison(sample.lr, sr, sample.hr, scale=scale)
+        save_rgb(Path(run_dir) / "samples" / f"step-{step:08d}" / f"{sample.name}.png", panel)
+        images[f"val/{sample.name} (bicubic | model | HR)"] = panel[None]  # (1, h, w, 3)
+    if accelerator is not None and images:
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.log_images(images, step=step, dataformats="NHWC")
+    return report

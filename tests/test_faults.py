@@ -1,0 +1,244 @@
+"""The fast cases of bench/faults.py, in this process: every reader decodes odd files the same way and refuses
+bad ones with an error naming the file; checkpoints survive kills, full disks and diverging losses.
+
+The files are made by bench/faults.py's makers, so the suite and these tests exercise the same bytes.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sr_models.images import ImageError, load_rgb, save_rgb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_fault_script():
+    spec = importlib.util.spec_from_file_location("bench_faults", REPO / "bench" / "faults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+faults = load_fault_script()
+
+
+NORMALISED = [case for case, (_, _, refused) in faults.FILES.items() if not refused]
+REFUSED = [case for case, (_, _, refused) in faults.FILES.items() if refused]
+
+
+def make(case, folder):
+    maker, suffix, _ = faults.FILES[case]
+    path = Path(folder) / f"case é{suffix}"
+    return path, maker(path)
+
+
+@pytest.mark.parametrize("case", NORMALISED)
+def test_odd_files_read_as_the_same_8_bit_rgb_everywhere(tmp_path, case):
+    """load_rgb (evaluate, upscale, validation, training from folders) and the training decoder of image bytes
+    (save_to_disk and hub data) give the reference RGB array of bench/faults.py's maker."""
+    from train.data import decode
+
+    path, expected = make(case, tmp_path)
+    assert expected.dtype == np.uint8 and expected.shape[2] == 3
+    np.testing.assert_array_equal(load_rgb(path), expected)
+    np.testing.assert_array_equal(decode({"bytes": path.read_bytes(), "path": None}, name="row 0"), expected)
+    np.testing.assert_array_equal(decode({"bytes": None, "path": str(path)}, name="row 0"), expected)
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_bad_files_are_refused_naming_the_file_by_every_reader(tmp_path, case):
+    from train.data import decode, image_size
+
+    path, _ = make(case, tmp_path)
+    with pytest.raises(ImageError, match=str(path)):
+        load_rgb(path)
+    with pytest.raises(ImageError, match="row 7"):
+        decode({"bytes": path.read_bytes(), "path": None}, name="row 7")
+    if case != "truncated PNG":
+        # (a truncated file's header is intact: the header check passes, decoding fails, above)
+        with pytest.raises(ImageError, match=str(path)):
+            image_size({"bytes": None, "path": str(path)}, name=str(path))
+
+
+def test_a_one_pixel_benchmark_image_is_named(tmp_path):
+    from train.evaluate import load_benchmark
+
+    save_rgb(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match="dot.png"):
+        load_benchmark(tmp_path, scale=4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupted runs. A tiny PAN on 8x8 LR patches, one CPU thread, so each in-process run takes a second or two.
+
+TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
+        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1", "--batch-size", "2",
+        "--val-dataset", "none", "--lr", "0.01", "--save-every", "2", "--steps", "6"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; every in-process run must start without them."""
+    import torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for seed in range(3):
+        save_rgb(folder / f"p{seed}.png", faults.base_image(seed=seed))
+    return folder
+
+
+def train_args(photos, run_dir, *extra):
+    return [*TINY, "--dataset", str(photos), "--cache-dir", str(photos.parent / "hf-cache"), "--output-dir",
+            str(run_dir), *extra]  # fmt: skip
+
+
+def train_here(argv):
+    from accelerate.state import AcceleratorState, GradientState
+
+    from train.run import main
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return main(argv)
+
+
+def final_weights(run_dir):
+    from sr_models.weights import load_model
+
+    return load_model(Path(run_dir) / "model.safetensors").state_dict()
+
+
+# Runs train/run.py's main in a child process whose save_state is followed by SIGKILL when it writes the
+# step-4 checkpoint: the kill lands after the files are written and before the folder is renamed complete.
+KILL_WHILE_SAVING = """
+import os, signal, sys
+import accelerate
+from train.run import main
+original = accelerate.Accelerator.save_state
+def save_then_die(self, output_dir=None, **kwargs):
+    result = original(self, output_dir, **kwargs)
+    if str(output_dir).endswith("step-00000004.partial"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+accelerate.Accelerator.save_state = save_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_to_the_same_weights(tmp_path, photos):
+    import subprocess
+    import sys
+
+    whole = train_here(train_args(photos, tmp_path / "whole"))
+    killed_dir = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, *train_args(photos, killed_dir)], cwd=REPO,
+                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert child.returncode == -9, child.stderr[-2000:]
+    names = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000004.partial"]  # the half-written one is marked as such
+    resumed = train_here(train_args(photos, killed_dir, "--resume", "latest"))
+    assert "resumed_from" in (resumed / "log.jsonl").read_text()
+    starts = [line for line in (resumed / "log.jsonl").read_text().splitlines() if '"event": "start"' in line]
+    assert "step-00000002" in starts[-1]  # picked the complete checkpoint, not the .partial one
+    a, b = final_weights(whole), final_weights(resumed)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # exact on CPU
+    assert not list((killed_dir / "checkpoints").glob("*.partial"))  # redone and renamed when step 4 came again
+
+
+class FakeAccelerator:
+    """The part of Accelerator that save_checkpoint uses, writing one file; `full` makes the write fail as a
+    full disk does, after part of the checkpoint is on disk."""
+
+    is_main_process = True
+
+    def __init__(self, *, full=False):
+        self.full = full
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        import errno
+
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half a checkpoint")
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    from train.checkpoint import CheckpointError, save_checkpoint
+    from train.config import latest_checkpoint, load_recipe
+
+    config = load_recipe("quickstart")
+    good = save_checkpoint(FakeAccelerator(), run_dir=tmp_path, step=2, config=config, keep=2)
+    with pytest.raises(CheckpointError, match="step-00000004.*No space left on device.*step-00000002"):
+        save_checkpoint(FakeAccelerator(full=True), run_dir=tmp_path, step=4, config=config, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002"]  # no .partial left
+    assert latest_checkpoint(tmp_path) == good
+    assert (good / "config.yaml").is_file() and (good / "model.safetensors").read_bytes() == b"half a checkpoint"
+
+
+# Runs train/run.py's main with a loss that is NaN for the optimizer steps listed in argv[1] (1-based).
+NAN_AT_STEPS = """
+import sys
+import torch
+import train.run as run
+steps = {int(s) for s in sys.argv[1].split(",")}
+calls = []
+def loss(sr, hr):
+    calls.append(1)
+    value = torch.nn.functional.l1_loss(sr, hr)
+    return value * float("nan") if len(calls) in steps else value
+run.LOSSES["l1"] = loss
+try:
+    run.main(sys.argv[2:])
+except ValueError as error:
+    sys.exit(f"error: {error}")
+"""
+
+
+def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos):
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from train.config import latest_checkpoint
+
+    # Two NaN steps: skipped, counted, logged; the run ends normally with finite weights.
+    train_here_nan = [sys.executable, "-c", NAN_AT_STEPS]
+    child = subprocess.run([*train_here_nan, "3,4", *train_args(photos, tmp_path / "blip")], cwd=REPO,
+                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "blip" / "log.jsonl").read_text().splitlines()]
+    assert max(r.get("nonfinite_steps", 0) for r in log) == 2
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert all(torch.isfinite(t).all() for t in final_weights(tmp_path / "blip").values())
+
+    # NaN from step 3 on, 3 allowed in a row: stops at step 5 with one line, the step-2 checkpoint kept.
+    run_dir = tmp_path / "diverged"
+    child = subprocess.run([*train_here_nan, ",".join(map(str, range(3, 20))),
+                            *train_args(photos, run_dir, "--max-nonfinite-steps", "3")], cwd=REPO,
+                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr[-2000:]
+    assert "3 optimizer steps in a row" in child.stderr.strip().splitlines()[-1]
+    latest = latest_checkpoint(run_dir)
+    assert latest is not None and latest.name == "step-00000002"
+    assert not (run_dir / "model.safetensors").exists()

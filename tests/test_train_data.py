@@ -1,10 +1,13 @@
 """Training data: sources (folder, save_to_disk, paired), aligned patches, the prepare step, bad images."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+import torch
 
 from sr_models.images import ImageError, load_rgb, save_rgb
 from sr_models.metrics import mod_crop
@@ -19,6 +22,7 @@ from train.data import (
     load_source,
     prepare_subimages,
     subimage_starts,
+    training_loader,
     training_patches,
     usable_images,
     validation_samples,
@@ -203,3 +207,30 @@ def test_training_patches_from_a_config(hr_folder, tmp_path):
     patches, left_out = training_patches(config, length=10)
     assert len(patches) == 10 and left_out == {"small": 0, "corrupt": 0}
     assert patches.pairs.cache is not None and patches[9]["hr"].shape == (3, 32, 32)
+
+
+def test_workers_give_the_same_batches_as_the_main_process(hr_folder, tmp_path):
+    pairs = ImagePairs(load_source(str(hr_folder), split="train", cache_dir=str(tmp_path / "cache")), scale=SCALE)
+    patches = PatchDataset(pairs, lr_patch_size=8, length=12, seed=5)
+    batches = [
+        [batch["hr"] for batch in training_loader(patches, batch_size=3, num_workers=workers, persistent_workers=True)]
+        for workers in (0, 2)
+    ]
+    assert len(batches[0]) == 4
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
+
+
+def test_the_prepare_step_in_several_processes_after_torch_used_its_threads(hr_folder, tmp_path):
+    # In a subprocess with a timeout: the failure this guards against (libgomp after fork) is a hang, not an error.
+    script = f"""
+import torch
+from train.data import load_source, prepare_subimages
+torch.ones(512, 512) @ torch.ones(512, 512)  # OpenMP threads started, as in a training process
+source = load_source({str(hr_folder)!r}, split="train", cache_dir={str(tmp_path / "cache")!r})
+one = prepare_subimages(source, scale=4, size=32, step=16, cache_dir={str(tmp_path / "one")!r})
+two = prepare_subimages(source, scale=4, size=32, step=16, cache_dir={str(tmp_path / "two")!r}, num_proc=2)
+assert len(two) == len(one) and two[len(two) - 1]["hr"]["bytes"] == one[len(one) - 1]["hr"]["bytes"]
+print("ok", len(two))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]

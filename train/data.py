@@ -388,8 +388,12 @@ def subimage_starts(length, size, step):
     return starts
 
 
-def cut_subimages(batch, indices, *, scale, size, step, skip_corrupt):
+def cut_subimages(batch, indices, *, scale, size, step, skip_corrupt, in_worker=False):
     """`Dataset.map` function (batched): whole images -> aligned HR/LR sub-images as PNG bytes."""
+    if in_worker:
+        # A process forked from one that already ran OpenMP threads hangs in its first parallel op (libgomp is
+        # not fork-safe); one thread runs inline. DataLoader workers do the same.
+        torch.set_num_threads(1)
     out = {"hr": [], "lr": [], "name": []}
     for row_index, index in enumerate(indices):
         hr_record = batch["hr"][row_index]
@@ -443,7 +447,8 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     key = datasets.fingerprint.Hasher.hash([dataset._fingerprint, scale, size, step, skip_corrupt, "v1"])
     prepared = dataset.map(
         cut_subimages,
-        fn_kwargs={"scale": scale, "size": size, "step": step, "skip_corrupt": skip_corrupt},
+        fn_kwargs={"scale": scale, "size": size, "step": step, "skip_corrupt": skip_corrupt,
+                   "in_worker": bool(num_proc and num_proc > 1)},
         with_indices=True,
         batched=True,
         batch_size=1,

@@ -49,9 +49,11 @@ sys.path.insert(0, str(REPO))
 from sr_models.images import load_rgb, save_rgb  # noqa: E402
 
 SCALE = 4
+# --repeat-images: folders of 1-3 images; the too-small case sets it false.
 TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
         "--progress", "false", "--log-with", "none", "--num-threads", "1", "--batch-size", "2",
-        "--log-every", "1", "--scale", str(SCALE)]  # fmt: skip
+        "--log-every", "1", "--scale", str(SCALE),
+        "--repeat-images", "true"]  # fmt: skip
 TIMEOUT = 120  # seconds for one command; a hang is a failure, not a wait
 
 
@@ -653,6 +655,25 @@ class Suite:
         return Result(case, where, "handled", "both processes skip step 2 together (no hang), 1 step counted, "
                       "identical final weights", outcome.seconds)  # fmt: skip
 
+    def ddp_too_small(self):
+        case = "data set too small for 2 processes x batch 2"
+        where = "accelerate launch (cpu_ddp)"
+        run_dir = self.root / "runs" / "ddp-too-small"
+        command = ["-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch_configs" / "cpu_ddp.yaml"),
+                   "--main_process_port", str(free_port()), "train/run.py", *TINY, "--steps", "4", "--output-dir",
+                   str(run_dir), "--cache-dir", str(self.root / "hf-cache"), "--dataset", str(self.good),
+                   "--val-dataset", "none", "--repeat-images", "false"]  # fmt: skip
+        outcome = run(command)
+        numbers = "too small for 2 process(es) x batch size 2: 3 usable training image(s)"
+        if outcome.timed_out:
+            return Result(case, where, "other", f"hung: still running after {TIMEOUT} s", outcome.seconds)
+        if outcome.returncode == 0 or numbers not in outcome.stderr:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        if list(run_dir.glob("checkpoints/*")):
+            return Result(case, where, "other", "refused, but only after training had started", outcome.seconds)
+        return Result(case, where, "handled", f"refused before training by both processes: `{numbers} ...`",
+                      outcome.seconds)  # fmt: skip
+
     # ---- the run ------------------------------------------------------------------------------------------
 
     def cases(self):
@@ -687,6 +708,7 @@ class Suite:
         cases.append(("diverging", self.diverging))
         cases.append(("ddp exception", self.ddp_exception))
         cases.append(("ddp nan", self.ddp_nan))
+        cases.append(("ddp too small", self.ddp_too_small))
         return cases
 
     def upscale_one_pixel(self):

@@ -74,9 +74,11 @@ def test_a_one_pixel_benchmark_image_is_named(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Interrupted runs. A tiny PAN on 8x8 LR patches, one CPU thread, so each in-process run takes a second or two.
 
+# --repeat-images: folders of 1-3 images.
 TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
         "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1", "--batch-size", "2",
-        "--val-dataset", "none", "--lr", "0.01", "--save-every", "2", "--steps", "6"]  # fmt: skip
+        "--val-dataset", "none", "--lr", "0.01", "--save-every", "2", "--steps", "6",
+        "--repeat-images", "true"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

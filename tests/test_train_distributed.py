@@ -27,7 +27,7 @@ ARGS = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}
         "--progress", "false", "--log-every", "1", "--log-with", "none", "--val-dataset", "none", "--steps", "3",
         "--optimizer", "sgd", "--lr", "0.2", "--scheduler", "cosine", "--warmup-fraction", "0.34",
         "--min-lr", "0.02", "--flips", "false", "--num-threads", "1", "--loss", "mse", "--mixed-precision", "no",
-        "--channels-last", "false", "--grad-clip", "0"]  # fmt: skip
+        "--channels-last", "false", "--grad-clip", "0", "--repeat-images", "true"]  # fmt: skip
 
 
 def free_port():

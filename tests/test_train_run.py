@@ -17,8 +17,10 @@ from train.config import ConfigError, load_recipe
 from train.run import main, make_optimizer, make_scheduler
 
 # One CPU thread: tiny tensors gain nothing from two, and a thread pool waiting on a busy core slows every op.
+# --repeat-images: tiny photo folders, batches of up to 32.
 TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1"]  # fmt: skip
+        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1",
+        "--repeat-images", "true"]  # fmt: skip
 
 
 def fresh_main(argv):
@@ -200,3 +202,12 @@ def test_errors_name_the_problem(tmp_path, photos):
     done = run(tmp_path, "twice", "--steps", "1", "--batch-size", "1", data=photos)
     with pytest.raises(ConfigError, match="already holds a run"):
         fresh_main(["--output-dir", str(done), *TINY, "--steps", "1"])
+
+
+def test_a_data_set_smaller_than_one_micro_batch_is_refused_with_the_numbers(tmp_path, photos):
+    # 6 photos, batch 8: one micro-batch would crop some photos twice. Refused before any step is taken.
+    with pytest.raises(ImageError, match=r"too small for 1 process\(es\) x batch size 8: 6 usable training image"):
+        run(tmp_path, "too-small", "--steps", "1", "--batch-size", "8", "--repeat-images", "false", data=photos)
+    assert not (tmp_path / "too-small" / "checkpoints").exists()
+    done = run(tmp_path, "repeats", "--steps", "1", "--batch-size", "8", "--repeat-images", "true", data=photos)
+    assert (done / "model.safetensors").is_file()

@@ -58,6 +58,8 @@ class TrainConfig:
     rot90: bool = option(True, "random 90-degree rotations")
     small_images: str = option("error", "image smaller than the patch: error | skip | pad (mirror pad)")
     skip_corrupt: bool = option(False, "skip unreadable images (counted in the log) instead of failing")
+    repeat_images: bool = option(False, "allow fewer images than patches per micro-batch (processes x batch_size): "
+                                 "each micro-batch then crops some images twice")  # fmt: skip
     num_workers: int = option(0, "DataLoader worker processes per training process")
     persistent_workers: bool = option(True, "keep workers alive between passes (when num_workers > 0)")
 

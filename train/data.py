@@ -495,6 +495,20 @@ def training_patches(config, *, length):
     return patches, left_out
 
 
+def check_enough_images(patches, *, processes, batch_size, repeat_images, label):
+    """Refuse, before any training, a data set with fewer usable images than one micro-batch of all processes
+    takes: each of those patches should come from a different image (PatchDataset hands consecutive samples
+    distinct images); with fewer, every micro-batch crops the same images again, which is rarely what was meant."""
+    needed = processes * batch_size
+    if len(patches.usable) < needed and not repeat_images:
+        raise ImageError(
+            f"{label}: too small for {processes} process(es) x batch size {batch_size}: {len(patches.usable)} usable "
+            f"training image(s), but one micro-batch takes {needed} patches, each from a different image. Use more "
+            "images, cut large ones into sub-images (--subimage-size), lower --batch-size, run fewer processes, or "
+            "pass --repeat-images true to crop some images more than once per micro-batch"
+        )
+
+
 def training_loader(patches, *, batch_size, num_workers, persistent_workers, pin_memory=False):
     # No shuffling here: PatchDataset is already a seeded random stream, and a sequential order is what lets
     # skip_first_batches resume it exactly.

@@ -44,7 +44,7 @@ from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
-from train.data import training_loader, training_patches, validation_samples
+from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validate
@@ -85,6 +85,8 @@ def main(argv=None):
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
         held_out = validation_samples(config) if accelerator.is_main_process else []
+    check_enough_images(patches, processes=processes, batch_size=config.batch_size,
+                        repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
     train_loader = training_loader(
         patches, batch_size=config.batch_size, num_workers=config.num_workers,
         persistent_workers=config.persistent_workers, pin_memory=not use_cpu,

@@ -7,10 +7,12 @@ Training steps (samples/s, higher is better), for
     PAN x4       batch 8 x 4 accumulation, LR patch 64
     SRResNet x4  batch 16, LR patch 24
     toolkit  train/run.py itself (Accelerate, its data pipeline on the built-in photos held in memory, logging)
-    plain    a bare loop over the same model: fixed random batches, no Accelerate, NCHW unless the variant says
+    plain    a bare loop over the same model and the same kind of patches (made beforehand), no Accelerate,
+             NCHW unless the variant says
 variants: eager (fp32, NCHW), channels_last, compile (torch.compile, inductor; skipped when it fails), and
-bf16_channels_last (CPU autocast: fast on CPUs with AMX / AVX512-BF16). The figure is the median over measured
-steps after warm-up (and after compilation).
+bf16_channels_last (CPU autocast: fast on CPUs with AMX / AVX512-BF16). Figures: the median step after warm-up
+(and compilation) and, in brackets, the best; the ratio is of medians. Each loop runs in a fresh process, one
+after the other: run this on an otherwise idle machine, the figures move with other programs' load.
 
 Data pipeline (patches/s through a DataLoader, LR 64 x4, batch 8), from DIV2K-sized 2040x1356 PNGs:
     raw       each patch decodes a whole 2K PNG and makes its LR by MATLAB bicubic
@@ -18,11 +20,13 @@ Data pipeline (patches/s through a DataLoader, LR 64 x4, batch 8), from DIV2K-si
 """
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 from sr_models import create_model
 from train.config import load_recipe
-from train.data import ImagePairs, PatchDataset, load_source, prepare_subimages, training_loader
+from train.data import ImagePairs, PatchDataset, load_source, prepare_subimages, training_loader, training_patches
 from train_common import logged_windows, make_2k_images, run_training
 
 MODELS = {
@@ -51,14 +55,19 @@ def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warm
     if variant == "compile":
         model = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    lr = torch.rand(batch_size, 3, lr_patch, lr_patch)
-    hr = torch.rand(batch_size, 3, lr_patch * 4, lr_patch * 4)
-    if channels_last:
-        lr = lr.contiguous(memory_format=torch.channels_last)
+    # The same kind of patches as the toolkit's (real photographs: random numbers run about 5% faster through
+    # PAN in fp32, having fewer denormal values), made before the loop, so that no data work is timed.
+    patches, _ = training_patches(load_recipe("quickstart", lr_patch_size=lr_patch), length=batch_size * accumulation)
+    batches = []
+    for first in range(0, batch_size * accumulation, batch_size):
+        samples = [patches[i] for i in range(first, first + batch_size)]
+        lr = torch.stack([sample["lr"] for sample in samples]).float() / 255  # (B, 3, p, p)
+        hr = torch.stack([sample["hr"] for sample in samples]).float() / 255  # (B, 3, 4p, 4p)
+        batches.append((lr.contiguous(memory_format=torch.channels_last) if channels_last else lr, hr))
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        for _ in range(accumulation):
+        for lr, hr in batches:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 sr = model(lr)
             loss = F.l1_loss(sr.float(), hr) / accumulation
@@ -66,7 +75,7 @@ def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
-    return batch_size * accumulation / statistics.median(times[warmup:])
+    return [batch_size * accumulation / t for t in times[warmup:]]
 
 
 def toolkit_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup, workdir):
@@ -75,28 +84,42 @@ def toolkit_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, wa
         "--model", name, "--steps", str(warmup + steps), "--batch-size", str(batch_size),
         "--gradient-accumulation-steps", str(accumulation), "--lr-patch-size", str(lr_patch),
         "--val-dataset", "none", "--log-every", "1", "--progress", "false", "--log-with", "none",
-        "--warmup-fraction", "0", "--lr", "1e-4",
+        "--warmup-fraction", "0", "--lr", "1e-4", "--grad-clip", "0", "--repeat-images", "true",  # 12 photos, batch 16
+        "--num-threads", str(torch.get_num_threads()),  # as the plain loop: no thread tuning in a benchmark
         "--mixed-precision", "bf16" if variant.startswith("bf16") else "no",
         "--channels-last", str("channels_last" in variant).lower(), "--compile", str(variant == "compile").lower(),
         "--output-dir", str(Path(workdir) / f"{name}-{variant}-{time.monotonic_ns()}"),
     ]  # fmt: skip
     windows = logged_windows(run_training(argv))
-    return statistics.median(w["samples_per_second"] for w in windows[warmup:])
+    return [w["samples_per_second"] for w in windows[warmup:]]
 
 
 def bench_training(models, variants, *, steps, warmup, workdir):
-    print(f"\ntraining step, samples/s (median of {steps} steps after {warmup} warm-up)")
-    print(f"{'model':<10}{'variant':<20}{'plain':>10}{'toolkit':>10}{'toolkit/plain':>15}")
+    print(f"\ntraining step, samples/s over {steps} steps after {warmup} warm-up: median (best)")
+    print(f"{'model':<10}{'variant':<20}{'plain':>16}{'toolkit':>16}{'toolkit/plain':>15}")
     for name in models:
         shape = MODELS[name]
         for variant in variants:
             try:
-                plain = plain_loop(name, **shape, variant=variant, steps=steps, warmup=warmup)
-                toolkit = toolkit_loop(name, **shape, variant=variant, steps=steps, warmup=warmup, workdir=workdir)
+                plain = in_a_fresh_process(plain_loop, name, **shape, variant=variant, steps=steps, warmup=warmup)
+                toolkit = in_a_fresh_process(toolkit_loop, name, **shape, variant=variant, steps=steps,
+                                             warmup=warmup, workdir=workdir)  # fmt: skip
             except Exception as error:  # torch.compile needs a working C++ toolchain; report, don't stop
                 print(f"{name:<10}{variant:<20}  failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
                 continue
-            print(f"{name:<10}{variant:<20}{plain:>10.2f}{toolkit:>10.2f}{toolkit / plain:>15.2f}", flush=True)
+            ratio = statistics.median(toolkit) / statistics.median(plain)
+            print(f"{name:<10}{variant:<20}{figures(plain):>16}{figures(toolkit):>16}{ratio:>15.2f}", flush=True)
+
+
+def in_a_fresh_process(function, *args, **kwargs):
+    """Each loop starts from an untouched heap and thread pool: the toolkit changes the C library's allocator
+    settings of its process (train/cpu_memory.py), which would otherwise carry over into the next plain loop."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
+def figures(rates):
+    return f"{statistics.median(rates):.2f} ({max(rates):.2f})"
 
 
 def patches_per_second(pairs, *, workers, batches, lr_patch=64, batch_size=8):

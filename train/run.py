@@ -46,6 +46,7 @@ from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoi
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
+from train.cpu_memory import keep_freed_memory
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validate
 
@@ -60,6 +61,7 @@ def main(argv=None):
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)
+    heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
     run_dir = choose_run_dir(config, state)
     accelerator = Accelerator(
         cpu=use_cpu,
@@ -131,7 +133,7 @@ def main(argv=None):
         "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
         "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
         "held_out_images": len(held_out), "resumed_from": str(resumed_from) if resumed_from else None,
-        "run_dir": str(run_dir),
+        "run_dir": str(run_dir), "heap_reuse": heap_reuse,
     }, to_trackers=False)  # fmt: skip
     accelerator.print(
         f"{config.model} x{config.scale} | {len(patches.usable)} training images, {len(held_out)} held out | "

@@ -5,8 +5,8 @@
 
 Sections:
     main          PyTorch eager NCHW, PyTorch channels_last, onnxruntime fp32, int8 (fp16 when CUDA is present)
-    forms         the einops graph (Reshape/Transpose) against the graph-friendly export (DepthToSpace,
-                  Split/Concat; export/convert.py), fp32 and int8
+    forms         the traced graph (einops as Reshape/Transpose) against the graph-friendly export (DepthToSpace,
+                  Split/Concat, SRResNet's tail conv before its last shuffle; export/convert.py), fp32 and int8
     optimization  onnxruntime graph optimization levels, and an offline-optimized model loaded with none
 
 Variants of a section are timed in turn, round after round, so load from other processes spreads over all of

@@ -118,8 +118,9 @@ def parse_args(argv=None):
     parser.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
                         help="torch.onnx exporter (default torchscript; dynamo needs onnxscript)")  # fmt: skip
     parser.add_argument("--einops-graph", action="store_true",
-                        help="export the einops reshapes as traced (Reshape/Transpose) instead of DepthToSpace and "
-                             "Split/Concat (slower in onnxruntime, see README)")  # fmt: skip
+                        help="export the model as traced: einops reshapes as Reshape/Transpose instead of "
+                             "DepthToSpace and Split/Concat, SRResNet's tail conv after its last pixel shuffle "
+                             "(slower in onnxruntime, see README)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".onnx":
         parser.error(f"--output {args.output}: the file name must end in .onnx")

@@ -85,7 +85,7 @@ def time_variants(runners, *, repeats):
 
 def print_table(title, results, reference=None):
     print(f"\n{title}")
-    print(f"| variant | median (ms) | min (ms) | CPU median (ms) |" + (" vs reference |" if reference else ""))
+    print("| variant | median (ms) | min (ms) | CPU median (ms) |" + (" vs reference |" if reference else ""))
     print("|---|---:|---:|---:|" + ("---:|" if reference else ""))
     for name, (median, best, cpu) in results.items():
         ratio = f" {results[reference][0] / median:.2f}x |" if reference else ""

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # Read-only reference data (Set5, the PAN authors' weights) lives beside the repository, never inside it.
@@ -10,3 +11,44 @@ needs_shared = pytest.mark.skipif(
     not (SHARED / "Set5" / "HR").is_dir(),
     reason=f"reference data not found at {SHARED} (Set5 and the PAN authors' weights live in ../shared)",
 )
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons (mixed precision, accumulation steps); every in-process training
+    run must start without them, and leave torch's thread count as it found it."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
+def train_in_process(argv):
+    """train/run.py's main as a new process would run it, from a clean Accelerate state; returns the run folder."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from train.run import main
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return main(argv)
+
+
+def reference_lrs(config):
+    """The learning-rate schedule of `config` stepped by hand once per optimizer step, in one process."""
+    from train.run import make_optimizer, make_scheduler
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = make_optimizer(config, [parameter])
+    scheduler = make_scheduler(config, optimizer)
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import train_in_process
 from sr_models.images import ImageError, load_rgb, save_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,19 +82,7 @@ TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}
         "--repeat-images", "true"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; every in-process run must start without them."""
-    import torch
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -109,51 +98,27 @@ def train_args(photos, run_dir, *extra):
             str(run_dir), *extra]  # fmt: skip
 
 
-def train_here(argv):
-    from accelerate.state import AcceleratorState, GradientState
-
-    from train.run import main
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    return main(argv)
-
-
 def final_weights(run_dir):
     from sr_models.weights import load_model
 
     return load_model(Path(run_dir) / "model.safetensors").state_dict()
 
 
-# Runs train/run.py's main in a child process whose save_state is followed by SIGKILL when it writes the
-# step-4 checkpoint: the kill lands after the files are written and before the folder is renamed complete.
-KILL_WHILE_SAVING = """
-import os, signal, sys
-import accelerate
-from train.run import main
-original = accelerate.Accelerator.save_state
-def save_then_die(self, output_dir=None, **kwargs):
-    result = original(self, output_dir, **kwargs)
-    if str(output_dir).endswith("step-00000004.partial"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-accelerate.Accelerator.save_state = save_then_die
-main(sys.argv[1:])
-"""
+KILL_WHILE_SAVING = faults.KILL_WHILE_SAVING  # SIGKILL after the step-4 checkpoint's files, before its rename
 
 
 def test_sigkill_while_writing_a_checkpoint_resumes_to_the_same_weights(tmp_path, photos):
     import subprocess
     import sys
 
-    whole = train_here(train_args(photos, tmp_path / "whole"))
+    whole = train_in_process(train_args(photos, tmp_path / "whole"))
     killed_dir = tmp_path / "killed"
     child = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, *train_args(photos, killed_dir)], cwd=REPO,
                            capture_output=True, text=True, timeout=240)  # fmt: skip
     assert child.returncode == -9, child.stderr[-2000:]
     names = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())
     assert names == ["step-00000002", "step-00000004.partial"]  # the half-written one is marked as such
-    resumed = train_here(train_args(photos, killed_dir, "--resume", "latest"))
+    resumed = train_in_process(train_args(photos, killed_dir, "--resume", "latest"))
     assert "resumed_from" in (resumed / "log.jsonl").read_text()
     starts = [line for line in (resumed / "log.jsonl").read_text().splitlines() if '"event": "start"' in line]
     assert "step-00000002" in starts[-1]  # picked the complete checkpoint, not the .partial one

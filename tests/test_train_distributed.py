@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
+from conftest import reference_lrs, train_in_process
 from sr_models.images import save_rgb
 from sr_models.weights import load_model
 from train.config import load_recipe
-from train.run import main, make_optimizer, make_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
@@ -77,9 +76,7 @@ def test_two_processes_over_gloo(tmp_path, photos):
     assert [r["lr"] for r in log if "lr" in r] == pytest.approx(reference_lrs(config), rel=1e-12)
 
     # 2 processes x 4 micro-batches x 4 patches == one process, one batch of 32 (same 32 patches per step).
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    single = main([*ARGS, *data, "--output-dir", str(tmp_path / "single"), "--batch-size", "32"])
+    single = train_in_process([*ARGS, *data, "--output-dir", str(tmp_path / "single"), "--batch-size", "32"])
     # (SGD and MSE: see test_train_run.py's accumulation test; 2e-5 of the update is float32 summation order.)
     a, b = weights(run_dir), weights(single)
     update = max((a[k] - v).abs().max().item() for k, v in initial_weights().items())
@@ -93,15 +90,3 @@ def initial_weights():
 
     torch.manual_seed(0)
     return create_model("pan", scale=4, channels=8, upsample_channels=8, num_blocks=1).state_dict()
-
-
-def reference_lrs(config):
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = make_optimizer(config, [parameter])
-    scheduler = make_scheduler(config, optimizer)
-    rates = []
-    for _ in range(config.steps):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return rates

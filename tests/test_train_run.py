@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
+from conftest import reference_lrs, train_in_process
 from sr_models.images import ImageError, save_rgb
 from sr_models.weights import load_model, read_spec
 from train.config import ConfigError, load_recipe
-from train.run import main, make_optimizer, make_scheduler
 
 # One CPU thread: tiny tensors gain nothing from two, and a thread pool waiting on a busy core slows every op.
 # --repeat-images: tiny photo folders, batches of up to 32.
@@ -23,21 +22,7 @@ TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}
         "--repeat-images", "true"]  # fmt: skip
 
 
-def fresh_main(argv):
-    """train/run.py's main as a new process would run it: Accelerate keeps its state in process-wide
-    singletons (mixed precision, accumulation steps), which each run here must start without."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    return main(argv)
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,7 @@ def run(tmp_path, name, *args, data=None):
     argv = [*TINY, "--output-dir", str(tmp_path / name), *args]
     if data is not None:
         argv += ["--dataset", str(data), "--val-dataset", "none", "--cache-dir", str(data.parent / "hf-cache")]
-    return fresh_main(argv)
+    return train_in_process(argv)
 
 
 def read_log(run_dir):
@@ -125,7 +110,7 @@ def test_resuming_gives_the_weights_and_learning_rates_of_an_uninterrupted_run(t
     interrupted = run(tmp_path, "resumed", *common, "--stop-after", "3", data=photos)
     assert not (interrupted / "model.safetensors").exists()
     assert [p.name for p in (interrupted / "checkpoints").iterdir()] == ["step-00000003"]
-    resumed = fresh_main(["--resume", "latest", "--output-dir", str(interrupted), "--stop-after", "0"])
+    resumed = train_in_process(["--resume", "latest", "--output-dir", str(interrupted), "--stop-after", "0"])
     assert resumed == interrupted
     assert max_difference(weights(straight), weights(resumed)) <= 1e-6  # EMA weights: EMA state resumed too
     lrs = lambda d: {r["step"]: r["lr"] for r in read_log(d) if "lr" in r}  # noqa: E731
@@ -152,19 +137,6 @@ def test_the_scheduler_steps_once_per_optimizer_step_under_accumulation(tmp_path
     assert logged[2] == pytest.approx(1e-2), "peak right after the 2 warm-up steps"
 
 
-def reference_lrs(config):
-    """The schedule stepped by hand once per optimizer step, in one process."""
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = make_optimizer(config, [parameter])
-    scheduler = make_scheduler(config, optimizer)
-    rates = []
-    for _ in range(config.steps):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return rates
-
-
 def test_cosine_restarts_cycle_over_the_run():
     config = load_recipe("srresnet_x4_report", steps=8, lr=1.0, min_lr=0.0)
     assert reference_lrs(config) == pytest.approx([1.0, 0.5, 1.0, 0.5, 1.0, 0.5, 1.0, 0.5])
@@ -182,7 +154,7 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, photos):
 
 
 def test_srresnet_with_ema_and_gradient_clipping(tmp_path, photos):
-    run_dir = fresh_main(["--model", "srresnet", "--model-overrides", "{channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
+    run_dir = train_in_process(["--model", "srresnet", "--model-overrides", "{channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
                     "--steps", "2", "--batch-size", "2", "--ema-decay", "0.5", "--grad-clip", "0.1",
                     "--sync-batchnorm", "true", "--dataset", str(photos), "--val-dataset", "none",
                     "--cache-dir", str(photos.parent / "hf-cache"), "--output-dir", str(tmp_path / "srr"),
@@ -192,7 +164,7 @@ def test_srresnet_with_ema_and_gradient_clipping(tmp_path, photos):
 
 def test_errors_name_the_problem(tmp_path, photos):
     with pytest.raises(ConfigError, match="steps must be an integer"):
-        fresh_main(["--steps", "many"])
+        train_in_process(["--steps", "many"])
     broken = tmp_path / "broken"
     broken.mkdir()
     save_rgb(broken / "fine.png", np.zeros((64, 64, 3), dtype=np.uint8))
@@ -201,7 +173,7 @@ def test_errors_name_the_problem(tmp_path, photos):
         run(tmp_path, "broken", "--steps", "1", data=broken)
     done = run(tmp_path, "twice", "--steps", "1", "--batch-size", "1", data=photos)
     with pytest.raises(ConfigError, match="already holds a run"):
-        fresh_main(["--output-dir", str(done), *TINY, "--steps", "1"])
+        train_in_process(["--output-dir", str(done), *TINY, "--steps", "1"])
 
 
 def test_a_data_set_smaller_than_one_micro_batch_is_refused_with_the_numbers(tmp_path, photos):

@@ -127,6 +127,28 @@ def test_sigkill_while_writing_a_checkpoint_resumes_to_the_same_weights(tmp_path
     assert not list((killed_dir / "checkpoints").glob("*.partial"))  # redone and renamed when step 4 came again
 
 
+class RunsCode:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['MARKER'], 'w').write('ran')",))
+
+
+def test_a_checkpoint_holding_pickled_code_is_refused_and_never_runs(tmp_path, photos, monkeypatch):
+    import torch
+
+    from train.checkpoint import CheckpointError
+
+    run_dir = train_in_process(train_args(photos, tmp_path / "run", "--stop-after", "2"))
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    custom = sorted(checkpoint.glob("custom_checkpoint_*.pkl"))  # the step counter (register_for_checkpointing)
+    assert custom, "the registered objects are what load_state unpickles with weights_only=False"
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("MARKER", str(marker))
+    torch.save({"step": RunsCode()}, custom[0])  # torch.load(weights_only=False) would run it
+    with pytest.raises(CheckpointError, match=rf"{custom[0].name}: refused: loading it would need more than tensors"):
+        train_in_process(train_args(photos, run_dir, "--resume", "latest"))
+    assert not marker.exists()
+
+
 class FakeAccelerator:
     """The part of Accelerator that save_checkpoint uses, writing one file; `full` makes the write fail as a
     full disk does, after part of the checkpoint is on disk."""

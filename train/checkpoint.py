@@ -5,11 +5,18 @@ scheduler, grad scaler, RNG states of every process, and the objects given to `r
 the step counter and the EMA weights) plus the resolved `config.yaml`, so a checkpoint describes itself.
 It is written as `step-00001000.partial/` and renamed when every process has finished writing: a folder
 without the suffix is always complete, and `--resume latest` never picks up a half-written one.
+
+Resuming runs no code from the checkpoint: Accelerate's `load_state` unpickles the registered objects with
+`weights_only=False`, so `check_code_free` first loads every pickle of the folder with `weights_only=True` (the
+same files, with Accelerate's allow-list for its RNG states) and refuses the folder if any needs more.
 """
 
 import os
+import pickle
 import shutil
 from pathlib import Path
+
+from accelerate.utils.other import load as accelerate_load
 
 from train.config import ConfigError, latest_checkpoint, save_config
 
@@ -87,6 +94,24 @@ def resolve_resume(resume, run_dir):
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{path}: not a checkpoint folder of this toolkit (no config.yaml inside)")
     return path
+
+
+PICKLED = (".pkl", ".bin", ".pt", ".pth")  # what save_state writes besides safetensors
+
+
+def check_code_free(checkpoint):
+    """Raise CheckpointError, naming the file, if a pickle in `checkpoint` would run code when loaded."""
+    for path in sorted(p for p in Path(checkpoint).rglob("*") if p.suffix in PICKLED):
+        try:
+            accelerate_load(path, map_location="cpu", weights_only=True)  # restricted unpickler: runs no code
+        except pickle.UnpicklingError as error:
+            reason = " ".join(str(error).split("Check the documentation")[0].split())[:200]
+            raise CheckpointError(
+                f"{path}: refused: loading it would need more than tensors and plain values ({reason}); resume "
+                "only from checkpoints you trust"
+            ) from None
+        except Exception as error:  # truncated or not a pickle at all
+            raise CheckpointError(f"{path}: unreadable checkpoint file ({type(error).__name__}: {error})") from None
 
 
 def run_dir_of(checkpoint):

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
-from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
+from train.checkpoint import Progress, check_code_free, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
@@ -120,6 +120,7 @@ def main(argv=None):
     resumed_from = None
     if config.resume:
         resumed_from = resolve_resume(config.resume, run_dir)
+        check_code_free(resumed_from)  # load_state unpickles with weights_only=False
         accelerator.load_state(str(resumed_from))
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step

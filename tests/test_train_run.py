@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import reference_lrs, train_in_process
 from sr_models.images import ImageError, save_rgb
@@ -72,7 +73,12 @@ def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
     previews = sorted((run_dir / "samples" / "step-00000003").glob("*.png"))
     assert [p.stem for p in previews] == ["astronaut", "chelsea", "coffee"]
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000003"]
-    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "TensorBoard is installed here"
+    # What `tensorboard --logdir runs` shows: the run's scalars and the comparison images (TensorBoard is a dependency).
+    events = EventAccumulator(str(run_dir / "tensorboard" / run_dir.name), size_guidance={"images": 0})
+    events.Reload()
+    assert {"loss", "lr", "val/psnr_y"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    assert {f"val/{name} (bicubic | model | HR)" for name in ("astronaut", "chelsea", "coffee")} <= set(events.Tags()["images"])
 
 
 def test_accumulating_8x4_is_one_step_on_a_batch_of_32(tmp_path, photos):

@@ -98,7 +98,7 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "keep the last K checkpoints")
     resume: typing.Optional[str] = option(None, "checkpoint folder, or 'latest' (of --output-dir) to resume")
     stop_after: int = option(0, "stop (and checkpoint) after this step, as if interrupted (0: run to the end)")
-    log_with: str = option("auto", "auto (TensorBoard when installed) | tensorboard | none")
+    log_with: str = option("auto", "auto (TensorBoard, installed with the toolkit, when importable) | tensorboard | none")
     progress: bool = option(True, "tqdm progress bar")
 
     recipe: str = option("quickstart", "the recipe this config came from (set by --recipe)")

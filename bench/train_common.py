@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from train.data import BUILTIN_TRAIN, builtin_folder
+from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
 
 DIV2K_SIZE = (2040, 1356)  # a typical DIV2K HR image (width, height)
 

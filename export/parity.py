@@ -19,6 +19,8 @@ import torch
 from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
+from sr_models.benchmark import is_benchmark_root, load_benchmark_root
+from sr_models.builtin import builtin_paths
 from sr_models.images import list_images, load_rgb
 from sr_models.metrics import mod_crop, psnr, to_uint8
 from sr_models.resize import downscale_image
@@ -40,13 +42,6 @@ class ParityImage:
     hr: np.ndarray | None  # (h*scale, w*scale, 3) uint8, or None when the folder has no HR
 
 
-def builtin_paths(kind):
-    """The training side's built-in photographs (shipped with scikit-image): "held_out" or "train"."""
-    from train.data import BUILTIN_HELD_OUT, BUILTIN_TRAIN, builtin_folder
-
-    return [builtin_folder() / name for name in {"held_out": BUILTIN_HELD_OUT, "train": BUILTIN_TRAIN}[kind]]
-
-
 def photos_as_pairs(paths, *, scale):
     """Photos taken as HR (mod-cropped), with LR made by MATLAB bicubic as the training data is."""
     images = []
@@ -61,13 +56,10 @@ def load_parity_images(folder=None, *, scale):
 
     `folder` is either a benchmark folder (`HR/` plus `LR_bicubic/X{scale}/`, as ../shared/data/Set5) or a flat
     folder of photos, taken as HR with LR made by MATLAB bicubic as the training data is. None: the training
-    side's held-out built-in photos (train.data.BUILTIN_HELD_OUT: never trained on, most of them non-square).
+    side's held-out built-in photos (sr_models.builtin.BUILTIN_HELD_OUT: never trained on, most of them non-square).
     """
-    if folder is not None and (Path(folder) / "HR").is_dir():
-        from train.evaluate import load_benchmark  # one reader of benchmark folders for the whole project
-
-        lr_dir = Path(folder) / "LR_bicubic" / f"X{scale}"
-        samples = load_benchmark(Path(folder) / "HR", scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None)
+    if folder is not None and is_benchmark_root(folder):
+        samples = load_benchmark_root(folder, scale=scale)
         return [ParityImage(s.name, s.lr, s.hr) for s in samples]
     return photos_as_pairs(builtin_paths("held_out") if folder is None else list_images(folder), scale=scale)
 

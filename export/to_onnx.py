@@ -20,7 +20,6 @@ from export.convert import DEFAULT_OPSET, EXPORTERS, ExportError, export_fp32, m
 from export.parity import (
     DEFAULT_MAX_INT8_DROP_DB,
     ParityError,
-    builtin_paths,
     check_parity,
     format_report,
     load_parity_images,
@@ -28,6 +27,7 @@ from export.parity import (
 )
 from export.quantize import to_fp16, to_int8
 from export.runtime import OnnxModelError, check_model
+from sr_models.builtin import builtin_paths
 from sr_models.images import list_images, load_rgb
 from sr_models.weights import load_model
 

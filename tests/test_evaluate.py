@@ -10,7 +10,8 @@ from PIL import Image
 
 from sr_models import create_model, save_weights
 from tests.conftest import REPO, SHARED, needs_shared
-from train.evaluate import TorchUpscaler, load_benchmark, load_upscaler, main, score
+from sr_models.benchmark import load_benchmark
+from train.evaluate import TorchUpscaler, load_upscaler, main, score
 
 SET5_HR = SHARED / "Set5" / "HR"
 # ../shared/docs/eval-protocol.md: PSNR_Y per image of the authors' x4 weights on the official LR files.

@@ -125,7 +125,8 @@ def test_upscale_cli_runs_with_torch_blocked(tmp_path, model_path, photo_lr):
 
 
 def test_evaluate_accepts_onnx_with_the_same_figures(model_path, photo_lr):
-    from train.evaluate import Sample, TorchUpscaler, load_upscaler, score
+    from sr_models.benchmark import Sample
+    from train.evaluate import TorchUpscaler, load_upscaler, score
 
     hr_images = load_parity_images(None, scale=2)[:2]
     samples = [Sample(image.name, image.lr, image.hr) for image in hr_images]

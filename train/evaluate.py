@@ -13,58 +13,16 @@ LR images are made from HR with the MATLAB-compatible bicubic. Bicubic upscaling
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
-from sr_models.metrics import image_metrics, mod_crop, to_uint8
-from sr_models.resize import downscale_image, upscale_bicubic
+from sr_models.benchmark import load_benchmark
+from sr_models.metrics import image_metrics, to_uint8
+from sr_models.resize import upscale_bicubic
 from sr_models.weights import WeightsError, load_model
-
-
-@dataclass
-class Sample:
-    name: str
-    lr: np.ndarray  # (h, w, 3) uint8
-    hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
-
-
-def find_lr_file(lr_dir, stem, scale):
-    """The LR file of an HR image: `<stem>x<scale>.<ext>` (EDSR/BasicSR benchmark layout) or `<stem>.<ext>`."""
-    candidates = [
-        path
-        for name in (f"{stem}x{scale}", stem)
-        for path in sorted(Path(lr_dir).glob(f"{name}.*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    if not candidates:
-        raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
-    return candidates[0]
-
-
-def load_benchmark(hr_dir, *, scale, lr_dir=None):
-    """HR images of a folder with their LR: matched by file stem in `lr_dir`, or made by MATLAB bicubic."""
-    samples = []
-    for hr_path in list_images(hr_dir):
-        hr = mod_crop(load_rgb(hr_path), scale)
-        if hr.size == 0:
-            raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
-        if lr_dir is None:
-            lr = downscale_image(hr, scale)
-        else:
-            lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
-            lr = load_rgb(lr_path)
-            if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-                raise ImageError(
-                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
-                    f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
-                )
-        samples.append(Sample(hr_path.stem, lr, hr))
-    return samples
 
 
 class TorchUpscaler:
@@ -94,7 +52,9 @@ def load_upscaler(weights, *, model=None, scale=None, device="cpu"):
     """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX."""
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
-        from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
+        from export.runtime import (
+            OnnxUpscaler,  # deferred: only ONNX evaluation needs onnxruntime
+        )
 
         upscaler = OnnxUpscaler(weights, device=device)
         if scale is not None and scale != upscaler.scale:

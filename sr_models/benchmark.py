@@ -1,0 +1,66 @@
+"""Benchmark folders: HR images with their LR, read the same way by evaluation, validation and export parity.
+
+Layouts:
+    a benchmark root     HR/ and, optionally, LR_bicubic/X<scale>/ (the EDSR/BasicSR layout of Set5, Set14, ...)
+    an HR folder         with an LR folder given separately, or none (LR then made by the MATLAB-compatible bicubic)
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
+from sr_models.metrics import mod_crop
+from sr_models.resize import downscale_image
+
+
+@dataclass
+class Sample:
+    name: str
+    lr: np.ndarray  # (h, w, 3) uint8
+    hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
+
+
+def find_lr_file(lr_dir, stem, scale):
+    """The LR file of an HR image: `<stem>x<scale>.<ext>` (EDSR/BasicSR benchmark layout) or `<stem>.<ext>`."""
+    candidates = [
+        path
+        for name in (f"{stem}x{scale}", stem)
+        for path in sorted(Path(lr_dir).glob(f"{name}.*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not candidates:
+        raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
+    return candidates[0]
+
+
+def load_benchmark(hr_dir, *, scale, lr_dir=None):
+    """HR images of a folder with their LR: matched by file stem in `lr_dir`, or made by MATLAB bicubic."""
+    samples = []
+    for hr_path in list_images(hr_dir):
+        hr = mod_crop(load_rgb(hr_path), scale)
+        if hr.size == 0:
+            raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
+        if lr_dir is None:
+            lr = downscale_image(hr, scale)
+        else:
+            lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
+            lr = load_rgb(lr_path)
+            if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+                raise ImageError(
+                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
+                    f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
+                )
+        samples.append(Sample(hr_path.stem, lr, hr))
+    return samples
+
+
+def is_benchmark_root(folder):
+    return Path(folder, "HR").is_dir()
+
+
+def load_benchmark_root(folder, *, scale):
+    """A benchmark root (HR/ + LR_bicubic/X<scale>/): the official LR files where present, else bicubic LR."""
+    lr_dir = Path(folder, "LR_bicubic", f"X{scale}")
+    return load_benchmark(Path(folder, "HR"), scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None)

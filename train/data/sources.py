@@ -1,0 +1,100 @@
+"""Sources -> a `datasets.Dataset` with `hr` [and `lr`] image columns, kept undecoded.
+
+    builtin               scikit-image's sample photographs (sr_models.builtin): the training ones
+    a folder of images    the `imagefolder` builder (its index is cached as Arrow in the datasets cache)
+    a save_to_disk folder `datasets.load_from_disk` (a Dataset, or a DatasetDict and --split)
+    anything else         a hub data set: `load_dataset(name, split=--split)`
+"""
+
+from pathlib import Path
+
+import datasets
+
+from sr_models.benchmark import find_lr_file
+from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
+from sr_models.images import ImageError, list_images
+
+
+def builtin_dataset(names):
+    paths = [str(builtin_folder() / name) for name in names]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ImageError(f"{missing[0]}: built-in image missing (is scikit-image installed completely?)")
+    return datasets.Dataset.from_dict({"hr": paths}).cast_column("hr", datasets.Image(decode=False))
+
+
+def is_saved_dataset(path):
+    path = Path(path)
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=None, cache_dir=None, scale=4):
+    """Any supported source as a Dataset with an `hr` column and, for paired data, an `lr` column."""
+    if source == "builtin":
+        dataset = builtin_dataset(BUILTIN_TRAIN)
+    elif is_saved_dataset(source):
+        dataset = datasets.load_from_disk(source)
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"{source}: no split {split!r}; splits: {', '.join(dataset)}")
+            dataset = dataset[split]
+    elif Path(source).is_dir():
+        list_images(source)  # a clear error for a folder without images, before the builder's
+        dataset = datasets.load_dataset("imagefolder", data_dir=str(source), split="train", cache_dir=cache_dir)
+    elif Path(source).exists():
+        raise ValueError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
+    else:
+        try:
+            dataset = datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+        except Exception as error:  # offline, unknown name, no such split: one line, not the Hub's traceback
+            raise ValueError(f"{source}: not a local folder, and loading it from the Hugging Face Hub failed "
+                             f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None  # fmt: skip
+    dataset = select_columns(dataset, source=source, image_column=image_column, lr_column=lr_column)
+    if lr_dataset is not None:
+        dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
+    return dataset
+
+
+def select_columns(dataset, *, source, image_column, lr_column):
+    """Rename the HR (and LR) image columns to `hr` (and `lr`), drop the rest, and keep images undecoded."""
+    image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+
+    def pick(name, default, role):
+        if name is not None:
+            if name not in dataset.column_names:
+                raise ValueError(f"{source}: no column {name!r} for the {role} images; columns: {dataset.column_names}")
+            return name
+        return default
+
+    hr = pick(image_column, None, "HR")
+    if hr is None:
+        if "hr" in image_columns:
+            hr = "hr"
+        elif len(image_columns) == 1:
+            hr = image_columns[0]
+        else:
+            found = ", ".join(image_columns) or "none"
+            raise ValueError(f"{source}: cannot tell which column holds the HR images (image columns: {found}); "
+                             "name it with --image-column")  # fmt: skip
+    lr = pick(lr_column, "lr" if "lr" in image_columns and hr != "lr" else None, "LR")
+    keep = {hr: "hr", **({lr: "lr"} if lr else {})}
+    dataset = dataset.select_columns(list(keep))
+    # A column of file paths (strings) becomes an image column too.
+    for old in keep:
+        dataset = dataset.cast_column(old, datasets.Image(decode=False))
+    for old, new in keep.items():
+        if old != new:
+            dataset = dataset.rename_column(old, new)
+    return dataset
+
+
+def pair_with_folder(dataset, lr_dir, *, scale):
+    """Add an `lr` column: for each HR file, the LR file of the same stem in `lr_dir`."""
+    if not Path(lr_dir).is_dir():
+        raise ImageError(f"{lr_dir}: no such folder (--lr-dataset)")
+    lr_paths = []
+    for record in dataset["hr"]:
+        if not record.get("path"):
+            raise ValueError("--lr-dataset pairs by file name, but these HR images have no file names")
+        lr_paths.append(str(find_lr_file(lr_dir, Path(record["path"]).stem, scale)))
+    return dataset.add_column("lr", lr_paths).cast_column("lr", datasets.Image(decode=False))

@@ -1,0 +1,66 @@
+"""Putting the training data together: source -> (sub-images) -> usable pairs -> patches -> loader."""
+
+import torch
+
+from sr_models.images import ImageError
+from train.data.pairs import ImagePairs
+from train.data.patches import PatchDataset, usable_images
+from train.data.sources import load_source
+from train.data.subimages import prepare_subimages
+
+
+def training_images(config):
+    """The ImagePairs of the config's training source (prepared into sub-images if asked)."""
+    dataset = load_source(
+        config.dataset, split=config.split, image_column=config.image_column, lr_column=config.lr_column,
+        lr_dataset=config.lr_dataset, cache_dir=config.cache_dir, scale=config.scale,
+    )  # fmt: skip
+    if config.subimage_size:
+        dataset = prepare_subimages(
+            dataset, scale=config.scale, size=config.subimage_size, step=config.subimage_step,
+            num_proc=config.num_workers, cache_dir=config.cache_dir, skip_corrupt=config.skip_corrupt,
+        )  # fmt: skip
+    return ImagePairs(dataset, scale=config.scale, label=config.dataset)
+
+
+def training_patches(config, *, length):
+    """The PatchDataset of a config, and what was left out before training ({"small", "corrupt"})."""
+    pairs = training_images(config)
+    usable, left_out = usable_images(
+        pairs, lr_patch_size=config.lr_patch_size, small_images=config.small_images, skip_corrupt=config.skip_corrupt
+    )
+    if config.cache_images or config.dataset == "builtin":  # the built-in set is small: decode it once
+        pairs.cache_all(usable)
+    patches = PatchDataset(
+        pairs, lr_patch_size=config.lr_patch_size, length=length, seed=config.seed, flips=config.flips,
+        rot90=config.rot90, small_images=config.small_images, skip_corrupt=config.skip_corrupt, usable=usable,
+    )  # fmt: skip
+    return patches, left_out
+
+
+def check_enough_images(patches, *, processes, batch_size, repeat_images, label):
+    """Refuse, before any training, a data set with fewer usable images than one micro-batch of all processes
+    takes: each of those patches should come from a different image (PatchDataset hands consecutive samples
+    distinct images); with fewer, every micro-batch crops the same images again, which is rarely what was meant."""
+    needed = processes * batch_size
+    if len(patches.usable) < needed and not repeat_images:
+        raise ImageError(
+            f"{label}: too small for {processes} process(es) x batch size {batch_size}: {len(patches.usable)} usable "
+            f"training image(s), but one micro-batch takes {needed} patches, each from a different image. Use more "
+            "images, cut large ones into sub-images (--subimage-size), lower --batch-size, run fewer processes, or "
+            "pass --repeat-images true to crop some images more than once per micro-batch"
+        )
+
+
+def training_loader(patches, *, batch_size, num_workers, persistent_workers, pin_memory=False):
+    # No shuffling here: PatchDataset is already a seeded random stream, and a sequential order is what lets
+    # skip_first_batches resume it exactly.
+    return torch.utils.data.DataLoader(
+        patches,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=persistent_workers and num_workers > 0,
+        pin_memory=pin_memory,
+    )

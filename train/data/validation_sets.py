@@ -1,0 +1,43 @@
+"""Held-out validation samples of a config's --val-dataset."""
+
+from pathlib import Path
+
+from sr_models.benchmark import (
+    Sample,
+    is_benchmark_root,
+    load_benchmark,
+    load_benchmark_root,
+)
+from sr_models.builtin import BUILTIN_HELD_OUT, builtin_folder
+from sr_models.images import load_rgb
+from sr_models.metrics import mod_crop
+from sr_models.resize import downscale_image
+from train.data.pairs import ImagePairs
+from train.data.sources import is_saved_dataset, load_source
+
+
+def validation_samples(config):
+    """Held-out `Sample`s (train.evaluate): LR made by MATLAB bicubic unless the source has LR images."""
+    source, scale = config.val_dataset, config.scale
+    if source == "none":
+        return []
+    if source == "builtin":
+        samples = []
+        for name in BUILTIN_HELD_OUT:
+            hr = mod_crop(load_rgb(builtin_folder() / name), scale)
+            samples.append(Sample(Path(name).stem, downscale_image(hr, scale), hr))
+    elif is_benchmark_root(source):
+        samples = load_benchmark_root(source, scale=scale)
+    elif Path(source).is_dir() and not is_saved_dataset(source):
+        samples = load_benchmark(source, scale=scale)
+    else:
+        pairs = ImagePairs(
+            load_source(source, split=config.val_split, cache_dir=config.cache_dir, scale=scale), scale=scale,
+            label=source,
+        )  # fmt: skip
+        count = min(len(pairs), config.val_images or len(pairs))
+        samples = []
+        for index in range(count):
+            hr, lr = pairs.load(index)
+            samples.append(Sample(Path(pairs.name(index)).stem, lr, hr))
+    return samples[: config.val_images] if config.val_images else samples

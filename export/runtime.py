@@ -35,6 +35,14 @@ TILE_OUTPUT_PIXELS = 1024
 DEFAULT_TILE_PAD = 16
 
 
+# Inputs run once when a model is opened, to check what the graph does (odd, non-square, two batch sizes).
+PROBE_SHAPES = ((1, 3, 9, 7), (2, 3, 6, 10))
+
+# A raw output this far outside [0, 1] is not a slightly bright pixel but a model failing on its input (the PAN
+# authors' x4 weights reach +-2e6 on part of skimage's coffee.png): warn instead of clamping it silently.
+SUSPECT_MARGIN = 0.5
+
+
 def default_tile(scale):
     return max(32, TILE_OUTPUT_PIXELS // scale)
 
@@ -169,19 +177,43 @@ class OnnxUpscaler:
         self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
-        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
+        self.scale = self._checked_scale()
         self.tile = default_tile(self.scale) if tile == "auto" else (tile or None)
         self.tile_pad = tile_pad
         self.progress = progress
         precision = self.metadata.get("precision", "fp32")
         self.name = f"{self.metadata.get('model', self.path.stem)} (onnx {precision})"
 
-    def _probe_scale(self):
-        """Scale of a model without our metadata: run an 8x8 input and compare sizes."""
-        height = self.run(np.zeros((1, 3, 8, 8), np.float32)).shape[2]
-        if height % 8:
-            raise OnnxModelError(f"{self.path}: output height {height} for an 8x8 input is no integer upscale")
-        return height // 8
+    def _checked_scale(self):
+        """The scale the graph really applies, checked against what the file claims before any image is run.
+
+        Two small inputs of different batch, height and width go through the model: a static-shape graph fails
+        here, and so does metadata that claims another scale than the graph computes (an x4 model labelled x2 would
+        otherwise write the top-left quarter of its output as the "x2" image).
+        """
+        observed = set()
+        for shape in PROBE_SHAPES:
+            batch, _, height, width = shape
+            try:
+                out_shape = self.run(np.zeros(shape, np.float32)).shape
+            except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
+                raise OnnxModelError(
+                    f"{self.path}: the model does not run on a {batch}x3x{height}x{width} input ({_one_line(error)}); "
+                    "it needs dynamic batch, height and width: export it with export/to_onnx.py"
+                ) from None
+            scale = out_shape[2] // height if len(out_shape) == 4 else 0
+            if len(out_shape) != 4 or out_shape != (batch, 3, height * scale, width * scale) or scale < 1:
+                raise OnnxModelError(f"{self.path}: a {batch}x3x{height}x{width} input gave an output of shape "
+                                     f"{tuple(out_shape)}, not (N, 3, H*scale, W*scale)")  # fmt: skip
+            observed.add(scale)
+        if len(observed) != 1:
+            raise OnnxModelError(f"{self.path}: the upscale factor depends on the input size ({sorted(observed)})")
+        (scale,) = observed
+        claimed = self.metadata.get("scale")
+        if claimed is not None and claimed != str(scale):
+            raise OnnxModelError(f"{self.path}: its metadata says scale {claimed!r}, but the graph upscales by "
+                                 f"{scale}; the file is mislabelled, re-export it with export/to_onnx.py")  # fmt: skip
+        return scale
 
     @property
     def spec(self):
@@ -210,6 +242,7 @@ class OnnxUpscaler:
         height, width, _ = lr.shape
         s, pad = self.scale, self.tile_pad
         sr = np.empty((height * s, width * s, 3), np.uint8)  # the only full-size buffer
+        self.suspect = SuspectOutput()
         regions = self.tiles(height, width)
         for y0, y1, x0, x1 in tqdm(regions, desc="tiles", unit="tile", leave=False,
                                    disable=not self.progress or len(regions) == 1):  # fmt: skip
@@ -218,6 +251,40 @@ class OnnxUpscaler:
             x = lr[cy0:cy1, cx0:cx1].transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
             out = self.run(x)[0]  # (3, h*s, w*s)
             keep = out[:, (y0 - cy0) * s : (y1 - cy0) * s, (x0 - cx0) * s : (x1 - cx0) * s]
+            self.suspect.add(keep, top=y0 * s, left=x0 * s)
             # Clamp, *255, round exactly as the evaluation protocol (and TorchUpscaler) does, per tile.
             sr[y0 * s : y1 * s, x0 * s : x1 * s] = to_uint8(keep.transpose(1, 2, 0))
         return sr
+
+
+class SuspectOutput:
+    """Where a model's raw output strays far outside [0, 1] (see SUSPECT_MARGIN), over the tiles of one image."""
+
+    def __init__(self):
+        self.count, self.total = 0, 0
+        self.low, self.high = np.inf, -np.inf
+        self.box = None  # (top, left, bottom, right) in output pixels
+
+    def add(self, out, *, top, left):
+        """`out`: (3, h, w) raw output of the region whose top-left output pixel is (top, left)."""
+        bad = ((out < -SUSPECT_MARGIN) | (out > 1 + SUSPECT_MARGIN) | ~np.isfinite(out)).any(axis=0)  # (h, w)
+        self.total += bad.size
+        if not bad.any():
+            return
+        rows, columns = np.nonzero(bad)
+        self.count += len(rows)
+        finite = out[np.isfinite(out)]
+        if finite.size:
+            self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
+        box = (top + int(rows.min()), left + int(columns.min()), top + int(rows.max()) + 1, left + int(columns.max()) + 1)
+        self.box = box if self.box is None else (min(self.box[0], box[0]), min(self.box[1], box[1]),
+                                                 max(self.box[2], box[2]), max(self.box[3], box[3]))  # fmt: skip
+
+    def __bool__(self):
+        return self.count > 0
+
+    def describe(self):
+        top, left, bottom, right = self.box
+        return (f"model output far outside [0, 1] (raw values {self.low:.3g} to {self.high:.3g}) at "
+                f"{self.count / self.total:.2%} of pixels, in output region x {left}-{right}, y {top}-{bottom}: "
+                "there the result is clamped noise, not an upscale")  # fmt: skip

@@ -16,23 +16,31 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
+from sr_models.files import check_output, check_output_folder
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb, save_rgb
 
 
-def plan(source, target):
-    """[(input file, output file)] for a file -> file, file -> folder or folder -> folder call."""
+def plan(source, target, *, overwrite=False):
+    """[(input file, output file)] for a file -> file, file -> folder or folder -> folder call.
+
+    Checked before any image is run (sr_models.files): no output replaces an input, an output folder is not the
+    input folder, and an existing output is replaced only with `overwrite`.
+    """
     source, target = Path(source), Path(target)
     if source.is_dir():
-        if target.exists() and not target.is_dir():
-            raise ImageError(f"{target}: the input is a folder, so the output must be a folder too")
-        return [(path, target / path.name) for path in list_images(source)]
-    if not source.exists():
+        check_output_folder(target, input_folder=source)
+        jobs = [(path, target / path.name) for path in list_images(source)]
+    elif not source.exists():
         raise ImageError(f"{source}: no such file or folder")
-    if target.is_dir() or (not target.suffix and not target.exists()):
-        return [(source, target / source.name)]
-    if target.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
-    return [(source, target)]
+    elif target.is_dir() or (not target.suffix and not target.exists()):
+        jobs = [(source, target / source.name)]
+    else:
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+        jobs = [(source, target)]
+    for image, output in jobs:
+        check_output(output, inputs=[image], overwrite=overwrite)
+    return jobs
 
 
 def parse_args(argv=None):
@@ -45,19 +53,27 @@ def parse_args(argv=None):
                         f"(default: {TILE_OUTPUT_PIXELS} / scale, e.g. 256 for x4)")  # fmt: skip
     parser.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD,
                         help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    written = 0
     try:
-        jobs = plan(args.input, args.output)
+        jobs = plan(args.input, args.output, overwrite=args.overwrite)
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True)
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
             save_rgb(target, upscaler(load_rgb(source)))
+            written += 1
+            if upscaler.suspect:
+                tqdm.write(f"warning: {source}: {upscaler.suspect.describe()}", file=sys.stderr)
     except (ImageError, OnnxModelError, ValueError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # each image is written whole or not at all (sr_models.files)
+        print(f"\ninterrupted: {written} image(s) written, no partial file left", file=sys.stderr)
+        sys.exit(130)
     print(f"wrote {jobs[0][1] if len(jobs) == 1 else f'{len(jobs)} images to {args.output}'} (x{upscaler.scale})")
 
 

@@ -8,12 +8,13 @@ is 8-bit RGB; a grayscale image is replicated to three channels and an alpha cha
 message names the file and the problem.
 """
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sr_models.files import atomic_write
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -95,7 +96,7 @@ def load_rgb(path):
 
 
 def save_rgb(path, array):
-    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic: a crash never leaves a half file."""
+    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic (sr_models.files): complete or absent."""
     path = Path(path)
     array = np.asarray(array)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
@@ -104,16 +105,8 @@ def save_rgb(path, array):
     if suffix not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unknown image suffix {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
     image_format = Image.registered_extensions()[suffix]
-    # Same folder as the target so that os.replace is a rename on one file system; the dot hides it from
-    # list_images and the .partial suffix keeps it from looking like an image.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(partial, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
-        os.replace(partial, path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise ImageError(f"{path}: cannot write ({_one_line(error)})") from None
+    atomic_write(path, lambda partial: Image.fromarray(array).save(
+        partial, format=image_format, **_SAVE_OPTIONS.get(image_format, {})))
 
 
 def list_images(folder):

@@ -7,7 +7,6 @@ and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, s
 """
 
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from sr_models.files import atomic_write
 from sr_models.registry import create_model
 
 FORMAT = "sr-toolkit/1"
@@ -35,11 +35,7 @@ def save_weights(model, path):
         "hyperparameters": json.dumps(spec, sort_keys=True),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, partial, metadata=metadata)
-    os.replace(partial, path)
+    atomic_write(path, lambda partial: save_file(tensors, partial, metadata=metadata))
 
 
 def read_spec(path):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import REPO
 from sr_models import images
+from sr_models.files import OutputError
 from sr_models.images import ImageError, list_images, load_rgb, save_rgb
 
 
@@ -213,7 +214,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    with pytest.raises(ImageError, match="keep.png: cannot write"):
+    with pytest.raises(OutputError, match="keep.png: cannot write"):
         save_rgb(target, np.ones((4, 4, 3), dtype=np.uint8))
     monkeypatch.undo()
     np.testing.assert_array_equal(load_rgb(target), old)

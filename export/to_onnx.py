@@ -11,7 +11,6 @@ OUTPUT.parity-failed.json. On success they go to OUTPUT.parity.json. Thresholds:
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from export.parity import (
 from export.quantize import to_fp16, to_int8
 from export.runtime import OnnxModelError, check_model
 from sr_models.builtin import builtin_paths
+from sr_models.files import OutputError, atomic_write_text, check_output, partial_path, publish
 from sr_models.images import list_images, load_rgb
 from sr_models.weights import load_model
 
@@ -50,9 +50,7 @@ def build_onnx(model, path, *, precision, calibration_images=None, opset=DEFAULT
 
 
 def write_json(path, data):
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def export(model, output, *, precision="fp32", parity_data=None, calibration=None, parity=True,
@@ -73,7 +71,7 @@ def export(model, output, *, precision="fp32", parity_data=None, calibration=Non
         )  # fmt: skip
     # A hidden temporary name in the same folder, not ending in .onnx: never mistaken for a model, and
     # renamed atomically once parity has passed.
-    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    partial = partial_path(output)
     try:
         build_onnx(model, partial, precision=precision, calibration_images=calibration_images, opset=opset,
                    exporter=exporter, graph_friendly_forms=graph_friendly_forms)  # fmt: skip
@@ -87,13 +85,15 @@ def export(model, output, *, precision="fp32", parity_data=None, calibration=Non
                 raise ParityError(
                     f"{output}: parity failed, model not written:\n  " + "\n  ".join(report["failures"])
                 )
-        os.replace(partial, output)
+        publish(partial, output)
         # Reports beside the file describe this file: stale ones from an earlier export at this path go.
         output.with_name(output.name + ".parity-failed.json").unlink(missing_ok=True)
         output.with_name(output.name + ".parity.json").unlink(missing_ok=True)
         if report is not None:
             write_json(output.with_name(output.name + ".parity.json"), report)
         return report
+    except OSError as error:  # a full disk or an unwritable folder while exporting: named, nothing left behind
+        raise OutputError(f"{output}: cannot write ({' '.join(str(error).split())})") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -102,6 +102,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, type=Path, help="our .safetensors, or a .pth with --model, --scale")
     parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it already exists")
     parser.add_argument("--model", help="architecture of a foreign checkpoint (pan, srresnet)")
     parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
@@ -132,6 +133,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_output(args.output, inputs=[args.weights], overwrite=args.overwrite)
         model = load_model(args.weights, name=args.model, scale=args.scale)
         report = export(
             model, args.output, precision=args.precision, parity_data=args.parity_data, calibration=args.calibration,
@@ -140,6 +142,8 @@ def main(argv=None):
         )
     except (ParityError, ExportError, OnnxModelError, ValueError) as error:  # WeightsError, ImageError are ValueErrors
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # the model is renamed into place only after parity: nothing half-written is left
+        sys.exit(f"\ninterrupted: {args.output} not written")
     if report is not None:
         print(format_report(report))
         drop = f", largest PSNR_Y drop {report['max_psnr_y_drop_db']:.3f} dB" if args.precision == "int8" else ""

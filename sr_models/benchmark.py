@@ -5,6 +5,7 @@ Layouts:
     an HR folder         with an LR folder given separately, or none (LR then made by the MATLAB-compatible bicubic)
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +23,30 @@ class Sample:
     hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
 
 
+@functools.lru_cache(maxsize=8)
+def _images_by_stem(folder, mtime_ns):
+    """{stem: path} of a folder's image files, first by sorted name; cached per folder state (pairing DIV2K's 800
+    files would otherwise list the folder 800 times)."""
+    by_stem = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
+            by_stem.setdefault(path.stem, path)
+    return by_stem
+
+
 def find_lr_file(lr_dir, stem, scale):
-    """The LR file of an HR image: `<stem>x<scale>.<ext>` (EDSR/BasicSR benchmark layout) or `<stem>.<ext>`."""
-    candidates = [
-        path
-        for name in (f"{stem}x{scale}", stem)
-        for path in sorted(Path(lr_dir).glob(f"{name}.*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    if not candidates:
-        raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
-    return candidates[0]
+    """The LR file of an HR image: `<stem>x<scale>.<ext>` (EDSR/BasicSR benchmark layout) or `<stem>.<ext>`.
+
+    Names are compared literally (never as glob patterns): `img[1].png` pairs with `img[1]x4.png`, not `img1x4.png`.
+    """
+    lr_dir = Path(lr_dir)
+    if not lr_dir.is_dir():
+        raise ImageError(f"{lr_dir}: no such folder (LR images)")
+    by_stem = _images_by_stem(str(lr_dir), lr_dir.stat().st_mtime_ns)
+    for name in (f"{stem}x{scale}", stem):
+        if name in by_stem:
+            return by_stem[name]
+    raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
 
 
 def load_benchmark(hr_dir, *, scale, lr_dir=None):

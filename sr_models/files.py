@@ -33,6 +33,12 @@ def partial_path(path):
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
+def publish(partial, path):
+    """Give a finished temporary file the user's umask permissions and rename it onto `path` (atomic)."""
+    os.chmod(partial, 0o666 & ~_umask())
+    os.replace(partial, path)
+
+
 def atomic_write(path, write):
     """Call `write(temporary_path)`, then rename the result onto `path`; on any failure nothing is left behind.
 
@@ -46,8 +52,7 @@ def atomic_write(path, write):
         write(partial)
         if not partial.is_file():
             raise OSError(f"the writer produced no file at {partial}")
-        os.chmod(partial, 0o666 & ~_umask())
-        os.replace(partial, path)
+        publish(partial, path)
     except OSError as error:
         raise OutputError(f"{path}: cannot write ({_one_line(error)})") from None
     finally:

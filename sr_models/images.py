@@ -71,14 +71,26 @@ def _open_loaded(path):
         raise ImageError(f"{path}: truncated or corrupt image data ({_one_line(error)})") from None
 
 
+# Modes whose conversion to 8-bit RGB is defined (Pillow's, or ours for 16-bit). Anything else, e.g. 32-bit
+# float ("F", a float TIFF whose values may be 0-1 or anything) or 32-bit integer data, has no agreed mapping to
+# 8 bits: Pillow would clip it silently (a 0-1 float image turns black), so it is refused with its mode named.
+_CONVERTIBLE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+
+
 def _to_rgb_array(image, path):
-    """A loaded Pillow image of any mode -> HxWx3 uint8 RGB."""
+    """A loaded Pillow image of any mode -> HxWx3 uint8 RGB, or ImageError naming the mode."""
     if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError(f"{path}: 32-bit integer pixels (mode I, values {values.min()} to {values.max()}): no "
+                             "defined 8-bit mapping; save it as 8- or 16-bit")  # fmt: skip
         # 16-bit grayscale: 65535 / 257 = 255 maps full scale onto full scale; round to the nearest level.
         # (48-bit RGB PNG never gets here: Pillow decodes it to 8-bit itself, keeping the high byte.)
-        values = np.asarray(image).astype(np.float64)
-        gray = np.rint(np.clip(values, 0, 65535) / 257).astype(np.uint8)
+        gray = np.rint(np.clip(values.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode not in _CONVERTIBLE_MODES:
+        raise ImageError(f"{path}: unsupported pixel mode {image.mode} (e.g. 32-bit float): no defined conversion "
+                         "to 8-bit RGB; save it as 8- or 16-bit RGB or grayscale")  # fmt: skip
     if image.mode != "RGB":
         try:
             # P/PA (with or without transparency), L, LA, RGBA, CMYK, YCbCr, 1: Pillow's RGB conversion keeps

@@ -78,6 +78,11 @@ class PAN(nn.Module):
     """
 
     supported_scales = tuple(UPSAMPLE_STAGES)
+    # Valid hyper-parameters (sr_models.registry.check_spec): inclusive ranges, wide enough for any real use and
+    # narrow enough that a damaged or hostile file cannot make us build a model for minutes or exhaust memory.
+    hyperparameter_ranges = {"channels": (2, 1024), "upsample_channels": (1, 1024), "num_blocks": (0, 512),
+                             "in_channels": (3, 3)}  # fmt: skip
+    even_hyperparameters = ("channels",)  # SC-PA splits its channels into two halves
 
     def __init__(self, *, scale=4, channels=40, upsample_channels=24, num_blocks=16, in_channels=3):
         super().__init__()

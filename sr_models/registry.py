@@ -21,18 +21,39 @@ def model_class(name):
     return MODELS[name]
 
 
+def check_spec(name, scale, overrides, *, source="model"):
+    """Refuse, naming `source` and the field, a model name, scale or hyper-parameter the model cannot take.
+
+    Runs before anything is built or allocated: the same rule for weights metadata, ONNX metadata and
+    --model-overrides.
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"{source}: unknown model {name!r}; valid models: {', '.join(list_models())}")
+    cls = MODELS[name]
+    if type(scale) is not int or scale not in cls.supported_scales:
+        raise ValueError(f"{source}: {name} does not support scale {scale!r}; valid scales: {list(cls.supported_scales)}")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{source}: hyper-parameters must be a mapping like {{channels: 8}}, got {overrides!r}")
+    valid = [p for p in inspect.signature(cls).parameters if p != "scale"]
+    unknown = sorted(str(key) for key in set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"{source}: {name} has no hyper-parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
+    for key, value in overrides.items():
+        low, high = cls.hyperparameter_ranges[key]
+        if type(value) is not int:
+            raise ValueError(f"{source}: {name} {key} must be an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{source}: {name} {key} must be in {low}..{high}, got {value}")
+        if key in cls.even_hyperparameters and value % 2:
+            raise ValueError(f"{source}: {name} {key} must be even, got {value}")
+
+
 def create_model(name, *, scale=4, **overrides):
     """Build a registered model. `overrides` are the class's keyword hyper-parameters (e.g. channels=8).
 
     The returned module carries `model.spec = {"name", "scale", **overrides}`: what rebuilds it from a weights file.
     """
-    cls = model_class(name)
-    if scale not in cls.supported_scales:
-        raise ValueError(f"{name} does not support scale {scale}; valid scales: {list(cls.supported_scales)}")
-    valid = [p for p in inspect.signature(cls).parameters if p != "scale"]
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise ValueError(f"{name} has no hyper-parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
-    model = cls(scale=scale, **overrides)
+    check_spec(name, scale, overrides)
+    model = MODELS[name](scale=scale, **overrides)
     model.spec = {"name": name, "scale": scale, **overrides}
     return model

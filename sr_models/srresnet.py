@@ -19,6 +19,8 @@ class SRResNet(nn.Module):
     """
 
     supported_scales = tuple(UPSAMPLE_STAGES)
+    hyperparameter_ranges = {"channels": (1, 1024), "num_blocks": (0, 512), "in_channels": (3, 3)}  # see PAN
+    even_hyperparameters = ()
 
     def __init__(self, *, scale=4, channels=64, num_blocks=16, in_channels=3):
         super().__init__()

@@ -6,9 +6,11 @@ files (`{'params': ...}` / `{'params_ema': ...}`, `module.` prefixes). Every loa
 and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, so no pickled code ever runs.
 """
 
+import hashlib
 import json
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from sr_models.files import atomic_write
-from sr_models.registry import create_model
+from sr_models.registry import check_spec, create_model
 
 FORMAT = "sr-toolkit/1"
 
@@ -35,11 +37,23 @@ def save_weights(model, path):
         "hyperparameters": json.dumps(spec, sort_keys=True),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_tensors(tensors, model, source=path)  # NaN weights are never shipped as a model
+    metadata["sha256"] = tensors_digest(tensors)  # damaged bytes are found at load
     atomic_write(path, lambda partial: save_file(tensors, partial, metadata=metadata))
 
 
+def tensors_digest(tensors):
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_spec(path):
-    """The model spec stored in one of our safetensors files: {"name", "scale", **hyperparameters}."""
+    """The model spec stored in one of our safetensors files: {"name", "scale", **hyperparameters}, validated."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -49,7 +63,42 @@ def read_spec(path):
         raise WeightsError(
             f"{path}: no sr-toolkit metadata (model name and scale); pass --model and --scale to import it"
         )
-    return {"name": metadata["model"], "scale": int(metadata["scale"]), **json.loads(metadata["hyperparameters"])}
+    return spec_from_metadata(metadata, source=path)
+
+
+def spec_from_metadata(metadata, *, source):
+    """{"name", "scale", **hyperparameters} from string metadata (our safetensors and ONNX files), checked against
+    the model's schema before anything is built: a file claiming 10^8 blocks is refused, not built for minutes."""
+    missing = [key for key in ("model", "scale", "hyperparameters") if key not in metadata]
+    if missing:
+        raise WeightsError(f"{source}: metadata lacks {', '.join(missing)}")
+    try:
+        scale = int(metadata["scale"])
+    except ValueError:
+        raise WeightsError(f"{source}: metadata scale must be an integer, got {metadata['scale']!r}") from None
+    try:
+        hyperparameters = json.loads(metadata["hyperparameters"])
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{source}: metadata hyperparameters are not valid JSON ({error})") from None
+    try:
+        check_spec(metadata["model"], scale, hyperparameters, source=f"{source}: metadata")
+    except ValueError as error:
+        raise WeightsError(str(error)) from None
+    return {"name": metadata["model"], "scale": scale, **hyperparameters}
+
+
+def check_tensors(state, model, *, source):
+    """Every tensor of the model's kind (floating weights, integer counters) and finite; WeightsError naming one."""
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        floating = expected[key].is_floating_point() if key in expected else True
+        if tensor.is_floating_point() != floating:
+            kind = "floating-point" if floating else "integer"
+            raise WeightsError(f"{source}: tensor {key} has dtype {tensor.dtype}, expected {kind}")
+        if floating and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"{source}: tensor {key} holds {bad} NaN or infinite value(s): the weights are broken "
+                               "(a diverged run?)")  # fmt: skip
 
 
 def load_model(path, *, name=None, scale=None, **overrides):
@@ -77,9 +126,14 @@ def read_state_dict(path):
     if path.suffix == ".safetensors":
         try:
             state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                saved_digest = (f.metadata() or {}).get("sha256")
         except (SafetensorError, OSError) as error:
             raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+        if saved_digest is not None and tensors_digest(state) != saved_digest:
+            raise WeightsError(f"{path}: damaged: the tensor data does not match the digest saved with it")
     else:
+        check_zip_crcs(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
@@ -97,6 +151,20 @@ def read_state_dict(path):
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of names to tensors, found {type(state).__name__}")
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+
+
+def check_zip_crcs(path):
+    """A .pth written by torch.save since 1.6 is a zip archive with a CRC per member, which torch.load never checks:
+    check them, so flipped bytes are reported instead of loaded as weights. (Older, non-zip files carry none.)"""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise WeightsError(f"{path}: damaged zip archive ({error})") from None
+    if bad is not None:
+        raise WeightsError(f"{path}: damaged: member {bad} fails its CRC check (the file changed after it was written)")
 
 
 def load_state_dict_strict(model, state, *, source):
@@ -119,6 +187,7 @@ def load_state_dict_strict(model, state, *, source):
     if problems:
         spec = getattr(model, "spec", {})
         raise WeightsError(f"{source}: does not fit {spec}: " + "; ".join(problems))
+    check_tensors(state, model, source=source)
     model.load_state_dict(state, strict=True)
 
 

@@ -221,3 +221,57 @@ def test_upscale_warns_naming_the_image_and_region_where_the_output_is_noise(tmp
     err = capsys.readouterr().err
     assert "wild.png: model output far outside [0, 1]" in err
     assert "region x 20-30, y 8-16" in err and "3.33% of pixels" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs: LR/HR pairing by literal name, pixel formats
+
+
+def test_lr_files_pair_by_literal_name_never_as_a_glob(tmp_path):
+    from sr_models.benchmark import find_lr_file, load_benchmark
+
+    hr, lr = tmp_path / "HR", tmp_path / "LR"
+    photo(hr / "img[1].png", size=(8, 8))
+    photo(lr / "img1x2.png", seed=1, size=(4, 4))  # what the glob `img[1]x2.*` would match
+    with pytest.raises(ValueError, match=r"no LR image for 'img\[1\]'"):
+        load_benchmark(hr, scale=2, lr_dir=lr)
+    photo(lr / "img[1]x2.png", seed=2, size=(4, 4))
+    assert find_lr_file(lr, "img[1]", 2).name == "img[1]x2.png"
+    for name in ("a*b", "c?", "d[!x]"):
+        photo(lr / f"{name}.png", size=(4, 4))
+        assert find_lr_file(lr, name, 2).name == f"{name}.png"
+
+
+@pytest.mark.parametrize(
+    "mode, values, expected",
+    [
+        ("F", np.full((4, 4), 0.5, np.float32), "unsupported pixel mode F"),  # a 0-1 float TIFF: was silently black
+        ("F", np.full((4, 4), 200.0, np.float32), "unsupported pixel mode F"),
+        ("I", np.full((4, 4), 70000, np.int32), "32-bit integer pixels"),
+        ("I", np.full((4, 4), -5, np.int32), "32-bit integer pixels"),
+    ],
+)
+def test_pixel_formats_without_a_defined_8bit_mapping_are_refused_naming_the_mode(tmp_path, mode, values, expected):
+    from PIL import Image
+
+    path = tmp_path / "odd.tif"
+    Image.fromarray(values, mode=mode).save(path)
+    with pytest.raises(ValueError, match=f"odd.tif: {expected}"):
+        load_rgb(path)
+
+
+def test_lab_images_are_refused_not_read_as_rgb(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "lab.tif"
+    Image.new("LAB", (4, 4), (50, 10, 10)).save(path)
+    with pytest.raises(ValueError, match="lab.tif: unsupported pixel mode LAB"):
+        load_rgb(path)
+
+
+def test_16_bit_grayscale_in_mode_I_is_still_read(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "gray16.png"
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(path)
+    assert (load_rgb(path) == 255).all()

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from sr_models.files import atomic_write_text
+from sr_models.registry import check_spec
+
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
@@ -145,6 +148,10 @@ def check_choices(config):
         raise ConfigError(f"betas: expected two numbers, got {list(config.betas)}")
     if config.warmup_fraction >= 1:
         raise ConfigError(f"warmup_fraction: must be below 1, got {config.warmup_fraction}")
+    try:  # the model's own schema, before any folder is made or anything built (sr_models.registry)
+        check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,7 +283,7 @@ def load_recipe(recipe, **overrides):
 
 
 def save_config(config, path):
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def parse_args(argv=None):

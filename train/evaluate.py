@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from sr_models.benchmark import load_benchmark
+from sr_models.files import OutputError, atomic_write_text, check_output
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.resize import upscale_bicubic
 from sr_models.weights import WeightsError, load_model
@@ -110,6 +111,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="architecture of a foreign checkpoint (e.g. pan, srresnet)")
     parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--overwrite", action="store_true", help="replace --json if it already exists")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return parser.parse_args(argv)
 
@@ -117,15 +119,21 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.json:  # checked before minutes of scoring, not after
+            check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
         upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=resolve_device(args.device))
         samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
         report = score(upscaler, samples, scale=upscaler.scale)
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted: nothing written")
     print(format_table(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        except OutputError as error:
+            sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

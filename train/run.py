@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
+from sr_models.files import atomic_write_text
 from train.checkpoint import Progress, check_code_free, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
@@ -291,7 +292,7 @@ def main(argv=None):
             accelerator.print(format_table(report))
             gain = report["mean"]["psnr_y"] - report["mean"]["bicubic_psnr_y"]
             accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps")
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()

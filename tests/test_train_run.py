@@ -176,7 +176,7 @@ def test_errors_name_the_problem(tmp_path, photos):
     save_rgb(broken / "fine.png", np.zeros((64, 64, 3), dtype=np.uint8))
     (broken / "garbage.png").write_bytes(b"GIF89a not really")
     with pytest.raises(ImageError, match=r"garbage\.png"):
-        run(tmp_path, "broken", "--steps", "1", data=broken)
+        run(tmp_path, "broken-run", "--steps", "1", data=broken)
     done = run(tmp_path, "twice", "--steps", "1", "--batch-size", "1", data=photos)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_in_process(["--output-dir", str(done), *TINY, "--steps", "1"])

@@ -11,6 +11,7 @@ the wrong type fail with one line naming the key, the value and what was expecte
 
 import argparse
 import difflib
+import math
 import sys
 import types
 import typing
@@ -85,7 +86,9 @@ class TrainConfig:
     weight_decay: float = option(0.0, "weight decay")
     scheduler: str = option("cosine", "constant | cosine (CosineAnnealingLR) | cosine_restarts (...WarmRestarts)")
     cycles: int = option(1, "cosine_restarts: number of cosine cycles over the run")
-    warmup_fraction: float = option(0.0, "fraction of the steps spent in a linear warm-up before the schedule")
+    warmup_fraction: float = option(0.0, "fraction of the schedule spent in a linear warm-up before it")
+    schedule_steps: int = option(0, "length of the learning-rate schedule in optimizer steps (0: --steps); fixed when "
+                                 "a run starts: steps beyond it (a resume with more --steps) run at its final rate")
     min_lr: float = option(1e-7, "learning rate at the end of each cosine cycle (eta_min)")
     grad_clip: float = option(0.0, "clip the gradient norm to this (0: off)")
     max_nonfinite_steps: int = option(20, "stop the run after this many optimizer steps in a row with a NaN/inf loss")
@@ -110,8 +113,12 @@ class TrainConfig:
         check_choices(self)
 
     @property
+    def schedule_length(self):
+        return self.schedule_steps or self.steps
+
+    @property
     def warmup_steps(self):
-        return round(self.warmup_fraction * self.steps)
+        return round(self.warmup_fraction * self.schedule_length)
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -127,9 +134,17 @@ CHOICES = {
 }
 POSITIVE = ("scale", "lr_patch_size", "steps", "batch_size", "gradient_accumulation_steps", "cycles", "log_every",
             "keep_checkpoints", "subimage_step", "max_nonfinite_steps")  # fmt: skip
-NON_NEGATIVE = ("val_images", "val_every", "preview_images", "save_every", "stop_after",
+NON_NEGATIVE = ("val_images", "val_every", "preview_images", "save_every", "stop_after", "schedule_steps",
                 "num_workers", "num_threads", "subimage_size", "grad_clip", "ema_decay", "weight_decay", "min_lr",
                 "warmup_fraction")  # fmt: skip
+
+FINITE = ("lr", "min_lr", "weight_decay", "grad_clip", "ema_decay", "warmup_fraction", "betas")
+# Far beyond any real run, and small enough that counts times batch sizes stay exact 64-bit integers.
+UPPER_LIMITS = {"steps": 10**9, "schedule_steps": 10**9, "stop_after": 10**9, "save_every": 10**9,
+                "val_every": 10**9, "log_every": 10**9, "max_nonfinite_steps": 10**9, "keep_checkpoints": 10**6,
+                "batch_size": 65536, "gradient_accumulation_steps": 65536, "lr_patch_size": 4096,
+                "subimage_size": 65536, "subimage_step": 65536, "num_workers": 1024, "num_threads": 4096,
+                "val_images": 10**7, "preview_images": 10**4, "scale": 16, "cycles": 10**9}  # fmt: skip
 
 
 def check_choices(config):
@@ -148,6 +163,22 @@ def check_choices(config):
         raise ConfigError(f"betas: expected two numbers, got {list(config.betas)}")
     if config.warmup_fraction >= 1:
         raise ConfigError(f"warmup_fraction: must be below 1, got {config.warmup_fraction}")
+    for key in FINITE:
+        values = getattr(config, key) if key == "betas" else (getattr(config, key),)
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{key}: must be a finite number, got {getattr(config, key)}")
+    for key, limit in UPPER_LIMITS.items():
+        if getattr(config, key) > limit:
+            raise ConfigError(f"{key}: at most {limit:,}, got {getattr(config, key):,}")
+    if config.lr <= 0:
+        raise ConfigError(f"lr: must be positive, got {config.lr}")
+    if not all(0 <= beta < 1 for beta in config.betas):
+        raise ConfigError(f"betas: each must be in [0, 1), got {list(config.betas)}")
+    if config.scheduler != "constant" and config.min_lr > config.lr:
+        raise ConfigError(f"min_lr: the schedule decays from lr {config.lr} down to min_lr, got {config.min_lr}")
+    if config.warmup_steps and config.warmup_steps >= config.schedule_length:
+        raise ConfigError(f"warmup_fraction: {config.warmup_fraction} of a {config.schedule_length}-step schedule "
+                          f"is {config.warmup_steps} warm-up steps, leaving none for the schedule itself")  # fmt: skip
     try:  # the model's own schema, before any folder is made or anything built (sr_models.registry)
         check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
     except ValueError as error:
@@ -215,7 +246,7 @@ def coerce(key, value, *, source):
     if annotation is dict:
         if from_text:
             try:
-                value = yaml.safe_load(value) if value.strip() else {}
+                value = load_yaml_text(value, source=source) if value.strip() else {}
             except yaml.YAMLError:
                 raise wrong from None
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -245,10 +276,19 @@ def recipe_path(recipe):
     return path
 
 
+def load_yaml_text(text, *, source):
+    """yaml.safe_load, refusing aliases: none of our files needs them, and a few nested aliases can expand to
+    gigabytes (a "billion laughs" file); events are scanned first, so nothing is expanded."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{source}: YAML aliases (*{event.anchor}) are not accepted; write the values out")
+    return yaml.safe_load(text)
+
+
 def read_yaml(path):
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+        values = load_yaml_text(Path(path).read_text(), source=path) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys to values, found {type(values).__name__}")
@@ -328,8 +368,37 @@ def parse_args(argv=None):
         path = recipe_path(recipe or "quickstart")
         values = apply(read_yaml(path), source=str(path))
         values["recipe"] = path.stem
+    if resume:
+        # A resumed run lives in its checkpoint's folder (train/run_folder.py), not in the one it was started with.
+        values.pop("output_dir", None)
+        planned = build(values, source=str(saved))
+        values["schedule_steps"] = planned.schedule_length  # fixed when the run started, whatever --steps says now
+        refuse_contradictions(planned, overrides, source=str(saved))
     values = apply(overrides, source="command line", base=values)
     return build(values, source="command line")
+
+
+# What a resumed run cannot change: its model, its optimizer state's meaning, its schedule and its data stream.
+# (--steps can: steps past the planned schedule run at its final learning rate, see TrainConfig.schedule_steps.)
+FIXED_ON_RESUME = ("recipe", "model", "scale", "model_overrides", "optimizer", "betas", "weight_decay", "lr", "min_lr",
+                   "scheduler", "cycles", "warmup_fraction", "schedule_steps", "seed", "batch_size",
+                   "gradient_accumulation_steps", "lr_patch_size", "scale", "loss")  # fmt: skip
+
+
+def refuse_contradictions(planned, overrides, *, source):
+    """ConfigError naming every override that contradicts the checkpoint's config `planned` (EMA on/off included)."""
+    changed = []
+    for key, raw in overrides.items():
+        if key not in FIXED_ON_RESUME and key != "ema_decay":
+            continue
+        new, old = coerce(key, raw, source="command line"), getattr(planned, key)
+        if key == "ema_decay" and (new > 0) == (old > 0):
+            continue  # a different decay keeps EMA on; turning it on or off would drop or invent its state
+        if new != old:
+            changed.append(f"{key} {old!r} -> {new!r}")
+    if changed:
+        raise ConfigError(f"{source}: a resumed run continues as it was started; these overrides contradict it: "
+                          f"{', '.join(changed)}. Start a new run to change them")  # fmt: skip
 
 
 def latest_checkpoint(run_dir):

@@ -48,6 +48,7 @@ from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
 from train.cpu_memory import keep_freed_memory
+from train.run_folder import RunFolderLock
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validate
 
@@ -63,7 +64,7 @@ def main(argv=None):
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)
     heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
-    run_dir = choose_run_dir(config, state)
+    run_dir, run_lock = choose_run_dir(config, state)
     accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision=None if config.mixed_precision == "auto" else config.mixed_precision,
@@ -296,6 +297,8 @@ def main(argv=None):
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if run_lock:
+        run_lock.release()
     return run_dir
 
 
@@ -304,11 +307,15 @@ def main(argv=None):
 
 
 def choose_run_dir(config, state):
-    """The run folder, the same in every process (the main process picks the time stamp)."""
-    if config.output_dir:
-        run_dir = Path(config.output_dir)
-    elif config.resume and config.resume != "latest":
+    """The run folder, the same in every process (the main process picks the time stamp), and the main process's
+    lock on it (train/run_folder.py: a new run needs an empty folder; a resumed one continues in its own)."""
+    if config.resume and config.resume != "latest":
         run_dir = run_dir_of(config.resume)
+        if config.output_dir and Path(config.output_dir).resolve() != run_dir:
+            raise ConfigError(f"--resume {config.resume} continues the run in its own folder {run_dir}, not in "
+                              f"--output-dir {config.output_dir}: drop --output-dir")  # fmt: skip
+    elif config.output_dir:
+        run_dir = Path(config.output_dir)
     elif config.resume == "latest":
         raise ConfigError("--resume latest needs --output-dir: the run folder to continue")
     else:
@@ -316,10 +323,17 @@ def choose_run_dir(config, state):
         if state.num_processes > 1:
             broadcast_object_list(stamp)  # from the main process: clocks may tick between the processes' starts
         run_dir = Path("runs") / f"{config.recipe}-{stamp[0]}"
-    if not config.resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"{run_dir} already holds a run's checkpoints; continue it with --resume latest "
-                          "or choose another --output-dir")  # fmt: skip
-    return run_dir
+    lock, problem = None, [None]
+    if state.is_main_process:
+        try:
+            lock = RunFolderLock(run_dir, new_run=not config.resume)
+        except ConfigError as error:
+            problem = [str(error)]
+    if state.num_processes > 1:
+        broadcast_object_list(problem)  # every process stops alike, none waits at a barrier for the main one
+    if problem[0]:
+        raise ConfigError(problem[0])
+    return run_dir, lock
 
 
 def trackers(log_with):
@@ -368,20 +382,27 @@ def make_optimizer(config, parameters):
 
 
 def make_scheduler(config, optimizer):
-    """The learning rate per optimizer step (stepped once after each one), after an optional linear warm-up."""
+    """The learning rate per optimizer step (stepped once after each one): an optional linear warm-up, the
+    schedule over `config.schedule_length` steps, then its final rate held (steps past the planned schedule)."""
     schedulers = torch.optim.lr_scheduler
-    steps, warmup = config.steps, config.warmup_steps
+    length, warmup = config.schedule_length, config.warmup_steps
+    decay = max(1, length - warmup)  # check_choices keeps warmup below the schedule; never a zero-length cosine
     if config.scheduler == "constant":
-        main = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        main, final_factor = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0), 1.0
     elif config.scheduler == "cosine":
-        main = schedulers.CosineAnnealingLR(optimizer, T_max=steps - warmup, eta_min=config.min_lr)
-    else:  # cosine_restarts: `cycles` equal cycles over the run, each from lr down to min_lr
-        period = max(1, math.ceil((steps - warmup) / config.cycles))
+        main = schedulers.CosineAnnealingLR(optimizer, T_max=decay, eta_min=config.min_lr)
+        final_factor = config.min_lr / config.lr
+    else:  # cosine_restarts: `cycles` equal cycles over the schedule, each from lr down to min_lr
+        period = max(1, math.ceil(decay / config.cycles))
         main = schedulers.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=config.min_lr)
-    if not warmup:
-        return main
-    rise = schedulers.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup)
-    return schedulers.SequentialLR(optimizer, [rise, main], milestones=[warmup])
+        final_factor = config.min_lr / config.lr
+    # Past the schedule: its final rate, never a restart of the cosine (which would raise the rate again).
+    hold = schedulers.ConstantLR(optimizer, factor=final_factor, total_iters=2**62)
+    stages, milestones = [main, hold], [length]
+    if warmup:
+        rise = schedulers.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup)
+        stages, milestones = [rise, *stages], [warmup, length]
+    return schedulers.SequentialLR(optimizer, stages, milestones=milestones)
 
 
 def charbonnier(sr, hr, eps=1e-3):

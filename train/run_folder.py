@@ -1,0 +1,79 @@
+"""A run folder belongs to one run.
+
+- A new run takes a folder that does not exist or is empty. It also takes the folder of a run of this toolkit
+  that stopped before it saved anything (the marker below, and nothing but the files a starting run writes):
+  those files are replaced. Anything else (a finished or interrupted run, a user's own files) is refused.
+- A resumed run continues in the folder that holds its checkpoint, never in one read from the checkpoint's
+  saved config (a moved run folder still resumes where it now is).
+- Two processes can never write into one run folder at once: the main process holds an exclusive lock
+  (`fcntl.flock` on the marker file, released by the kernel when the process ends, however it ends) for the whole
+  run. The lock is taken before the folder's contents are checked, so two runs started at the same instant
+  cannot both pass the check.
+"""
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from train.config import ConfigError
+
+MARKER = ".sr-toolkit-run.lock"  # hidden; holds the pid of the process that has the run
+# What a run writes before its first checkpoint: a folder holding only these (and the marker) is a failed start.
+STARTING_FILES = {"config.yaml", "log.jsonl", "tensorboard", "samples"}
+
+
+def one_line(error):
+    return " ".join(str(error).split())
+
+
+class RunFolderLock:
+    """The main process's claim on a run folder; `release()` (or process exit) lets it go."""
+
+    held = {}  # run folder -> lock, in this process: a later run here (tests, notebooks) replaces an ended one's
+
+    def __init__(self, run_dir, *, new_run):
+        self.run_dir = Path(run_dir)
+        marker = self.run_dir / MARKER
+        earlier = self.held.pop(self.run_dir.resolve(), None)
+        if earlier is not None:  # runs in one process are sequential: that run has ended (returned or raised)
+            earlier.release()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            had_marker = marker.exists()
+            self.file = open(marker, "a+")
+        except OSError as error:  # a path under a file, an unwritable parent, a read-only file system
+            raise ConfigError(f"{self.run_dir}: cannot use it as the run folder ({one_line(error)})") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise ConfigError(f"{self.run_dir}: in use by another training process (pid {holder}); wait for it to "
+                              "end, or choose another --output-dir") from None  # fmt: skip
+        if new_run:
+            self.check_empty(had_marker)
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        self.held[self.run_dir.resolve()] = self
+
+    def check_empty(self, had_marker):
+        contents = sorted(p.name for p in self.run_dir.iterdir() if p.name != MARKER)
+        failed_start = had_marker and set(contents) <= STARTING_FILES
+        if contents and not failed_start:
+            self.release()
+            shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
+            what = "a run's checkpoints" if "checkpoints" in contents else "files that are not a new run's"
+            raise ConfigError(f"{self.run_dir} already holds {what} ({shown}); a new run needs an empty or new "
+                              "folder: choose another --output-dir, or continue a run with --resume latest")  # fmt: skip
+        for name in contents:  # the files of a start that failed before its first checkpoint
+            path = self.run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def release(self):
+        if not self.file.closed:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()

@@ -11,7 +11,6 @@ The ONNX contract of our exports (export/to_onnx.py writes it, `check_model` enf
 """
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,15 +97,13 @@ def choose_providers(device=None):
     if device == "auto":
         device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
         return choose_providers(device)
-    if device.startswith("cuda"):
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and (index == "" or index.isdigit()):
         if "CUDAExecutionProvider" not in available:
-            # e.g. train/evaluate.py's "auto" picked CUDA because PyTorch sees a GPU, but this onnxruntime is the
-            # CPU build: run, but say so (pip install onnxruntime-gpu for the GPU).
-            warnings.warn(f"device {device!r}: this onnxruntime has no CUDA provider (onnxruntime-gpu); using the CPU")
-            return ["CPUExecutionProvider"]
-        device_id = int(device.partition(":")[2] or 0)
-        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+            raise ValueError(f"--device {device!r}: this onnxruntime has no CUDA provider (pip install "
+                             "onnxruntime-gpu on a CUDA machine); use --device cpu or auto")  # fmt: skip
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+    raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N")
 
 
 OPTIMIZATION_LEVELS = {

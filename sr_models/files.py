@@ -10,6 +10,7 @@ numpy-free and torch-free: the deployment path (`export/upscale.py`) uses it.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -101,3 +102,35 @@ def check_output_folder(folder, *, input_folder=None):
         if target == source or source in target.parents:
             raise OutputError(f"{folder}: is (inside) the input folder {input_folder}; choose an output folder "
                               "elsewhere, so that no input is replaced and no output is read as an input")  # fmt: skip
+
+
+def check_output_tree(folder, *, inputs=(), overwrite=False, option="--overwrite"):
+    """An output that is a whole folder (a prepared data set): new or empty, or replaced only with `overwrite`;
+    never an input folder, inside one, or holding one."""
+    folder = Path(folder)
+    for source in inputs:
+        source, target = Path(source).resolve(), folder.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise OutputError(f"{folder}: overlaps the input {source}; choose an output folder elsewhere")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise OutputError(f"{folder}: already exists and is not empty; pass {option} to replace it, or choose another")
+
+
+def atomic_write_tree(folder, write):
+    """`write(temporary_folder)`, then swap the result in for `folder` (an existing one is replaced only once the
+    new one is complete, and removed after): the output folder is whole, the old one, or absent."""
+    folder = Path(folder)
+    partial, old = partial_path(folder), folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        write(partial)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(partial, folder)
+    except OSError as error:
+        raise OutputError(f"{folder}: cannot write ({_one_line(error)})") from None
+    finally:
+        for leftover in (partial, old):
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -66,8 +66,12 @@ def test_check_model_rejects_wrong_rank(tmp_path, model_path):
 def test_choose_providers():
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
     assert choose_providers("auto")[-1] == "CPUExecutionProvider"
-    with pytest.raises(ValueError, match="unknown device"):
-        choose_providers("tpu")
+    for device in ("tpu", "cuda:x", "gpu0", ""):
+        with pytest.raises(ValueError, match="not a device; use auto, cpu, cuda or cuda:N"):
+            choose_providers(device)
+    if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
+        with pytest.raises(ValueError, match="this onnxruntime has no CUDA provider"):  # asked for, not silently CPU
+            choose_providers("cuda:0")
 
 
 def test_split_evenly_covers_without_slivers():

@@ -131,3 +131,16 @@ def test_damaged_bytes_in_a_zip_pth_are_detected_by_its_crcs(tmp_path):
     assert torch.load(path, weights_only=True) is not None  # what torch.load alone makes of it: loads
     with pytest.raises(WeightsError, match=f"model.pth: damaged: member {member.filename} fails its CRC check"):
         read_state_dict(path)
+
+
+@pytest.mark.parametrize("device, message", [("gpu0", "not a device"), ("tpu", "not a device"),
+                                             ("cuda", "no CUDA GPU is visible"), ("cuda:7", "no CUDA GPU is visible"),
+                                             ("mps", "only cpu and cuda")])  # fmt: skip
+def test_a_device_that_cannot_be_used_is_one_line(device, message):
+    from train.evaluate import resolve_device
+
+    if torch.cuda.is_available() and message.startswith("no CUDA"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=f"--device '{device}': {message}"):
+        resolve_device(device)
+    assert resolve_device("cpu") == "cpu"

@@ -11,13 +11,19 @@ Resuming runs no code from the checkpoint: Accelerate's `load_state` unpickles t
 same files, with Accelerate's allow-list for its RNG states) and refuses the folder if any needs more.
 """
 
+import hashlib
+import json
 import os
 import pickle
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate.utils.other import load as accelerate_load
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from sr_models.files import atomic_write_text
 from train.config import ConfigError, latest_checkpoint, save_config
 
 
@@ -60,6 +66,9 @@ def save_checkpoint(accelerator, *, run_dir, step, config, keep):
         accelerator.save_state(str(partial))
         if accelerator.is_main_process:
             save_config(config, partial / "config.yaml")
+        accelerator.wait_for_everyone()  # every process's RNG file is written before the manifest lists them
+        if accelerator.is_main_process:
+            write_manifest(partial)
     except OSError as error:  # ENOSPC, EIO, a vanished mount: the .partial folder is dropped, the rest kept
         shutil.rmtree(partial, ignore_errors=True)
         previous = latest_checkpoint(run_dir)
@@ -81,19 +90,80 @@ def complete_checkpoints(run_dir):
     return sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".partial"))
 
 
-def resolve_resume(resume, run_dir):
-    """The checkpoint folder that `--resume` names: a path, or "latest" of the run folder."""
+def resolve_resume(resume, run_dir, *, say=print):
+    """The checkpoint folder that `--resume` names, verified: a path, or the newest intact one of the run folder
+    ("latest": a damaged newest checkpoint is passed over, saying so)."""
     if resume == "latest":
-        found = latest_checkpoint(run_dir)
-        if found is None:
+        candidates = complete_checkpoints(run_dir)
+        if not candidates:
             raise ConfigError(f"--resume latest: no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
-        return found
+        for newer, checkpoint in zip([None, *candidates[::-1]], candidates[::-1]):
+            try:
+                verify_checkpoint(checkpoint)
+            except CheckpointError as error:
+                say(f"warning: {error}")
+                continue
+            if newer is not None:
+                say(f"resuming from {checkpoint.name}, the newest intact checkpoint")
+            return checkpoint
+        raise ConfigError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged (above)")
     path = Path(resume)
     if path.name.endswith(".partial"):
         raise ConfigError(f"{path}: a checkpoint that was never completed (its writer stopped); resume from another")
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{path}: not a checkpoint folder of this toolkit (no config.yaml inside)")
+    verify_checkpoint(path)
     return path
+
+
+MANIFEST = "manifest.json"
+
+
+def file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder):
+    """Size and SHA-256 of every file of a checkpoint, so that damage (a truncated copy, flipped bits) is found
+    before resuming instead of being loaded as weights or optimizer state."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}
+    atomic_write_text(Path(folder) / MANIFEST, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+
+
+def verify_checkpoint(folder):
+    """CheckpointError naming the file if a checkpoint is incomplete or damaged; then no pickle runs code, and the
+    model weights are finite. (Checkpoints written before manifests existed get the last two checks only.)"""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        try:
+            entries = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{manifest_path}: unreadable ({error}): the checkpoint is damaged") from None
+        for name, entry in entries.items():
+            path = folder / name
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing: the checkpoint {folder} is incomplete")
+            if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
+                raise CheckpointError(f"{path}: damaged (its size or content changed since it was written)")
+    elif not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{folder / 'model.safetensors'}: missing: the checkpoint {folder} is incomplete")
+    check_code_free(folder)
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{weights}: unreadable ({error})") from None
+        for key, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"{weights}: tensor {key} holds NaN or infinite values: this checkpoint's "
+                                      "model is broken; resume from an earlier one")  # fmt: skip
 
 
 PICKLED = (".pkl", ".bin", ".pt", ".pth")  # what save_state writes besides safetensors

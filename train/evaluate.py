@@ -44,8 +44,21 @@ class TorchUpscaler:
 
 
 def resolve_device(device):
+    """A PyTorch device from --device (auto, cpu, cuda, cuda:N), or one line saying why it cannot be used."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: only cpu and cuda devices are supported")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device!r}: no CUDA GPU is visible to PyTorch on this machine; use cpu or auto")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return device
 
 
@@ -53,9 +66,7 @@ def load_upscaler(weights, *, model=None, scale=None, device="cpu"):
     """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX."""
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
-        from export.runtime import (
-            OnnxUpscaler,  # deferred: only ONNX evaluation needs onnxruntime
-        )
+        from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
 
         upscaler = OnnxUpscaler(weights, device=device)
         if scale is not None and scale != upscaler.scale:
@@ -121,7 +132,9 @@ def main(argv=None):
     try:
         if args.json:  # checked before minutes of scoring, not after
             check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
-        upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=resolve_device(args.device))
+        # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
+        device = args.device if args.weights.suffix.lower() == ".onnx" else resolve_device(args.device)
+        upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device)
         samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
         report = score(upscaler, samples, scale=upscaler.scale)
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem

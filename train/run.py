@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.files import atomic_write_text
-from train.checkpoint import Progress, check_code_free, resolve_resume, run_dir_of, save_checkpoint
+from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
@@ -65,6 +65,7 @@ def main(argv=None):
     threads = set_cpu_threads(config.num_threads, device=state.device)
     heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
     run_dir, run_lock = choose_run_dir(config, state)
+    STOP.run_dir = run_dir
     accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision=None if config.mixed_precision == "auto" else config.mixed_precision,
@@ -121,8 +122,9 @@ def main(argv=None):
     # ---- resume ---------------------------------------------------------------------------------------------
     resumed_from = None
     if config.resume:
-        resumed_from = resolve_resume(config.resume, run_dir)
-        check_code_free(resumed_from)  # load_state unpickles with weights_only=False
+        # Verified first: complete, undamaged, no pickle that runs code (load_state unpickles with
+        # weights_only=False), finite weights.
+        resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print)
         accelerator.load_state(str(resumed_from))
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step
@@ -452,19 +454,28 @@ class Interrupted(Exception):
 
 class StopSignals:
     """SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop at the next optimizer
-    step; a second signal stops at once. Installed only when train/run.py is the program (not in tests)."""
+    step. A second signal stops at once, even in the middle of that save: the checkpoint being written is still a
+    `.partial` folder, which is never resumed from, so the last complete one stays the one to continue from; one
+    line says which. Installed only when train/run.py is the program (not in tests)."""
 
     def __init__(self):
         self.received = None
+        self.run_dir = None  # set once the run folder is known: the second signal's line names its checkpoint
 
     def install(self):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.handle)
 
     def handle(self, signum, frame):
-        if self.received is not None:  # asked twice: no more waiting
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if self.received is not None:  # asked twice: no more waiting, and no traceback from wherever we were
+            from train.config import latest_checkpoint
+
+            latest = latest_checkpoint(self.run_dir) if self.run_dir else None
+            resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""
+            sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
+                             f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
+            sys.stderr.flush()
+            os._exit(128 + signum)
         self.received = signum
 
     def requested(self, accelerator):
@@ -531,5 +542,6 @@ if __name__ == "__main__":
     except ValueError as error:  # ConfigError, ImageError, WeightsError, CheckpointError: one line
         sys.exit(f"error: {error}")
     except Interrupted as stopped:
-        print(f"error: {stopped}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # every process stopped at the same step: one line says so
+            print(f"error: {stopped}", file=sys.stderr)
         sys.exit(128 + stopped.signum)  # the shell's convention for "ended by signal N"

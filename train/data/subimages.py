@@ -12,6 +12,7 @@ import datasets
 import torch
 from PIL import Image
 
+from sr_models.files import atomic_write_tree, check_output_tree
 from sr_models.images import ImageError
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
@@ -120,8 +121,11 @@ def main(argv=None):
     prepare.add_argument("--num-proc", type=int, default=1)
     prepare.add_argument("--cache-dir")
     prepare.add_argument("--skip-corrupt", action="store_true")
+    prepare.add_argument("--overwrite", action="store_true", help="replace --output if it exists and is not empty")
     args = parser.parse_args(argv)
     try:
+        sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
+        check_output_tree(args.output, inputs=sources, overwrite=args.overwrite)
         dataset = load_source(
             args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
             lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
@@ -130,8 +134,10 @@ def main(argv=None):
             dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
             cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
         )  # fmt: skip
-    except ValueError as error:  # ImageError included: one line naming the file
+        atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
+    except ValueError as error:  # ImageError and OutputError included: one line naming the file
         sys.exit(f"error: {error}")
-    prepared.save_to_disk(str(args.output))
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted: {args.output} not written")
     print(f"{len(dataset)} images -> {len(prepared)} sub-images of {args.subimage_size}x{args.subimage_size} "
           f"in {args.output}; train with --dataset {args.output}")  # fmt: skip

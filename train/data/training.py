@@ -1,5 +1,7 @@
 """Putting the training data together: source -> (sub-images) -> usable pairs -> patches -> loader."""
 
+import signal
+
 import torch
 
 from sr_models.images import ImageError
@@ -63,4 +65,13 @@ def training_loader(patches, *, batch_size, num_workers, persistent_workers, pin
         num_workers=num_workers,
         persistent_workers=persistent_workers and num_workers > 0,
         pin_memory=pin_memory,
+        worker_init_fn=leave_stop_signals_to_the_trainer,
     )
+
+
+def leave_stop_signals_to_the_trainer(worker_id):
+    """Ctrl-C reaches every process of the terminal's group, DataLoader workers included: they ignore it (and
+    SIGTERM), so the training process alone decides how to stop, saves, and ends its workers itself; a worker
+    would otherwise die with a KeyboardInterrupt traceback and take the run down with exit 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

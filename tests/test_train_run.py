@@ -26,17 +26,6 @@ TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """A folder of six small smooth photos-like images (quicker to decode than the built-in set)."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        small = rng.integers(0, 256, size=(12, 14, 3), dtype=np.uint8)
-        save_rgb(folder / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))  # 96 x 112
-    return folder
-
-
 def run(tmp_path, name, *args, data=None):
     argv = [*TINY, "--output-dir", str(tmp_path / name), *args]
     if data is not None:

@@ -97,16 +97,22 @@ def resolve_resume(resume, run_dir, *, say=print):
         candidates = complete_checkpoints(run_dir)
         if not candidates:
             raise ConfigError(f"--resume latest: no complete checkpoint in {Path(run_dir) / 'checkpoints'}")
+        problems = []
         for newer, checkpoint in zip([None, *candidates[::-1]], candidates[::-1]):
             try:
                 verify_checkpoint(checkpoint)
             except CheckpointError as error:
-                say(f"warning: {error}")
+                problems.append(str(error))
+                if len(candidates) > 1:
+                    say(f"warning: {error}")
                 continue
             if newer is not None:
                 say(f"resuming from {checkpoint.name}, the newest intact checkpoint")
             return checkpoint
-        raise ConfigError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged (above)")
+        if len(problems) == 1:
+            raise CheckpointError(problems[0])
+        raise CheckpointError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; the "
+                              f"newest: {problems[0]}")  # fmt: skip
     path = Path(resume)
     if path.name.endswith(".partial"):
         raise ConfigError(f"{path}: a checkpoint that was never completed (its writer stopped); resume from another")

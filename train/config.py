@@ -356,26 +356,41 @@ def parse_args(argv=None):
     overrides = vars(known)
     recipe = overrides.pop("recipe")
     resume = overrides.get("resume")
-    if resume and resume != "latest" and recipe is None and (Path(resume) / "config.yaml").is_file():
-        saved = Path(resume) / "config.yaml"
+    if resume:
+        # The base is the config the run started with; a resumed run lives in its checkpoint's folder
+        # (train/run_folder.py), not in the one its saved config names.
+        saved = saved_config(resume, overrides.get("output_dir"))
         values = apply(read_yaml(saved), source=str(saved))
-    elif resume == "latest" and recipe is None and overrides.get("output_dir"):
-        saved = latest_checkpoint(overrides["output_dir"])
-        values = apply(read_yaml(saved / "config.yaml"), source=str(saved / "config.yaml")) if saved else None
-        if values is None:
-            raise ConfigError(f"--resume latest: no complete checkpoint in {overrides['output_dir']}/checkpoints")
+        values.pop("output_dir", None)
+        planned = build(values, source=str(saved))
+        values["schedule_steps"] = planned.schedule_length  # fixed when the run started, whatever --steps says now
+        if recipe is not None:
+            overrides["recipe"] = recipe_path(recipe).stem
+        refuse_contradictions(planned, overrides, source=str(saved))
     else:
         path = recipe_path(recipe or "quickstart")
         values = apply(read_yaml(path), source=str(path))
         values["recipe"] = path.stem
-    if resume:
-        # A resumed run lives in its checkpoint's folder (train/run_folder.py), not in the one it was started with.
-        values.pop("output_dir", None)
-        planned = build(values, source=str(saved))
-        values["schedule_steps"] = planned.schedule_length  # fixed when the run started, whatever --steps says now
-        refuse_contradictions(planned, overrides, source=str(saved))
     values = apply(overrides, source="command line", base=values)
     return build(values, source="command line")
+
+
+def saved_config(resume, output_dir):
+    """The config.yaml of the checkpoint that --resume names (a folder, or "latest" of --output-dir)."""
+    if resume == "latest":
+        if not output_dir:
+            raise ConfigError("--resume latest needs --output-dir: the run folder to continue")
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None:
+            raise ConfigError(f"--resume latest: no complete checkpoint in {Path(output_dir) / 'checkpoints'}")
+    else:
+        checkpoint = Path(resume)
+        if checkpoint.name.endswith(".partial"):
+            raise ConfigError(f"{checkpoint}: a checkpoint that was never completed (its writer stopped); resume "
+                              "from another")  # fmt: skip
+    if not (checkpoint / "config.yaml").is_file():
+        raise ConfigError(f"{checkpoint}: not a checkpoint folder of this toolkit (no config.yaml inside)")
+    return checkpoint / "config.yaml"
 
 
 # What a resumed run cannot change: its model, its optimizer state's meaning, its schedule and its data stream.
@@ -391,7 +406,8 @@ def refuse_contradictions(planned, overrides, *, source):
     for key, raw in overrides.items():
         if key not in FIXED_ON_RESUME and key != "ema_decay":
             continue
-        new, old = coerce(key, raw, source="command line"), getattr(planned, key)
+        new = coerce(key, raw, source="command line")
+        old = planned.schedule_length if key == "schedule_steps" else getattr(planned, key)
         if key == "ema_decay" and (new > 0) == (old > 0):
             continue  # a different decay keeps EMA on; turning it on or off would drop or invent its state
         if new != old:

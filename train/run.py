@@ -54,6 +54,14 @@ from train.validation import validate
 
 
 def main(argv=None):
+    """Train as the config says; the run folder's lock is let go however the run ends."""
+    try:
+        return train(argv)
+    finally:
+        RunFolderLock.release_all()
+
+
+def train(argv=None):
     # ---- config ---------------------------------------------------------------------------------------------
     config = parse_args(argv)
 
@@ -64,7 +72,7 @@ def main(argv=None):
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)
     heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
-    run_dir, run_lock = choose_run_dir(config, state)
+    run_dir = choose_run_dir(config, state)
     STOP.run_dir = run_dir
     accelerator = Accelerator(
         cpu=use_cpu,
@@ -299,8 +307,6 @@ def main(argv=None):
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if run_lock:
-        run_lock.release()
     return run_dir
 
 
@@ -309,8 +315,8 @@ def main(argv=None):
 
 
 def choose_run_dir(config, state):
-    """The run folder, the same in every process (the main process picks the time stamp), and the main process's
-    lock on it (train/run_folder.py: a new run needs an empty folder; a resumed one continues in its own)."""
+    """The run folder, the same in every process (the main process picks the time stamp), locked by the main
+    process (train/run_folder.py: a new run needs an empty folder; a resumed one continues in its own)."""
     if config.resume and config.resume != "latest":
         run_dir = run_dir_of(config.resume)
         if config.output_dir and Path(config.output_dir).resolve() != run_dir:
@@ -325,17 +331,17 @@ def choose_run_dir(config, state):
         if state.num_processes > 1:
             broadcast_object_list(stamp)  # from the main process: clocks may tick between the processes' starts
         run_dir = Path("runs") / f"{config.recipe}-{stamp[0]}"
-    lock, problem = None, [None]
+    problem = [None]
     if state.is_main_process:
         try:
-            lock = RunFolderLock(run_dir, new_run=not config.resume)
+            RunFolderLock(run_dir, new_run=not config.resume)  # held until main() returns
         except ConfigError as error:
             problem = [str(error)]
     if state.num_processes > 1:
         broadcast_object_list(problem)  # every process stops alike, none waits at a barrier for the main one
     if problem[0]:
         raise ConfigError(problem[0])
-    return run_dir, lock
+    return run_dir
 
 
 def trackers(log_with):

@@ -30,15 +30,13 @@ def one_line(error):
 class RunFolderLock:
     """The main process's claim on a run folder; `release()` (or process exit) lets it go."""
 
-    held = {}  # run folder -> lock, in this process: a later run here (tests, notebooks) replaces an ended one's
+    held = {}  # run folder -> lock held by this process
 
     def __init__(self, run_dir, *, new_run):
         self.run_dir = Path(run_dir)
         marker = self.run_dir / MARKER
-        earlier = self.held.pop(self.run_dir.resolve(), None)
-        if earlier is not None:  # runs in one process are sequential: that run has ended (returned or raised)
-            earlier.release()
         try:
+            created = not self.run_dir.exists()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             had_marker = marker.exists()
             self.file = open(marker, "a+")
@@ -53,7 +51,14 @@ class RunFolderLock:
             raise ConfigError(f"{self.run_dir}: in use by another training process (pid {holder}); wait for it to "
                               "end, or choose another --output-dir") from None  # fmt: skip
         if new_run:
-            self.check_empty(had_marker)
+            try:
+                self.check_empty(had_marker)
+            except ConfigError:  # refused: the folder is left exactly as it was found
+                if not had_marker:
+                    marker.unlink(missing_ok=True)
+                if created:
+                    self.run_dir.rmdir()
+                raise
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")
@@ -77,3 +82,11 @@ class RunFolderLock:
         if not self.file.closed:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
+        if self.held.get(self.run_dir.resolve()) is self:
+            del self.held[self.run_dir.resolve()]
+
+    @classmethod
+    def release_all(cls):
+        """Let go of every run folder this process holds (a run has ended: returned or raised)."""
+        for lock in list(cls.held.values()):
+            lock.release()

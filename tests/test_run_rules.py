@@ -1,0 +1,217 @@
+"""The rules of a training run's folder, its config and its resumption (train/run_folder.py, train/config.py,
+train/checkpoint.py), tested in-process on a tiny PAN, plus two real processes racing for one folder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import REPO, train_in_process
+from train.checkpoint import CheckpointError, resolve_resume
+from train.config import ConfigError, parse_args
+from train.run_folder import MARKER, RunFolderLock
+
+TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
+        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1",
+        "--repeat-images", "true", "--batch-size", "2", "--val-dataset", "none", "--lr", "3e-3"]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
+def train(run_dir, *args):
+    return train_in_process([*TINY, "--output-dir", str(run_dir), *args])
+
+
+def read_log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A run folder belongs to one run
+
+
+def test_a_new_run_refuses_a_folder_holding_a_users_files_and_changes_nothing(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my: own config\n")
+    (folder / "metrics.json").write_text('{"mine": true}\n')
+    before = snapshot(folder)
+    with pytest.raises(ConfigError, match="already holds files that are not a new run's \\(config.yaml, metrics.json\\)"):
+        train(folder, "--steps", "1")
+    assert snapshot(folder) == before  # not even a lock file is left in it
+
+
+def test_a_new_run_refuses_a_finished_run_and_a_run_that_failed_at_its_start_is_restartable(tmp_path):
+    done = train(tmp_path / "done", "--steps", "1")
+    before = snapshot(done)
+    with pytest.raises(ConfigError, match="already holds a run's checkpoints"):
+        train(done, "--steps", "1")
+    assert snapshot(done) == before
+    # A start that failed before its first checkpoint (here: a data folder without images) leaves only the files
+    # a starting run writes; the next run may take that folder.
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    failed = tmp_path / "failed"
+    with pytest.raises(ValueError, match="no image files"):
+        train(failed, "--steps", "1", "--dataset", str(empty))
+    assert (failed / MARKER).exists()
+    assert train(failed, "--steps", "1") == failed and (failed / "model.safetensors").is_file()
+    assert [r["event"] for r in read_log(failed) if "event" in r] == ["start", "end"], "the failed start's log went"
+
+
+def test_resume_continues_in_the_checkpoints_own_folder_never_another_runs(tmp_path):
+    run_a = train(tmp_path / "a", "--steps", "4", "--stop-after", "2")
+    run_b = train(tmp_path / "b", "--steps", "1")
+    b_before = snapshot(run_b)
+    checkpoint = run_a / "checkpoints" / "step-00000002"
+    with pytest.raises(ConfigError, match=f"continues the run in its own folder {run_a}, not in --output-dir"):
+        train_in_process(["--resume", str(checkpoint), "--output-dir", str(run_b)])
+    assert snapshot(run_b) == b_before
+    # A moved run folder resumes where it now is, not where its saved config.yaml says it was.
+    moved = tmp_path / "moved"
+    run_a.rename(moved)
+    assert train_in_process(["--resume", str(moved / "checkpoints" / "step-00000002")]) == moved
+    assert (moved / "model.safetensors").is_file() and not run_a.exists()
+
+
+def test_a_folder_locked_by_another_process_is_refused(tmp_path):
+    folder = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from train.run_folder import RunFolderLock; "
+         "RunFolderLock(sys.argv[1], new_run=True); print('held', flush=True); time.sleep(60)", str(folder)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"busy: in use by another training process \\(pid {holder.pid}\\)"):
+            RunFolderLock(folder, new_run=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    RunFolderLock(folder, new_run=False).release()  # the kernel dropped the lock with its holder
+
+
+def test_two_runs_started_at_once_on_one_folder_never_both_write(tmp_path, photos):
+    folder = tmp_path / "race"
+    command = [sys.executable, "train/run.py", *TINY, "--steps", "2", "--output-dir", str(folder), "--dataset",
+               str(photos), "--cache-dir", str(tmp_path / "hf")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    refused = next(err for code, err in results if code == 1)
+    assert "Traceback" not in refused
+    assert "in use by another training process" in refused or "already holds a run's checkpoints" in refused
+    assert [r["event"] for r in read_log(folder) if "event" in r] == ["start", "end"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warmup-fraction", "0.9", "--steps", "3"], "leaving none for the schedule"),
+    (["--steps", str(10**19)], "steps: at most 1,000,000,000"),
+    (["--lr", "nan"], "lr: must be a finite number"),
+    (["--ema-decay", "inf"], "ema_decay: must be below 1"),
+    (["--betas", "0.9,1.5"], "betas: each must be in \\[0, 1\\)"),
+    (["--min-lr", "1", "--lr", "0.1"], "min_lr: the schedule decays from lr"),
+    (["--batch-size", "999999999"], "batch_size: at most 65,536"),
+    (["--model-overrides", "{num_blocks: 100000000}"], "num_blocks must be in 0..512"),
+    (["--model-overrides", "{a: &x [1], b: *x}"], "YAML aliases"),
+])  # fmt: skip
+def test_a_failed_option_check_stops_before_any_work_and_leaves_no_folder(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        train(tmp_path / "run", *argv)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_with_yaml_aliases_is_refused_without_expanding_them(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 items if expanded
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="bomb.yaml: YAML aliases \\(\\*a0\\) are not accepted"):
+        parse_args(["--recipe", str(bomb)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resume: what a checkpoint is, and what may change
+
+
+def test_resume_refuses_overrides_that_contradict_the_checkpoint_naming_the_keys(tmp_path):
+    run_dir = train(tmp_path / "run", "--steps", "4", "--stop-after", "2", "--ema-decay", "0.9")
+    for argv, named in [
+        (["--lr", "0.01"], "lr 0.003 -> 0.01"),
+        (["--model-overrides", "{channels: 16, upsample_channels: 8, num_blocks: 1}"], "model_overrides"),
+        (["--scale", "2"], "scale 4 -> 2"),
+        (["--optimizer", "sgd"], "optimizer 'adam' -> 'sgd'"),
+        (["--ema-decay", "0"], "ema_decay 0.9 -> 0.0"),
+        (["--recipe", "pan_x4_report"], "recipe 'quickstart' -> 'pan_x4_report'"),
+        (["--schedule-steps", "100"], "schedule_steps 4 -> 100"),
+    ]:
+        with pytest.raises(ConfigError, match=f"contradict it: .*{named}"):
+            parse_args(["--resume", "latest", "--output-dir", str(run_dir), *argv])
+    parse_args(["--resume", "latest", "--output-dir", str(run_dir), "--ema-decay", "0.99", "--steps", "8"])  # allowed
+
+
+def test_more_steps_after_the_schedule_ended_run_at_its_final_rate(tmp_path):
+    run_dir = train(tmp_path / "run", "--steps", "4", "--min-lr", "1e-5")
+    train_in_process(["--resume", "latest", "--output-dir", str(run_dir), "--steps", "7"])
+    rates = {r["step"]: r["lr"] for r in read_log(run_dir) if "lr" in r}
+    assert sorted(rates) == [1, 2, 3, 4, 5, 6, 7]
+    assert rates[1] == pytest.approx(3e-3) and rates[4] < rates[3] < rates[2] < rates[1]  # the planned cosine
+    assert [rates[s] for s in (5, 6, 7)] == pytest.approx([1e-5] * 3)  # held at the end, never rising again
+    saved = (run_dir / "checkpoints" / "step-00000007" / "config.yaml").read_text()
+    assert "schedule_steps: 4" in saved and "steps: 7" in saved
+
+
+def test_a_damaged_checkpoint_is_named_and_latest_takes_the_newest_intact_one(tmp_path, capsys):
+    run_dir = train(tmp_path / "run", "--steps", "6", "--save-every", "2", "--keep-checkpoints", "3")
+    newest = run_dir / "checkpoints" / "step-00000006"
+    optimizer = newest / "optimizer.bin"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    optimizer.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="step-00000006/optimizer.bin: damaged"):
+        resolve_resume(str(newest), run_dir)
+    said = []
+    assert resolve_resume("latest", run_dir, say=said.append).name == "step-00000004"
+    assert "optimizer.bin: damaged" in said[0] and "resuming from step-00000004" in said[1]
+    (run_dir / "checkpoints" / "step-00000004" / "random_states_0.pkl").unlink()
+    said.clear()
+    assert resolve_resume("latest", run_dir, say=said.append).name == "step-00000002"
+    assert "random_states_0.pkl: missing" in said[1]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_at_resume(tmp_path):
+    run_dir = train(tmp_path / "run", "--steps", "4", "--stop-after", "2")
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    (checkpoint / "manifest.json").unlink()  # as written by a toolkit before manifests: the weights are still checked
+    state = load_file(checkpoint / "model.safetensors")
+    state["tail.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="model.safetensors: tensor tail.weight holds NaN"):
+        train_in_process(["--resume", "latest", "--output-dir", str(run_dir)])
+    assert not (run_dir / "model.safetensors").exists()
+
+
+def test_final_weights_that_turned_nan_are_not_written(tmp_path, monkeypatch):
+    import train.run as run_module
+
+    original = run_module.save_checkpoint
+
+    def poison_then_save(accelerator, **kwargs):  # the weights break after the last update
+        with torch.no_grad():
+            for parameter in accelerator._models[0].parameters():
+                parameter.fill_(float("nan"))
+        return original(accelerator, **kwargs)
+
+    monkeypatch.setattr(run_module, "save_checkpoint", poison_then_save)
+    with pytest.raises(ValueError, match="holds .* NaN or infinite value"):
+        train(tmp_path / "run", "--steps", "1")
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -131,6 +131,21 @@ def make_exif_rotated(path):
         return np.ascontiguousarray(np.rot90(np.array(image.convert("RGB")), -1))
 
 
+def make_float_tiff(path):
+    """32-bit float pixels in 0-1 (mode F): no defined 8-bit mapping; Pillow alone would read it as black."""
+    Image.fromarray((base_image(seed=12)[:, :, 0] / 255).astype(np.float32), mode="F").save(path)
+
+
+def make_lab_tiff(path):
+    """CIELAB pixels: Pillow's conversion would copy L, a, b into R, G, B."""
+    Image.new("LAB", (96, 96), (60, 20, -20)).save(path)
+
+
+def make_int32_tiff(path):
+    """32-bit integer pixels beyond the 16-bit range (mode I)."""
+    Image.fromarray(base_image(seed=14)[:, :, 0].astype(np.int32) * 1000, mode="I").save(path)
+
+
 def make_small(path):
     save_rgb(path, base_image(16, 16, seed=18))  # LR 4x4 at x4 < the 8x8 LR patch
 
@@ -162,6 +177,9 @@ FILES = {
     "RGBA PNG": (make_rgba, ".png", False),
     "CMYK JPEG": (make_cmyk, ".jpg", False),
     "EXIF-rotated JPEG": (make_exif_rotated, ".jpg", False),
+    "32-bit float TIFF (values 0-1)": (make_float_tiff, ".tif", True),
+    "CIELAB TIFF": (make_lab_tiff, ".tif", True),
+    "32-bit integer TIFF (beyond 16 bits)": (make_int32_tiff, ".tif", True),
 }
 
 
@@ -546,14 +564,14 @@ class Suite:
         return Result(case, where, "handled", f"{why}; --resume latest ends with weights identical to an "
                       "uninterrupted run's", seconds)  # fmt: skip
 
-    def start_training(self, name, *, prefix=(), env=None):
+    def start_training(self, name, *, prefix=(), env=None, extra=(), new_session=False):
         run_dir = self.root / "runs" / name
         command = [sys.executable, *prefix, *([] if prefix else ["train/run.py"]), *TINY, "--steps", "8",
                    "--output-dir", str(run_dir), "--cache-dir", str(self.root / "hf-cache"), "--dataset",
-                   str(self.good), *self.RESUMABLE]  # fmt: skip
+                   str(self.good), *self.RESUMABLE, *extra]  # fmt: skip
         environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **(env or {})}
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)  # fmt: skip
+                                   text=True, start_new_session=new_session)  # fmt: skip
         return process, run_dir
 
     def killed_and_resumed(self):
@@ -674,6 +692,471 @@ class Suite:
         return Result(case, where, "handled", f"refused before training by both processes: `{numbers} ...`",
                       outcome.seconds)  # fmt: skip
 
+
+    # ---- rule 1: never destroy what the user has ------------------------------------------------------------
+
+    def judge_kept(self, case, where, outcome, kept, *, names):
+        """A refusal (one `error:` line naming `names`) that left every file of `kept` ({path: bytes}) as it was."""
+        changed = [str(path) for path, data in kept.items() if not path.is_file() or path.read_bytes() != data]
+        if changed:
+            return Result(case, where, "lost", f"changed or removed: {', '.join(changed)[:120]}", outcome.seconds)
+        result = judge_refusal(case, where, outcome, names=names)
+        if result.verdict == "handled":
+            result.what += "; nothing of the user's changed"
+        return result
+
+    def upscale_onto_input(self, overwrite):
+        case = "output file = input file" + (" (with --overwrite)" if overwrite else "")
+        folder = self.root / f"same-{overwrite}"
+        folder.mkdir()
+        source = folder / "in.png"
+        save_rgb(source, base_image(seed=20))
+        kept = {source: source.read_bytes()}
+        outcome = run(["export/upscale.py", str(self.onnx), str(source), str(source), "--device", "cpu",
+                       *(["--overwrite"] if overwrite else [])])  # fmt: skip
+        return self.judge_kept(case, "export/upscale.py", outcome, kept, names=str(source))
+
+    def upscale_into_input_folder(self, inside):
+        case = "output folder " + ("inside the input folder" if inside else "= input folder")
+        folder = self.root / f"photos-{inside}"
+        folder.mkdir()
+        for seed in range(2):
+            save_rgb(folder / f"p{seed}.png", base_image(seed=seed))
+        kept = {p: p.read_bytes() for p in folder.iterdir()}
+        target = folder / "x4" if inside else folder
+        outcome = run(["export/upscale.py", str(self.onnx), str(folder), str(target), "--device", "cpu"])
+        result = self.judge_kept(case, "export/upscale.py", outcome, kept, names=str(target))
+        if result.verdict == "handled" and inside and target.exists():
+            return Result(case, result.where, "other", "refused, but left an empty output folder", outcome.seconds)
+        return result
+
+    def existing_output(self, where):
+        case = "output file that already exists"
+        folder = self.root / f"existing-{slug(where)}"
+        folder.mkdir()
+        save_rgb(folder / "in.png", base_image(seed=21))
+        if where == "export/upscale.py":
+            target = folder / "out.png"
+            command = ["export/upscale.py", str(self.onnx), str(folder / "in.png"), str(target), "--device", "cpu"]
+        elif where == "train/evaluate.py":
+            target = folder / "report.json"
+            command = ["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--json", str(target),
+                       "--device", "cpu"]  # fmt: skip
+        elif where == "export/to_onnx.py":
+            target = folder / "model.onnx"
+            command = ["export/to_onnx.py", "--weights", str(self.weights), "--output", str(target), "--no-parity"]
+        else:  # python -m train.data prepare
+            target = folder / "prepared"
+            target.mkdir()
+            (target / "notes.txt").write_text("the user's notes\n")
+            command = ["-m", "train.data", "prepare", "--dataset", str(self.good), "--output", str(target),
+                       "--scale", str(SCALE), "--subimage-size", "48", "--subimage-step", "48",
+                       "--cache-dir", str(self.root / "hf-cache")]  # fmt: skip
+        if not target.exists():
+            target.write_bytes(b"the user's own file\n")
+        kept = {p: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())}
+        outcome = run(command)
+        result = self.judge_kept(case, where, outcome, kept, names=str(target))
+        if result.verdict != "handled":
+            return result
+        replaced = run([*command, "--overwrite"])  # and --overwrite replaces it, with a complete result
+        if replaced.returncode != 0 or all(p.is_file() and p.read_bytes() == d for p, d in kept.items()):
+            return Result(case, where, "other", f"--overwrite did not replace it: {describe_failure(replaced)}",
+                          outcome.seconds + replaced.seconds)  # fmt: skip
+        result.what += "; --overwrite replaces it"
+        return result
+
+    def run_into_users_folder(self):
+        case = "new run in a folder holding a user's config.yaml and metrics.json"
+        folder = self.root / "users-folder"
+        folder.mkdir()
+        (folder / "config.yaml").write_text("mine: true\n")
+        (folder / "metrics.json").write_text('{"mine": 1}\n')
+        kept = {p: p.read_bytes() for p in folder.iterdir()}
+        outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(folder), "--dataset", str(self.good),
+                       "--val-dataset", "none"])  # fmt: skip
+        result = self.judge_kept(case, "train/run.py", outcome, kept, names=str(folder))
+        if result.verdict == "handled" and sorted(p.name for p in folder.iterdir()) != sorted(p.name for p in kept):
+            return Result(case, result.where, "other", "refused, but added files to the folder", outcome.seconds)
+        return result
+
+    def resume_into_another_run(self):
+        case = "--resume run A's checkpoint with --output-dir = finished run B"
+        outcome_a, run_a = self.train("resume-a", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--stop-after", "1", steps=3)  # fmt: skip
+        outcome_b, run_b = self.train("resume-b", "--dataset", str(self.good), "--val-dataset", "none", steps=1)
+        if outcome_a.returncode or outcome_b.returncode:
+            return Result(case, "train/run.py", "other", "set-up runs failed: " + describe_failure(outcome_a))
+        kept = {p: p.read_bytes() for p in run_b.rglob("*") if p.is_file()}
+        outcome = run(["train/run.py", "--resume", str(run_a / "checkpoints" / "step-00000001"), "--output-dir",
+                       str(run_b), "--progress", "false"])  # fmt: skip
+        return self.judge_kept(case, "train/run.py", outcome, kept, names=str(run_b))
+
+    def two_runs_at_once(self):
+        case = "two runs started at the same instant on one run folder"
+        where = "train/run.py (2 processes)"
+        folder = self.root / "runs" / "race"
+        command = [sys.executable, "train/run.py", *TINY, "--steps", "3", "--output-dir", str(folder), "--dataset",
+                   str(self.good), "--val-dataset", "none", "--cache-dir", str(self.root / "hf-cache")]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+        started = time.perf_counter()
+        processes = [subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+        outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+        outcomes = [Outcome(p.returncode, out, err, time.perf_counter() - started)
+                    for p, (out, err) in zip(processes, outputs)]  # fmt: skip
+        codes = sorted(o.returncode for o in outcomes)
+        refused = [o for o in outcomes if o.returncode != 0]
+        line = error_line(refused[0]) if refused else None
+        events = [r.get("event") for r in read_log(folder) if r.get("event")] if (folder / "log.jsonl").exists() else []
+        seconds = time.perf_counter() - started
+        if codes != [0, 1] or not line or events != ["start", "end"] or usable_run(folder):
+            return Result(case, where, "lost" if events != ["start", "end"] else "other",
+                          f"exit codes {codes}, log events {events}, refusal {line!r}", seconds)  # fmt: skip
+        return Result(case, where, "handled", f"one trains, the other is refused: `{shorten(line)}`", seconds)
+
+    def output_under_a_file(self, where):
+        case = "output path under a file"
+        blocker = self.root / f"blocker-{slug(where)}.png"
+        save_rgb(blocker, base_image(seed=22))
+        if where == "export/upscale.py":
+            outcome = run(["export/upscale.py", str(self.onnx), str(blocker), str(blocker / "out.png"), "--device", "cpu"])
+        elif where == "train/evaluate.py":
+            folder = self.root / "under-file-eval"
+            folder.mkdir()
+            save_rgb(folder / "a.png", base_image(seed=23))
+            outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--json",
+                           str(blocker / "report.json"), "--device", "cpu"])  # fmt: skip
+        else:
+            outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(blocker / "run"), "--dataset",
+                           str(self.good), "--val-dataset", "none"])  # fmt: skip
+        return judge_refusal(case, where, outcome, names=str(blocker))
+
+    def umask_respected(self):
+        case = "files take the user's umask (022: mode 0644)"
+        where = "train/run.py, export/upscale.py"
+        run_dir = self.root / "runs" / "umask"
+        target = self.root / "umask-out.png"
+        started = time.perf_counter()
+        old = os.umask(0o022)
+        try:
+            trained = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(run_dir), "--dataset",
+                           str(self.good), "--val-dataset", "none"])  # fmt: skip
+            upscaled = run(["export/upscale.py", str(self.onnx), str(self.good / "good0.png"), str(target),
+                            "--device", "cpu"])  # fmt: skip
+        finally:
+            os.umask(old)
+        files = [run_dir / "model.safetensors", run_dir / "metrics.json", run_dir / "config.yaml", target]
+        if trained.returncode or upscaled.returncode:
+            return Result(case, where, "other", describe_failure(trained if trained.returncode else upscaled))
+        modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+        if set(modes.values()) != {"0o644"}:
+            return Result(case, where, "other", f"modes {modes}", time.perf_counter() - started)
+        return Result(case, where, "handled", "weights, metrics, config and images are written 0644",
+                      time.perf_counter() - started)  # fmt: skip
+
+    def interrupted_twice_while_saving(self):
+        """Ctrl-C, then Ctrl-C again while the stop's checkpoint is being written (save_state slowed down)."""
+        case = "second Ctrl-C while the stop checkpoint is written"
+        where = "train/run.py"
+        started = time.perf_counter()
+        process, run_dir = self.start_training("twice", prefix=["-c", SLOW_SAVE])
+        wait_for(process, lambda: (run_dir / "checkpoints" / "step-00000002").is_dir())
+        process.send_signal(signal.SIGINT)
+        wait_for(process, lambda: any(p.name.endswith(".partial") and p.name != "step-00000002.partial"
+                                      for p in (run_dir / "checkpoints").iterdir()))  # fmt: skip
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)
+        line = error_line(outcome)
+        if process.returncode != 128 + signal.SIGINT or not line or "second SIGINT" not in line:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        return self.resume_and_compare(case, "twice", started, why=f"stops at once, exit 130, `{shorten(line)[:90]}...`")
+
+    def terminated_with_workers(self):
+        """SIGTERM to the whole process group (what a scheduler or a terminal does): DataLoader workers get it too."""
+        case = "SIGTERM to the process group, 2 DataLoader workers"
+        where = "train/run.py"
+        started = time.perf_counter()
+        process, run_dir = self.start_training("group-term", extra=["--num-workers", "2"], new_session=True)
+        wait_for(process, lambda: '"step": 1,' in read_text(run_dir / "log.jsonl"))
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)
+        line = error_line(outcome)
+        if process.returncode != 128 + signal.SIGTERM or not line or "stopped by SIGTERM" not in line:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        return self.resume_and_compare(case, "group-term", started, why="workers leave the signal to the trainer, "
+                                       "which saves and exits 143 with one line")  # fmt: skip
+
+    def ddp_terminated(self):
+        """SIGTERM to a 2-process `accelerate launch`: both training processes stop at the same step and save."""
+        case = "SIGTERM to a 2-process accelerate launch"
+        where = "accelerate launch (cpu_ddp)"
+        run_dir = self.root / "runs" / "ddp-term"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(REPO / "launch_configs" / "cpu_ddp.yaml"), "--main_process_port", str(free_port()),
+                   "train/run.py", *TINY, "--steps", "400", "--save-every", "100", "--output-dir", str(run_dir),
+                   "--cache-dir", str(self.root / "hf-cache"), "--dataset", str(self.good), "--val-dataset", "none"]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)  # fmt: skip
+        wait_for(process, lambda: '"step": 3,' in read_text(run_dir / "log.jsonl"))
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        seconds = time.perf_counter() - started
+        from train.config import latest_checkpoint
+
+        latest = latest_checkpoint(run_dir)
+        stops = [line for line in stderr.splitlines() if line.startswith("error: stopped by SIGTERM")]
+        worker_tracebacks = stderr.count("Traceback") - stderr.count("SignalException")  # the launcher's own is torch's
+        if latest is None or len(stops) != 1 or worker_tracebacks > 0 or str(latest) not in stops[0]:
+            return Result(case, where, "other", f"latest {latest}, stop lines {len(stops)}, "
+                          f"tracebacks {worker_tracebacks}", seconds)  # fmt: skip
+        resumed = run(["-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch_configs" / "cpu_ddp.yaml"),
+                       "--main_process_port", str(free_port()), "train/run.py", "--resume", "latest", "--output-dir",
+                       str(run_dir), "--steps", latest.name.split("-")[1].lstrip("0") or "1", "--progress", "false"])  # fmt: skip
+        if resumed.returncode != 0:
+            return Result(case, where, "lost", "resume failed: " + describe_failure(resumed), seconds)
+        return Result(case, where, "handled", f"both processes save {latest.name} and stop, one line "
+                      "`error: stopped by SIGTERM ...` (exit 143 each; the launcher itself, torch's elastic agent, "
+                      "reports its SignalException and exits 1); the checkpoint resumes", seconds + resumed.seconds)  # fmt: skip
+
+    def interrupted_export(self):
+        case = "Ctrl-C during export parity"
+        where = "export/to_onnx.py"
+        target = self.root / "interrupted.onnx"
+        command = [sys.executable, "export/to_onnx.py", "--weights", str(self.weights), "--output", str(target)]
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)  # fmt: skip
+        wait_for(process, lambda: any(p.name.startswith(".interrupted.onnx") for p in self.root.iterdir()))
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)
+        leftovers = [p.name for p in self.root.iterdir() if p.name.startswith((".interrupted", "interrupted"))]
+        if leftovers:
+            return Result(case, where, "lost", f"left {leftovers}", outcome.seconds)
+        if outcome.returncode == 0 and target.exists():
+            return Result(case, where, "handled", "finished before the interrupt landed; complete file", outcome.seconds)
+        if "Traceback" in stderr or "interrupted" not in stderr:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        return Result(case, where, "handled", "one line `interrupted: ... not written`, no partial file",
+                      outcome.seconds)  # fmt: skip
+
+    # ---- rule 2: everything read is validated ---------------------------------------------------------------
+
+    def bad_weights(self, kind):
+        """Our safetensors with metadata or tensors that must be refused, through train/evaluate.py."""
+        import torch
+        from safetensors.torch import save_file
+
+        from sr_models.weights import load_model, tensors_digest
+
+        case = {"blocks": "metadata claiming 10^8 blocks", "odd": "metadata: PAN channels odd",
+                "scale": "metadata: scale the model lacks (x5)", "nan": "NaN in a weight tensor",
+                "damaged": "one flipped byte in the tensor data", "int": "integer weight tensor"}[kind]  # fmt: skip
+        tensors = {k: v.clone().contiguous() for k, v in load_model(self.weights).state_dict().items()}
+        hyper = {"channels": 8, "upsample_channels": 8, "num_blocks": 1}
+        scale = str(SCALE)
+        if kind == "blocks":
+            hyper["num_blocks"] = 10**8
+        elif kind == "odd":
+            hyper["channels"] = 7
+        elif kind == "scale":
+            scale = "5"
+        elif kind == "nan":
+            tensors["tail.bias"][0] = float("nan")
+        elif kind == "int":
+            tensors["head.weight"] = tensors["head.weight"].to(torch.int64)
+        path = self.root / f"weights-{kind}.safetensors"
+        metadata = {"format": "sr-toolkit/1", "model": "pan", "scale": scale, "hyperparameters": json.dumps(hyper),
+                    "sha256": tensors_digest(tensors)}  # fmt: skip
+        save_file(tensors, str(path), metadata=metadata)
+        if kind == "damaged":
+            data = bytearray(path.read_bytes())
+            data[-5] ^= 0x20
+            path.write_bytes(bytes(data))
+        outcome = run(["train/evaluate.py", "--weights", str(path), "--hr", str(self.good), "--device", "cpu"])
+        return judge_refusal(case, "train/evaluate.py", outcome, names=str(path))
+
+    def damaged_zip_pth(self):
+        import torch
+
+        from sr_models.weights import load_model
+
+        case = "zip .pth with a flipped byte (fails its CRC)"
+        path = self.root / "damaged.pth"
+        torch.save(load_model(self.weights).state_dict(), path)
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            member = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        data = bytearray(path.read_bytes())
+        name_length = int.from_bytes(data[member.header_offset + 26 : member.header_offset + 28], "little")
+        extra_length = int.from_bytes(data[member.header_offset + 28 : member.header_offset + 30], "little")
+        data[member.header_offset + 30 + name_length + extra_length + 4] ^= 0x20
+        path.write_bytes(bytes(data))
+        outcome = run(["train/evaluate.py", "--weights", str(path), "--model", "pan", "--scale", str(SCALE), "--hr",
+                       str(self.good), "--device", "cpu"])  # fmt: skip
+        return judge_refusal(case, "train/evaluate.py", outcome, names=str(path))
+
+    def model_overrides_too_large(self):
+        case = "--model-overrides {num_blocks: 100000000}"
+        run_dir = self.root / "runs" / "huge"
+        outcome = run(["train/run.py", *TINY, "--model-overrides", "{num_blocks: 100000000}", "--output-dir",
+                       str(run_dir), "--steps", "1"], timeout=30)  # fmt: skip
+        result = judge_refusal(case, "train/run.py", outcome, names="num_blocks")
+        if result.verdict == "handled" and run_dir.exists():
+            return Result(case, result.where, "other", "refused, but left a run folder", outcome.seconds)
+        return result
+
+    def mislabelled_onnx(self, claimed):
+        import onnx
+
+        from export.convert import set_metadata
+
+        case = f"ONNX metadata scale {claimed!r} on an x{SCALE} graph"
+        path = self.root / f"mislabelled-{slug(claimed) or 'empty'}.onnx"
+        path.write_bytes(onnx.load(str(self.onnx)).SerializeToString())
+        set_metadata(path, {"model": "pan", "scale": claimed})
+        target = self.root / f"mislabelled-{slug(claimed) or 'empty'}.png"
+        outcome = run(["export/upscale.py", str(path), str(self.good / "good0.png"), str(target), "--device", "cpu"])
+        result = judge_refusal(case, "export/upscale.py", outcome, names=str(path))
+        if result.verdict == "handled" and target.exists():
+            return Result(case, result.where, "lost", "refused, yet wrote an image", outcome.seconds)
+        return result
+
+    def static_onnx(self):
+        import torch
+
+        from sr_models import create_model
+
+        case = "ONNX model with a fixed input size"
+        path = self.root / "static.onnx"
+        model = create_model("pan", scale=SCALE, channels=8, upsample_channels=8, num_blocks=1).eval()
+        torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, input_names=["lr"],
+                          output_names=["sr"])  # fmt: skip
+        outcome = run(["export/upscale.py", str(path), str(self.good / "good0.png"), str(self.root / "static.png"),
+                       "--device", "cpu"])  # fmt: skip
+        return judge_refusal(case, "export/upscale.py", outcome, names=str(path))
+
+    def glob_characters_in_names(self):
+        case = "LR/HR pairing with glob characters in names (img[1].png vs img1x4.png)"
+        root = self.root / "glob-pairs"
+        (root / "HR").mkdir(parents=True)
+        (root / "LR").mkdir()
+        save_rgb(root / "HR" / "img[1].png", base_image(seed=30))
+        save_rgb(root / "LR" / f"img1x{SCALE}.png", base_image(24, 24, seed=31))  # another image's LR
+        outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(root / "HR"), "--lr",
+                       str(root / "LR"), "--device", "cpu"])  # fmt: skip
+        return judge_refusal(case, "train/evaluate.py", outcome, names=str(root / "LR"))
+
+    def option_check(self, label, args, names):
+        case = f"option out of range: {label}"
+        run_dir = self.root / "runs" / f"option-{slug(label)}"
+        outcome = run(["train/run.py", *TINY, "--output-dir", str(run_dir), "--dataset", str(self.good), *args],
+                      timeout=60)  # fmt: skip
+        result = judge_refusal(case, "train/run.py", outcome, names=names)
+        if result.verdict == "handled" and run_dir.exists():
+            return Result(case, result.where, "other", "refused, but left a run folder", outcome.seconds)
+        return result
+
+    def yaml_bomb(self):
+        case = "recipe YAML with nested aliases (a billion-laughs file)"
+        recipe = self.root / "bomb.yaml"
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+        recipe.write_text("\n".join(lines) + "\n")
+        outcome = run(["train/run.py", "--recipe", str(recipe), "--output-dir", str(self.root / "runs" / "bomb")],
+                      timeout=60)  # fmt: skip
+        return judge_refusal(case, "train/run.py", outcome, names=str(recipe))
+
+    def resume_damaged_latest(self):
+        case = "--resume latest when the newest checkpoint is damaged"
+        where = "train/run.py"
+        outcome, run_dir = self.train("damaged-latest", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--save-every", "2", "--stop-after", "4", steps=6)  # fmt: skip
+        newest = run_dir / "checkpoints" / "step-00000004" / "model.safetensors"
+        if outcome.returncode != 0 or not newest.is_file():
+            return Result(case, where, "other", "set-up run failed: " + describe_failure(outcome))
+        data = bytearray(newest.read_bytes())
+        data[-7] ^= 0x10
+        newest.write_bytes(bytes(data))
+        resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir), "--progress", "false"])
+        said = resumed.stdout + resumed.stderr
+        if resumed.returncode != 0:
+            return Result(case, where, "other", describe_failure(resumed), resumed.seconds)
+        if "step-00000004/model.safetensors: damaged" not in said or "resuming from step-00000002" not in said:
+            return Result(case, where, "lost", "resumed without naming the damaged checkpoint", resumed.seconds)
+        return Result(case, where, "handled", "names the damaged step-4 file, says it resumes from step-2, finishes",
+                      outcome.seconds + resumed.seconds)  # fmt: skip
+
+    def resume_contradiction(self):
+        case = "--resume with an override that contradicts the checkpoint (--lr)"
+        outcome, run_dir = self.train("contradict", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--stop-after", "1", steps=3)  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, "train/run.py", "other", "set-up run failed: " + describe_failure(outcome))
+        resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir), "--lr", "0.5"])
+        return judge_refusal(case, "train/run.py", resumed, names="-> 0.5")
+
+    def more_steps_after_the_end(self):
+        case = "--resume a finished run with more --steps"
+        where = "train/run.py"
+        outcome, run_dir = self.train("extend", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--min-lr", "1e-6", steps=3)  # fmt: skip
+        resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir), "--steps", "5"])
+        if outcome.returncode != 0 or resumed.returncode != 0:
+            return Result(case, where, "other", describe_failure(resumed if outcome.returncode == 0 else outcome))
+        rates = {r["step"]: r["lr"] for r in read_log(run_dir) if "lr" in r}
+        if not (abs(rates.get(4, 1) - 1e-6) < 1e-12 and abs(rates.get(5, 1) - 1e-6) < 1e-12):
+            return Result(case, where, "lost", f"learning rates after the schedule: {rates}", resumed.seconds)
+        return Result(case, where, "handled", "steps 4-5 run at the schedule's final rate (1e-6), not a re-stretched "
+                      "schedule", outcome.seconds + resumed.seconds)  # fmt: skip
+
+    # ---- rule 3: one line for anything a user can cause; rule 4: say when an output is suspect ---------------
+
+    def bad_device(self, where, device):
+        case = f"--device {device}"
+        if where == "export/upscale.py":
+            outcome = run(["export/upscale.py", str(self.onnx), str(self.good / "good0.png"),
+                           str(self.root / f"dev-{slug(device)}.png"), "--device", device])  # fmt: skip
+        else:
+            outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(self.good), "--device",
+                           device])  # fmt: skip
+        return judge_refusal(case, where, outcome, names=f"--device '{device}'")
+
+    def suspect_output(self):
+        """A model whose output explodes where the input is near white: upscale warns, naming image and region."""
+        import torch
+
+        case = "model output far outside [0, 1] in one region"
+        where = "export/upscale.py"
+        path = self.root / "wild.onnx"
+
+        class Wild(torch.nn.Module):
+            def forward(self, x):
+                up = torch.nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest")
+                return up * (1 + 1e4 * (up > 0.99).float())
+
+        torch.onnx.export(Wild(), (torch.rand(2, 3, 8, 8),), str(path), dynamo=False, input_names=["lr"],
+                          output_names=["sr"], dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+        image = np.full((20, 30, 3), 90, np.uint8)
+        image[2:5, 10:20] = 255
+        source = self.root / "wild-in.png"
+        save_rgb(source, image)
+        outcome = run(["export/upscale.py", str(path), str(source), str(self.root / "wild-out.png"), "--device", "cpu"])
+        expected = f"warning: {source}: model output far outside [0, 1]"
+        region = f"x {10 * SCALE}-{20 * SCALE}, y {2 * SCALE}-{5 * SCALE}"
+        if outcome.returncode != 0 or expected not in outcome.stderr or region not in outcome.stderr:
+            return Result(case, where, "lost" if outcome.returncode == 0 else "other", describe_failure(outcome),
+                          outcome.seconds)  # fmt: skip
+        return Result(case, where, "handled", f"writes the image and warns naming it and the region ({region})",
+                      outcome.seconds)  # fmt: skip
+
     # ---- the run ------------------------------------------------------------------------------------------
 
     def cases(self):
@@ -709,6 +1192,48 @@ class Suite:
         cases.append(("ddp exception", self.ddp_exception))
         cases.append(("ddp nan", self.ddp_nan))
         cases.append(("ddp too small", self.ddp_too_small))
+        cases += self.rule_cases()
+        return cases
+
+    def rule_cases(self):
+        """The cases of the reliability rules (never destroy, validate everything read, one line, suspect output)."""
+        cases = [("rules / output = input", lambda: self.upscale_onto_input(False)),
+                 ("rules / output = input --overwrite", lambda: self.upscale_onto_input(True)),
+                 ("rules / output folder = input", lambda: self.upscale_into_input_folder(False)),
+                 ("rules / output folder inside input", lambda: self.upscale_into_input_folder(True))]  # fmt: skip
+        for where in ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py", "python -m train.data prepare"):
+            cases.append((f"rules / existing output / {where}", lambda w=where: self.existing_output(w)))
+        for where in ("export/upscale.py", "train/evaluate.py", "train/run.py"):
+            cases.append((f"rules / output under a file / {where}", lambda w=where: self.output_under_a_file(w)))
+        cases += [("rules / user's folder", self.run_into_users_folder),
+                  ("rules / resume into another run", self.resume_into_another_run),
+                  ("rules / two runs at once", self.two_runs_at_once),
+                  ("rules / umask", self.umask_respected),
+                  ("rules / second Ctrl-C", self.interrupted_twice_while_saving),
+                  ("rules / SIGTERM group with workers", self.terminated_with_workers),
+                  ("rules / SIGTERM 2-process launch", self.ddp_terminated),
+                  ("rules / Ctrl-C export", self.interrupted_export),
+                  ("rules / zip pth", self.damaged_zip_pth),
+                  ("rules / overrides too large", self.model_overrides_too_large),
+                  ("rules / static onnx", self.static_onnx),
+                  ("rules / glob names", self.glob_characters_in_names),
+                  ("rules / yaml bomb", self.yaml_bomb),
+                  ("rules / damaged latest", self.resume_damaged_latest),
+                  ("rules / resume contradiction", self.resume_contradiction),
+                  ("rules / more steps", self.more_steps_after_the_end),
+                  ("rules / suspect output", self.suspect_output)]  # fmt: skip
+        for kind in ("blocks", "odd", "scale", "nan", "damaged", "int"):
+            cases.append((f"rules / weights {kind}", lambda k=kind: self.bad_weights(k)))
+        for claimed in ("2", "0", "x4"):
+            cases.append((f"rules / onnx scale {claimed}", lambda c=claimed: self.mislabelled_onnx(c)))
+        for label, args, names in [("--warmup-fraction 0.9 --steps 3", ["--warmup-fraction", "0.9", "--steps", "3"], "warmup_fraction"),
+                                   ("--steps 10**19", ["--steps", str(10**19)], "steps"),
+                                   ("--lr nan", ["--lr", "nan", "--steps", "1"], "lr"),
+                                   ("--batch-size -1", ["--batch-size", "-1", "--steps", "1"], "batch_size")]:  # fmt: skip
+            cases.append((f"rules / {label}", lambda a=args, n=names, lab=label: self.option_check(lab, a, n)))
+        for where, device in (("export/upscale.py", "cuda"), ("export/upscale.py", "gpu0"),
+                              ("train/evaluate.py", "cuda:3"), ("train/evaluate.py", "tpu")):  # fmt: skip
+            cases.append((f"rules / device {device} / {where}", lambda w=where, d=device: self.bad_device(w, d)))
         return cases
 
     def upscale_one_pixel(self):
@@ -755,6 +1280,27 @@ def save_then_die(self, output_dir=None, **kwargs):
     return result
 accelerate.Accelerator.save_state = save_then_die
 main(sys.argv[1:])
+"""
+
+# train/run.py as the program (its signal handlers installed) whose checkpoints after step 2 take 3 s to write, so
+# that a second Ctrl-C lands while the stop's checkpoint is being written.
+SLOW_SAVE = """
+import sys, time
+import accelerate
+import train.run as run
+original = accelerate.Accelerator.save_state
+def slow(self, output_dir=None, **kwargs):
+    result = original(self, output_dir, **kwargs)
+    if not str(output_dir).endswith("step-00000002.partial"):
+        time.sleep(3)
+    return result
+accelerate.Accelerator.save_state = slow
+run.STOP.install()
+try:
+    run.main(sys.argv[1:])
+except run.Interrupted as stopped:
+    print(f"error: {stopped}", file=sys.stderr)
+    sys.exit(128 + stopped.signum)
 """
 
 # train/run.py with an L1 loss that is NaN from the third optimizer step on, and 3 such steps allowed in a row.

@@ -128,8 +128,9 @@ def create_session(path, *, device=None, optimization="all", threads=None, optim
         options.intra_op_num_threads = threads
     if optimized_model_path:
         options.optimized_model_filepath = str(optimized_model_path)
+    providers = choose_providers(device)  # an unusable --device is the user's to fix, not the file's
     try:
-        session = ort.InferenceSession(str(path), options, providers=choose_providers(device))
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented)
         raise OnnxModelError(f"{path}: onnxruntime cannot load it ({_one_line(error)})") from None
     # Repeated on the session: it is the only check where the onnx package is not installed.

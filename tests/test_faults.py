@@ -135,7 +135,7 @@ class RunsCode:
 def test_a_checkpoint_holding_pickled_code_is_refused_and_never_runs(tmp_path, photos, monkeypatch):
     import torch
 
-    from train.checkpoint import CheckpointError
+    from train.checkpoint import CheckpointError, write_manifest
 
     run_dir = train_in_process(train_args(photos, tmp_path / "run", "--stop-after", "2"))
     checkpoint = run_dir / "checkpoints" / "step-00000002"
@@ -144,6 +144,7 @@ def test_a_checkpoint_holding_pickled_code_is_refused_and_never_runs(tmp_path, p
     marker = tmp_path / "marker"
     monkeypatch.setenv("MARKER", str(marker))
     torch.save({"step": RunsCode()}, custom[0])  # torch.load(weights_only=False) would run it
+    write_manifest(checkpoint)  # a hostile folder can carry a manifest that matches it: the pickle check still holds
     with pytest.raises(CheckpointError, match=rf"{custom[0].name}: refused: loading it would need more than tensors"):
         train_in_process(train_args(photos, run_dir, "--resume", "latest"))
     assert not marker.exists()

@@ -54,7 +54,12 @@ def parse_args(argv=None):
     parser.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD,
                         help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tile is not None and not 0 <= args.tile <= 65536:
+        parser.error(f"--tile {args.tile}: must be 0 (whole image) or a tile side of at most 65536 input pixels")
+    if not 0 <= args.tile_pad <= 1024:
+        parser.error(f"--tile-pad {args.tile_pad}: must be in 0..1024")
+    return args
 
 
 def main(argv=None):

@@ -42,6 +42,10 @@ class TrainConfig:
     sync_batchnorm: bool = option(False, "SyncBatchNorm across processes (SRResNet on several GPUs)")
     channels_last: bool = option(False, "NHWC memory format for model and batches")
     compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    init_weights: typing.Optional[str] = option(None, "start from these weights (fine-tuning): our .safetensors or "
+                                                "a foreign .pth; optimizer, schedule and step start fresh")  # fmt: skip
+    init_strict: bool = option(True, "--init-weights must fit the model exactly; false: load the tensors whose "
+                               "name and shape fit, the rest starts fresh")  # fmt: skip
 
     # --- data ---
     dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | hub name")

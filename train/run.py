@@ -46,6 +46,8 @@ from train.checkpoint import Progress, check_code_free, resolve_resume, run_dir_
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_samples
 from train.evaluate import format_table
+from train.init_weights import describe as describe_init
+from train.init_weights import init_weights
 from train.cpu_memory import keep_freed_memory
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validate
@@ -97,6 +99,10 @@ def main(argv=None):
     # ---- model ----------------------------------------------------------------------------------------------
     set_seed(config.seed)  # the initial weights depend on the seed only (DDP also copies rank 0's to the others)
     model = create_model(config.model, scale=config.scale, **config.model_overrides)
+    initial = None
+    if config.init_weights and not config.resume:  # a resumed run's weights come from its checkpoint
+        initial = init_weights(model, config.init_weights, strict=config.init_strict)
+        accelerator.print(describe_init(initial))
     if config.sync_batchnorm:
         model = with_sync_batchnorm(model, accelerator)
     if config.channels_last:
@@ -134,7 +140,7 @@ def main(argv=None):
         "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
         "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
         "held_out_images": len(held_out), "resumed_from": str(resumed_from) if resumed_from else None,
-        "run_dir": str(run_dir), "heap_reuse": heap_reuse,
+        "run_dir": str(run_dir), "heap_reuse": heap_reuse, **(initial or {}),
     }, to_trackers=False)  # fmt: skip
     accelerator.print(
         f"{config.model} x{config.scale} | {len(patches.usable)} training images, {len(held_out)} held out | "

@@ -39,6 +39,9 @@ def default_tile(scale):
     return max(32, TILE_OUTPUT_PIXELS // scale)
 
 
+PYTORCH_WEIGHTS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+
+
 class OnnxModelError(ValueError):
     """An ONNX file that cannot be deployed; the message names the file and the problem."""
 
@@ -63,6 +66,9 @@ def check_model(path):
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"{path}: no such file")
+    if path.suffix.lower() in PYTORCH_WEIGHTS:  # a common first try: deployment runs ONNX files only
+        raise OnnxModelError(f"{path}: PyTorch weights, not an ONNX model; export them first: "
+                             f"python export/to_onnx.py --weights {path} --output {path.with_suffix('.onnx')}")  # fmt: skip
     try:
         import onnx
     except ImportError:  # a deployment without the onnx package: the session checks below still run

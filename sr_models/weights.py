@@ -26,10 +26,12 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 
-def save_weights(model, path):
-    """Write `model` (built by `create_model`) as safetensors, atomically: a crash never leaves a half file."""
+def save_weights(model, path, *, extra=None):
+    """Write `model` (built by `create_model`) as safetensors, atomically: a crash never leaves a half file.
+    `extra`: more metadata strings (e.g. the step of a run's best weights)."""
     spec = dict(model.spec)
     metadata = {
+        **(extra or {}),
         "format": FORMAT,
         "model": spec.pop("name"),
         "scale": str(spec.pop("scale")),

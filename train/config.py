@@ -1,7 +1,11 @@
 """The training configuration: one typed dataclass, YAML recipes, `--key value` overrides.
 
-    accelerate launch train/run.py                                 # recipe `quickstart` (the default)
-    accelerate launch train/run.py --recipe pan_x4_report --dataset /data/DIV2K_train_HR --steps 200000
+    # recipe `quickstart` (the default): PAN x4 on the built-in photos
+    accelerate launch train/run.py
+    # your own folder of photos, validated on Set5
+    accelerate launch train/run.py --recipe pan_x4_report --dataset my_photos --val-dataset ../shared/data/Set5
+    # fine-tune existing weights (ours or the PAN authors' .pth)
+    accelerate launch train/run.py --recipe pan_x4_report --dataset my_photos --init-weights PANx4_DF2K.pth --lr 1e-4
     accelerate launch train/run.py --recipe my_recipe.yaml --lr 5e-4 --model-overrides '{channels: 32}'
 
 A recipe is a YAML mapping of field names to values (train/recipes/*.yaml, or any file path). Command-line
@@ -303,7 +307,7 @@ def parse_args(argv=None):
         default = f.default if f.default is not MISSING else f.default_factory()
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=f"{f.metadata['help']} (default: {default})")  # fmt: skip
+                            help=with_default(f.metadata["help"], default))  # fmt: skip
     known, unknown = parser.parse_known_args(argv)
     if unknown:
         first = unknown[0]
@@ -327,6 +331,11 @@ def parse_args(argv=None):
         values["recipe"] = path.stem
     values = apply(overrides, source="command line", base=values)
     return build(values, source="command line")
+
+
+def with_default(text, default):
+    """A field's help with its default appended, unless the text already says what the default is."""
+    return text if "default" in text else f"{text} (default: {default})"
 
 
 def latest_checkpoint(run_dir):

@@ -305,7 +305,7 @@ def main(argv=None):
             if len(reports) > 1:
                 metrics["val_sets"] = {label: r["mean"] for label, r in reports.items()}
             for label, each in reports.items():
-                accelerator.print(format_table(each))
+                accelerator.print((f"{label}: " if len(reports) > 1 else "") + format_table(each))
                 gain = each["mean"]["psnr_y"] - each["mean"]["bicubic_psnr_y"]
                 accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps"
                                   + (f" ({label})" if len(reports) > 1 else ""))  # fmt: skip

@@ -236,3 +236,14 @@ print("ok", len(two))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_file_names_that_look_like_split_names_lose_no_image(tmp_path):
+    """`datasets`' imagefolder builder reads train0.png / test_a.png as split names and would drop the rest."""
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("train0.png", "tiny.png", "test_a.png", "sub/x.png"):
+        save_rgb(folder / name, np.zeros((8, 8, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    dataset = load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
+    assert sorted(Path(record["path"]).name for record in dataset["hr"]) == ["test_a.png", "tiny.png", "train0.png", "x.png"]

@@ -41,8 +41,11 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
             dataset = dataset[split]
     elif Path(source).is_dir():
         list_images(source)  # a clear error for a folder without images, before the builder's
+        # data_files names every file as one split: left to itself, the builder reads names like train0.png or
+        # test_1.jpg as split names and silently drops the other files of the folder.
         with local_files_quietly():
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(source), split="train", cache_dir=cache_dir)
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(source), data_files={"train": "**"},
+                                            split="train", cache_dir=cache_dir)  # fmt: skip
     elif Path(source).exists():
         raise ValueError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
     else:

@@ -121,7 +121,7 @@ def parse_args(argv=None):
     parser.add_argument("--einops-graph", action="store_true",
                         help="export the model as traced: einops reshapes as Reshape/Transpose instead of "
                              "DepthToSpace and Split/Concat, SRResNet's tail conv after its last pixel shuffle "
-                             "(slower in onnxruntime, see README)")  # fmt: skip
+                             "(slower in onnxruntime, see docs/performance.md)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".onnx":
         parser.error(f"--output {args.output}: the file name must end in .onnx")

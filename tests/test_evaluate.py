@@ -14,7 +14,7 @@ from sr_models.benchmark import load_benchmark
 from train.evaluate import TorchUpscaler, load_upscaler, main, score
 
 SET5_HR = SHARED / "Set5" / "HR"
-# ../shared/docs/eval-protocol.md: PSNR_Y per image of the authors' x4 weights on the official LR files.
+# docs/evaluation.md: PSNR_Y per image of the authors' x4 weights on the official LR files.
 PAN_X4_PER_IMAGE = {"baby": 33.7761, "bird": 35.0000, "butterfly": 28.3496, "head": 32.9625, "woman": 30.5675}
 
 

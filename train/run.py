@@ -59,7 +59,7 @@ def main(argv=None):
 
     # ---- accelerator ----------------------------------------------------------------------------------------
     # cpu=True without a GPU is also what lets launch_configs/cpu_ddp.yaml (MULTI_GPU type) start 2 gloo
-    # processes on a CPU-only machine (docs/accelerate-notes.md).
+    # processes on a CPU-only machine (docs/training.md, launch configs).
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)

@@ -114,3 +114,28 @@ def test_a_pytorch_weights_file_given_to_deployment_says_how_to_export_it(tmp_pa
                        r"first: python export/to_onnx.py --weights .*model\.safetensors --output .*model\.onnx"):
         check_model(tmp_path / "model.safetensors")
     torch  # noqa: B018 (imported for the fixtures' thread reset)
+
+
+def test_the_best_weights_span_a_resumed_run(data, tmp_path):
+    common = [*TINY, "--dataset", str(data / "train"), "--cache-dir", str(tmp_path / "cache"), "--small-images", "skip",
+              "--val-dataset", str(data / "valA"), "--val-every", "1", "--lr", "3e-3", "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    train_in_process([*common, "--steps", "4", "--stop-after", "2"])
+    run_dir = train_in_process([*common, "--steps", "4", "--resume", "latest"])
+    vals = [r for r in read_log(run_dir) if "val/psnr_y" in r and r.get("event") != "best"]
+    assert [r["step"] for r in vals] == [1, 2, 3, 4]  # every step (the last one: the saved file, at the end)
+    best = max(vals, key=lambda r: (r["val/psnr_y"], -r["step"]))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["best_step"], metrics["best_psnr_y"]) == (best["step"], best["val/psnr_y"])
+    with safe_open(str(run_dir / "model_best.safetensors"), framework="pt") as f:
+        assert int(f.metadata()["step"]) == best["step"]
+
+
+def test_log_with_tensorboard_when_it_is_missing_is_one_clear_line(monkeypatch):
+    import train.run
+    from train.config import ConfigError
+
+    monkeypatch.setattr(train.run, "is_tensorboard_available", lambda: False)
+    with pytest.raises(ConfigError, match="--log-with tensorboard: TensorBoard is not installed; pip install "
+                       "tensorboard, or pass --log-with none"):  # fmt: skip
+        train.run.trackers("tensorboard")
+    assert train.run.trackers("auto") is None  # auto: quietly without

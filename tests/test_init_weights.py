@@ -146,3 +146,18 @@ def test_fine_tuning_the_authors_x4_weights_lines_up_with_their_training(tmp_pat
     with torch.no_grad():
         expected = (authors(lr) - hr).abs().mean().item()
     assert first_loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_export_recognises_a_foreign_checkpoint_without_flags(tmp_path):
+    from export.to_onnx import main as export_main
+
+    model = create_model("srresnet", scale=2, **TINY["srresnet"])
+    torch.save(model.state_dict(), tmp_path / "srresnet.pth")
+    export_main(["--weights", str(tmp_path / "srresnet.pth"), "--output", str(tmp_path / "m.onnx"), "--no-parity"])
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert (props["model"], props["scale"]) == ("srresnet", "2")
+    torch.save(create_model("pan", scale=3, **TINY["pan"]).state_dict(), tmp_path / "pan.pth")
+    with pytest.raises(SystemExit, match="pan.pth: a pan checkpoint of scale 2 or 3.*pass --scale"):
+        export_main(["--weights", str(tmp_path / "pan.pth"), "--output", str(tmp_path / "p.onnx"), "--no-parity"])

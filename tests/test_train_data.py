@@ -238,7 +238,7 @@ print("ok", len(two))
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
 
 
-def test_file_names_that_look_like_split_names_lose_no_image(tmp_path):
+def test_file_names_that_look_like_split_names_lose_no_image(tmp_path, capfd):
     """`datasets`' imagefolder builder reads train0.png / test_a.png as split names and would drop the rest."""
     folder = tmp_path / "mine"
     (folder / "sub").mkdir(parents=True)
@@ -247,3 +247,4 @@ def test_file_names_that_look_like_split_names_lose_no_image(tmp_path):
     (folder / "notes.txt").write_text("not an image")
     dataset = load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
     assert sorted(Path(record["path"]).name for record in dataset["hr"]) == ["test_a.png", "tiny.png", "train0.png", "x.png"]
+    assert "Downloading" not in capfd.readouterr().err  # nothing is downloaded: no bars saying so

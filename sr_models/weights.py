@@ -17,7 +17,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from sr_models.pan import UPSAMPLE_STAGES as PAN_STAGES
 from sr_models.registry import create_model, model_class
+from sr_models.srresnet import UPSAMPLE_STAGES as SRRESNET_STAGES
 
 FORMAT = "sr-toolkit/1"
 
@@ -112,11 +114,11 @@ def recognize(state, *, source, scale=None):
     SRResNet: `head.0` and `upsample.N.0` convs; each stage's conv has channels x r^2 outputs, so the stages
     (2), (3), (2, 2), (2, 2, 2) are x2, x3, x4, x8.
     """
-    from sr_models.pan import UPSAMPLE_STAGES as PAN_STAGES
-    from sr_models.srresnet import UPSAMPLE_STAGES as SRRESNET_STAGES
-
     state = convert_pan_authors_keys(state) if "SCPA_trunk.0.conv1_a.weight" in state else state
-    blocks = lambda prefix: len({k.split(".")[1] for k in state if k.startswith(prefix) and k.count(".") > 2})  # noqa: E731
+
+    def blocks(prefix):  # trunk.N.<layer>.<param>: blocks, not the trunk's own conv/BN (trunk.N.<param>)
+        return len({k.split(".")[1] for k in state if k.startswith(prefix) and k.count(".") > 2})
+
     if "head.weight" in state and "trunk.0.split.weight" in state and "tail.weight" in state:
         name = "pan"
         stages = len({k.split(".")[1] for k in state if k.startswith("upsample.")})
@@ -130,7 +132,6 @@ def recognize(state, *, source, scale=None):
         while f"upsample.{index}.0.weight" in state:
             factors.append(round((state[f"upsample.{index}.0.weight"].shape[0] / channels) ** 0.5))
             index += 1
-        # trunk = num_blocks residual blocks, then a conv and a BatchNorm (single-level keys: trunk.N.weight)
         hyper = {"channels": channels, "num_blocks": blocks("trunk."), "in_channels": state["head.0.weight"].shape[1]}
         candidates = [s for s, stage in SRRESNET_STAGES.items() if list(stage) == factors]
     else:

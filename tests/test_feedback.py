@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 
 from conftest import train_in_process
@@ -113,7 +112,6 @@ def test_a_pytorch_weights_file_given_to_deployment_says_how_to_export_it(tmp_pa
     with pytest.raises(OnnxModelError, match=r"model\.safetensors: PyTorch weights, not an ONNX model; export them "
                        r"first: python export/to_onnx.py --weights .*model\.safetensors --output .*model\.onnx"):
         check_model(tmp_path / "model.safetensors")
-    torch  # noqa: B018 (imported for the fixtures' thread reset)
 
 
 def test_the_best_weights_span_a_resumed_run(data, tmp_path):

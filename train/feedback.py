@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sr_models.weights import save_weights
+from train.evaluate import format_table
 from train.threads import available_cores
 from train.validation import validate
 
@@ -81,6 +82,22 @@ class Validator:
             reports[label] = report
         return reports
 
+    def final(self, model, *, step, device, say):
+        """The end of a run: every set scored with `model` (the saved file), its table printed; returns the
+        figures of metrics.json (the first set's, the best step, and each set's means when there are several)."""
+        reports = self(model, step=step, device=device)
+        first = next(iter(reports.values()))["mean"]
+        metrics = {key: first[key] for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")}
+        metrics.update(best_step=self.best_step, best_psnr_y=self.best_psnr_y)
+        if len(reports) > 1:
+            metrics["val_sets"] = {label: report["mean"] for label, report in reports.items()}
+        for label, report in reports.items():
+            named = f" ({label})" if len(reports) > 1 else ""
+            gain = report["mean"]["psnr_y"] - report["mean"]["bicubic_psnr_y"]
+            say((f"{label}: " if named else "") + format_table(report))
+            say(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {step} steps{named}")
+        return metrics
+
     def keep_if_best(self, model, psnr_y, *, step):
         if self.best_psnr_y is not None and psnr_y <= self.best_psnr_y:
             return
@@ -108,9 +125,5 @@ def read_best(path):
     if "val_psnr_y" not in metadata:
         return None, None
     return float(metadata["val_psnr_y"]), int(metadata["step"])
-
-
-def best_summary(validator):
-    return {"best_step": validator.best_step, "best_psnr_y": validator.best_psnr_y} if validator.best_step else {}
 
 

@@ -45,8 +45,7 @@ from sr_models.weights import load_model, save_weights
 from train.checkpoint import Progress, check_code_free, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
-from train.evaluate import format_table
-from train.feedback import Validator, best_summary, cap_workers, left_out_lines, log_interval
+from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
 from train.cpu_memory import keep_freed_memory
@@ -148,8 +147,9 @@ def main(argv=None):
         "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
         "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
         "held_out_images": validator.image_count, "val_sets": list(held_out),
-        "left_out_files": left_out.get("small_names", []) + left_out.get("corrupt_names", []), "resumed_from": str(resumed_from) if resumed_from else None,
-        "run_dir": str(run_dir), "heap_reuse": heap_reuse, **(initial or {}),
+        "left_out_files": left_out["small_names"] + left_out["corrupt_names"],
+        "resumed_from": str(resumed_from) if resumed_from else None, "run_dir": str(run_dir), "heap_reuse": heap_reuse,
+        **(initial or {}),
     }, to_trackers=False)  # fmt: skip
     accelerator.print(
         f"{config.model} x{config.scale} | {len(patches.usable)} training images, {validator.image_count} held out | "
@@ -298,17 +298,7 @@ def main(argv=None):
         if validator:
             # The final figures are those of the saved file, in fp32: what train/evaluate.py will report.
             shipped = load_model(run_dir / "model.safetensors").to(accelerator.device)
-            reports = validator(shipped, step=progress.step, device=accelerator.device)
-            report = next(iter(reports.values()))  # the first set's figures are the run's (metrics.json)
-            metrics.update({key: report["mean"][key] for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")})
-            metrics.update(best_summary(validator))
-            if len(reports) > 1:
-                metrics["val_sets"] = {label: r["mean"] for label, r in reports.items()}
-            for label, each in reports.items():
-                accelerator.print((f"{label}: " if len(reports) > 1 else "") + format_table(each))
-                gain = each["mean"]["psnr_y"] - each["mean"]["bicubic_psnr_y"]
-                accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps"
-                                  + (f" ({label})" if len(reports) > 1 else ""))  # fmt: skip
+            metrics.update(validator.final(shipped, step=progress.step, device=accelerator.device, say=accelerator.print))
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()

@@ -85,7 +85,8 @@ def main(argv=None):
     # ---- data -----------------------------------------------------------------------------------------------
     accumulation, processes = config.gradient_accumulation_steps, accelerator.num_processes
     samples_per_step = config.batch_size * accumulation * processes
-    config.num_workers, note = cap_workers(config.num_workers, processes=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    # The config keeps what was asked for (a resumed run on a larger machine gets it); this machine gets what it has.
+    workers, note = cap_workers(config.num_workers, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if note:
         accelerator.print(note)
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
@@ -94,7 +95,7 @@ def main(argv=None):
     check_enough_images(patches, processes=processes, batch_size=config.batch_size,
                         repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
     train_loader = training_loader(
-        patches, batch_size=config.batch_size, num_workers=config.num_workers,
+        patches, batch_size=config.batch_size, num_workers=workers,
         persistent_workers=config.persistent_workers, pin_memory=not use_cpu,
     )  # fmt: skip
 

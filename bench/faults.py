@@ -1,6 +1,6 @@
 """Fault suite: bad input, interrupted runs and untrusted files against the toolkit's real commands.
 
-    python bench/faults.py [--only SUBSTRING] [--jobs 2] [--keep DIR] [--table readme_faults.md]
+    python bench/faults.py [--only SUBSTRING] [--jobs 2] [--keep DIR] [--table docs/reliability.md]
 
 Every case builds its inputs in a temporary folder, runs one of the commands users run (`python train/run.py`,
 `python train/evaluate.py`, `python export/upscale.py`) as a subprocess, and judges the outcome:
@@ -1400,7 +1400,16 @@ def write_table(results, path):
     lines = ["| case | where | what happens |", "|---|---|---|"]
     for r in sorted(results, key=lambda r: order[r.case]):
         lines.append(f"| {r.case} | {r.where} | {r.what.replace('|', '/')} |")
-    Path(path).write_text("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    path = Path(path)
+    page = path.read_text() if path.is_file() else ""
+    if TABLE_BEGIN in page and TABLE_END in page:  # docs/reliability.md: the table between its markers, in place
+        before, after = page.split(TABLE_BEGIN, 1)[0], page.split(TABLE_END, 1)[1]
+        table = f"{before}{TABLE_BEGIN}\n{table}{TABLE_END}{after}"
+    path.write_text(table)
+
+
+TABLE_BEGIN, TABLE_END = "<!-- bench/faults.py table: begin -->", "<!-- bench/faults.py table: end -->"
 
 
 def main(argv=None):
@@ -1408,7 +1417,8 @@ def main(argv=None):
     parser.add_argument("--only", help="run the cases whose label contains this text")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
     parser.add_argument("--keep", type=Path, help="build everything in this folder and keep it")
-    parser.add_argument("--table", type=Path, help="write the README table (markdown) here")
+    parser.add_argument("--table", type=Path, help="write the markdown table here: into docs/reliability.md between its "
+                        "markers, or a new file")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sr-faults-") as scratch:

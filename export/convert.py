@@ -42,7 +42,7 @@ def _scpa_forward_split_concat(self, x):
     "b (branch c) h w -> branch b c h w" takes the first half of the channels as branch 0: a split at a fixed
     channel count (a constant, so ONNX gets one Split node, not a shape computation); the merge is `cat(dim=1)`.
     As einops, the TorchScript exporter emits Shape/Gather/Reshape/Transpose chains per block, and onnxruntime's
-    int8 kernels pay ~14 ms per block for the 5-D Transpose (README, speed).
+    int8 kernels pay ~14 ms per block for the 5-D Transpose (docs/performance.md).
     """
     half = self.plain_branch.in_channels
     plain, attention = torch.split(self.act(self.split(x)), [half, half], dim=1)

@@ -9,7 +9,7 @@ cast into every client).
 int8: static QDQ quantization (onnxruntime.quantization.quantize_static) calibrated on image patches. Only the
 convolutions are quantized (per-channel int8 weights, uint8 activations); sigmoid gates, products, residual adds
 and the bilinear skip stay float. Quantizing those too made PAN x4 ~25% faster still but cost up to 0.49 dB
-PSNR_Y on a Set5 image, over the 0.3 dB budget; convs only: at most 0.22 dB (README).
+PSNR_Y on a Set5 image, over the 0.3 dB budget; convs only: at most 0.22 dB (docs/export.md).
 """
 
 import contextlib
@@ -27,7 +27,7 @@ from export.runtime import INPUT_NAME
 
 # Calibration: this many LR patches of one size (onnxruntime's histogram calibrators need equal shapes), at most
 # CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration (99.999th) ignores the rare outlier
-# activations that stretch min/max ranges: on PAN x4 it halved the Set5 PSNR_Y drop of MinMax (README).
+# activations that stretch min/max ranges: on PAN x4 it halved the Set5 PSNR_Y drop of MinMax (docs/export.md).
 CALIBRATION_PATCH = 64
 CALIBRATION_PATCHES = 12
 
@@ -100,7 +100,7 @@ def to_int8(src, dst, *, calibration_images, method="percentile"):
     Convs with kernels larger than 3x3 (SRResNet's 9x9 head and tail) stay float: onnxruntime's int8 conv unfolds
     its input (im2col, k*k*C bytes per output pixel), which for SRResNet's tail on a 1024x1024 output is a
     5.4 GB buffer, against under 2 GB for the whole fp32 model. PAN's 3x3 tail is quantized: leaving it float
-    costs a full-resolution dequantize and layout transpose, a third of int8's gain (README).
+    costs a full-resolution dequantize and layout transpose, a third of int8's gain (docs/performance.md).
     """
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip

@@ -27,8 +27,8 @@ VALUE_RANGE = "[0, 1]"
 
 # Tiles are cut in LR pixels; by default each tile's output is about 1024x1024 (256 LR px at x4), since the
 # activations at output resolution dominate the working memory: PAN x4 peaks at ~0.85 GB per tile, SRResNet x4 at
-# ~1.1 GB, so a 3840x2160 input (a 398 MB x4 output) stays under 2 GB (README). 16 px of context on each side
-# is past the point where the tile border changes PAN's or SRResNet's output measurably (README: 89 dB / 102 dB
+# ~1.1 GB, so a 3840x2160 input (a 398 MB x4 output) stays under 2 GB (docs/export.md). 16 px of context on each side
+# is past the point where the tile border changes PAN's or SRResNet's output measurably (docs/export.md: 89 dB / 102 dB
 # tiled vs untiled; tests/test_export_runtime.py asserts >= 50 dB).
 TILE_OUTPUT_PIXELS = 1024
 DEFAULT_TILE_PAD = 16
@@ -44,6 +44,9 @@ SUSPECT_MARGIN = 0.5
 
 def default_tile(scale):
     return max(32, TILE_OUTPUT_PIXELS // scale)
+
+
+PYTORCH_WEIGHTS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
 
 class OnnxModelError(ValueError):
@@ -70,6 +73,9 @@ def check_model(path):
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"{path}: no such file")
+    if path.suffix.lower() in PYTORCH_WEIGHTS:  # a common first try: deployment runs ONNX files only
+        raise OnnxModelError(f"{path}: PyTorch weights, not an ONNX model; export them first: "
+                             f"python export/to_onnx.py --weights {path} --output {path.with_suffix('.onnx')}")  # fmt: skip
     try:
         import onnx
     except ImportError:  # a deployment without the onnx package: the session checks below still run
@@ -170,7 +176,7 @@ class OnnxUpscaler:
         self.session = create_session(path, device=device, optimization=optimization, threads=threads)
         self.metadata = read_metadata(self.session)
         # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
-        # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: README).
+        # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: docs/export.md).
         self.run_options = ort.RunOptions()
         self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.

@@ -1,7 +1,7 @@
 """Export a model to ONNX and prove it equals the PyTorch model on real images before handing it over.
 
     python export/to_onnx.py --weights run/model.safetensors --output model.onnx
-    python export/to_onnx.py --weights ../shared/data/weights/PANx4_DF2K.pth --model pan --scale 4 \
+    python export/to_onnx.py --weights ../shared/data/weights/PANx4_DF2K.pth \
         --output pan_x4.onnx [--precision fp16|int8] [--parity-data ../shared/data/Set5]
 
 The model is written under a temporary name beside --output and renamed only once parity passes; on a parity
@@ -100,12 +100,13 @@ def export(model, output, *, precision="fp32", parity_data=None, calibration=Non
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, type=Path, help="our .safetensors, or a .pth with --model, --scale")
+    parser.add_argument("--weights", required=True, type=Path, help="our .safetensors, or a PAN/SRResNet .pth")
     parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it already exists")
-    parser.add_argument("--model", help="architecture of a foreign checkpoint (pan, srresnet)")
-    parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--model", help="architecture of a foreign checkpoint (checked against its tensors)")
+    parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 | fp16 (GPU format, float32 in and out) | int8 (static QDQ, PSNR_Y drop checked)")
     parser.add_argument("--calibration", type=Path,
                         help="folder of images fed as model inputs to calibrate int8 "
                              "(default: LR of the training side's built-in photos)")  # fmt: skip
@@ -121,7 +122,7 @@ def parse_args(argv=None):
     parser.add_argument("--einops-graph", action="store_true",
                         help="export the model as traced: einops reshapes as Reshape/Transpose instead of "
                              "DepthToSpace and Split/Concat, SRResNet's tail conv after its last pixel shuffle "
-                             "(slower in onnxruntime, see README)")  # fmt: skip
+                             "(slower in onnxruntime, see docs/performance.md)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".onnx":
         parser.error(f"--output {args.output}: the file name must end in .onnx")

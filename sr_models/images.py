@@ -2,7 +2,7 @@
 
 numpy and Pillow only: `export/upscale.py` uses this module on machines without PyTorch.
 
-`load_rgb` follows the evaluation protocol (docs/eval-protocol.md, step 1): whatever the file holds, the result
+`load_rgb` follows the evaluation protocol (docs/evaluation.md, step 1): whatever the file holds, the result
 is 8-bit RGB; a grayscale image is replicated to three channels and an alpha channel is dropped, as
 `cv2.IMREAD_COLOR` does (no compositing onto a background). Every failure is an `ImageError` whose one-line
 message names the file and the problem.

@@ -1,4 +1,4 @@
-"""PSNR and SSIM as the published SR numbers measure them (docs/eval-protocol.md).
+"""PSNR and SSIM as the published SR numbers measure them (docs/evaluation.md).
 
 numpy only, float64 throughout. Images are HxWx3 uint8 RGB: the model output is rounded to uint8 first
 (`to_uint8`), then compared on the BT.601 luma channel (Y, unrounded) or on RGB, with `crop` pixels cut from

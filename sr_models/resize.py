@@ -6,7 +6,7 @@ Benchmark LR images are made with MATLAB's imresize, which differs from `F.inter
 - weights are normalised per output pixel; taps beyond the border mirror it (symmetric padding, edge repeated);
 - one dimension at a time, the one with the smaller scale factor first (equal factors: height first);
 - uint8 input is rounded back to uint8 after each pass. Keeping floats between the passes instead gives about
-  10% off-by-one values against the official Set5 files (see docs/eval-protocol.md).
+  10% off-by-one values against the official Set5 files (see docs/evaluation.md).
 """
 
 import math

@@ -7,6 +7,7 @@ and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, s
 """
 
 import hashlib
+import inspect
 import json
 import pickle
 import re
@@ -18,7 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from sr_models.files import atomic_write
-from sr_models.registry import check_spec, create_model
+from sr_models.pan import UPSAMPLE_STAGES as PAN_STAGES
+from sr_models.registry import check_spec, create_model, model_class
+from sr_models.srresnet import UPSAMPLE_STAGES as SRRESNET_STAGES
 
 FORMAT = "sr-toolkit/1"
 
@@ -27,10 +30,12 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 
-def save_weights(model, path):
-    """Write `model` (built by `create_model`) as safetensors, atomically: a crash never leaves a half file."""
+def save_weights(model, path, *, extra=None):
+    """Write `model` (built by `create_model`) as safetensors, atomically: a crash never leaves a half file.
+    `extra`: more metadata strings (e.g. the step of a run's best weights)."""
     spec = dict(model.spec)
     metadata = {
+        **(extra or {}),
         "format": FORMAT,
         "model": spec.pop("name"),
         "scale": str(spec.pop("scale")),
@@ -104,20 +109,98 @@ def check_tensors(state, model, *, source):
 def load_model(path, *, name=None, scale=None, **overrides):
     """Build a model and load its weights from `path`.
 
-    A safetensors file of ours needs nothing else. Any other file (`.pth`, foreign safetensors) needs `name` and
-    `scale` (and `overrides` when its hyper-parameters differ from the defaults).
+    A safetensors file of ours needs nothing else. A foreign checkpoint (`.pth`, foreign safetensors) of PAN or
+    SRResNet is recognised from its tensor names and shapes (`checkpoint_spec`); `name` and `scale` are then only
+    needed where the shapes cannot tell (PAN x2 and x3), or to check what the file is.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
-    if name is None:
-        spec = read_spec(path)
-        name, scale, overrides = spec.pop("name"), spec.pop("scale"), spec
-    elif scale is None:
-        raise WeightsError(f"{path}: importing a foreign checkpoint needs the scale as well as the model name")
+    if name is None or scale is None:
+        spec = checkpoint_spec(path, name=name, scale=scale)
+        name, scale, overrides = spec.pop("name"), spec.pop("scale"), {**spec, **overrides}
     model = create_model(name, scale=scale, **overrides)
     load_state_dict_strict(model, read_state_dict(path), source=path)
     return model.eval()
+
+
+def is_own_file(path):
+    """Whether `path` is one of our safetensors files (metadata naming the model and scale)."""
+    if Path(path).suffix != ".safetensors":
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
+def checkpoint_spec(path, *, name=None, scale=None):
+    """{"name", "scale", **hyperparameters} of a weights file: ours from its metadata, a foreign one from its
+    tensors (`recognize`). A `name` or `scale` given must agree with the file; a scale the tensors cannot tell is
+    taken from `scale`. The one rule every command (evaluate, export, --init-weights) goes through."""
+    path = Path(path)
+    if is_own_file(path):
+        spec = read_spec(path)
+    else:  # read_state_dict names an unreadable file; the tensors of a readable one tell what it is
+        spec = recognize(read_state_dict(path), source=path, scale=scale)
+        hyperparameters = {k: v for k, v in spec.items() if k not in ("name", "scale")}
+        try:  # shapes are read from the file: the same schema as metadata, before anything is built
+            check_spec(spec["name"], spec["scale"], hyperparameters, source=str(path))
+        except ValueError as error:
+            raise WeightsError(str(error)) from None
+    if name is not None and name != spec["name"]:
+        raise WeightsError(f"{path}: holds a {spec['name']} x{spec['scale']} model, not {name}")
+    if scale is not None and scale != spec["scale"]:
+        raise WeightsError(f"{path}: holds a {spec['name']} x{spec['scale']} model, but scale {scale} was asked for")
+    return spec
+
+
+def recognize(state, *, source, scale=None):
+    """The architecture, scale and hyper-parameters of a foreign state_dict, from its tensor names and shapes.
+
+    PAN: `trunk.N.split` tensors (after the authors' names are mapped); one U-PA stage is x2 or x3 (their
+    tensors are identical: then `scale` decides, or the error asks for it), two stages are x4.
+    SRResNet: `head.0` and `upsample.N.0` convs; each stage's conv has channels x r^2 outputs, so the stages
+    (2), (3), (2, 2), (2, 2, 2) are x2, x3, x4, x8.
+    """
+    state = convert_pan_authors_keys(state) if "SCPA_trunk.0.conv1_a.weight" in state else state
+
+    def blocks(prefix):  # trunk.N.<layer>.<param>: blocks, not the trunk's own conv/BN (trunk.N.<param>)
+        return len({k.split(".")[1] for k in state if k.startswith(prefix) and k.count(".") > 2})
+
+    if "head.weight" in state and "trunk.0.split.weight" in state and "tail.weight" in state:
+        name = "pan"
+        stages = len({k.split(".")[1] for k in state if k.startswith("upsample.")})
+        hyper = {"channels": state["head.weight"].shape[0], "upsample_channels": state["tail.weight"].shape[1],
+                 "num_blocks": blocks("trunk."), "in_channels": state["head.weight"].shape[1]}  # fmt: skip
+        candidates = [s for s, factors in PAN_STAGES.items() if len(factors) == stages]
+    elif "head.0.weight" in state and "upsample.0.0.weight" in state and "tail.weight" in state:
+        name = "srresnet"
+        channels = state["head.0.weight"].shape[0]
+        factors, index = [], 0
+        while f"upsample.{index}.0.weight" in state:
+            factors.append(round((state[f"upsample.{index}.0.weight"].shape[0] / channels) ** 0.5))
+            index += 1
+        hyper = {"channels": channels, "num_blocks": blocks("trunk."), "in_channels": state["head.0.weight"].shape[1]}
+        candidates = [s for s, stage in SRRESNET_STAGES.items() if list(stage) == factors]
+    else:
+        shown = ", ".join(list(state)[:4])
+        raise WeightsError(f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); "
+                           "pass --model and --scale")  # fmt: skip
+    if not candidates:
+        raise WeightsError(f"{source}: a {name} checkpoint whose upsampling stages fit no supported scale")
+    if scale is not None and scale not in candidates:
+        raise WeightsError(f"{source}: holds a {name} x{'/x'.join(map(str, candidates))} model, but scale {scale} "
+                           "was asked for")  # fmt: skip
+    if scale is None:
+        if len(candidates) > 1:
+            raise WeightsError(f"{source}: a {name} checkpoint of scale {' or '.join(map(str, candidates))}: their "
+                               "tensors are identical, so the file cannot tell; pass --scale")  # fmt: skip
+        scale = candidates[0]
+    defaults = inspect.signature(model_class(name)).parameters
+    overrides = {k: int(v) for k, v in hyper.items() if int(v) != defaults[k].default}
+    return {"name": name, "scale": scale, **overrides}
 
 
 def read_state_dict(path):
@@ -189,6 +272,21 @@ def load_state_dict_strict(model, state, *, source):
         raise WeightsError(f"{source}: does not fit {spec}: " + "; ".join(problems))
     check_tensors(state, model, source=source)
     model.load_state_dict(state, strict=True)
+
+
+def load_matching(model, state):
+    """Load every tensor of `state` whose name and shape fit `model` (non-strict fine-tuning, e.g. an x2 model
+    from x4 weights: trunk loaded, upsampling new). Returns (loaded, left_out, fresh): names loaded, names of
+    `state` not used (with the reason), names of `model` that keep their fresh initial values."""
+    if "SCPA_trunk.0.conv1_a.weight" in state:
+        state = convert_pan_authors_keys(state)
+    expected = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    left_out = [f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")
+                for k, v in state.items() if k not in loaded]  # fmt: skip
+    fresh = [k for k in expected if k not in loaded]
+    model.load_state_dict(loaded, strict=False)
+    return sorted(loaded), left_out, fresh
 
 
 # The PAN authors' names (left) -> ours (right), for every tensor but the SC-PA split, which is two of theirs.

@@ -14,7 +14,7 @@ from sr_models.benchmark import load_benchmark
 from train.evaluate import TorchUpscaler, load_upscaler, main, score
 
 SET5_HR = SHARED / "Set5" / "HR"
-# ../shared/docs/eval-protocol.md: PSNR_Y per image of the authors' x4 weights on the official LR files.
+# docs/evaluation.md: PSNR_Y per image of the authors' x4 weights on the official LR files.
 PAN_X4_PER_IMAGE = {"baby": 33.7761, "bird": 35.0000, "butterfly": 28.3496, "head": 32.9625, "woman": 30.5675}
 
 
@@ -120,10 +120,23 @@ def test_missing_lr_file_is_named(odd_benchmark, tiny_weights, tmp_path):
         main(["--weights", str(tiny_weights), "--hr", str(odd_benchmark), "--lr", str(tmp_path / "LR")])
 
 
-def test_foreign_checkpoint_needs_a_scale(tmp_path):
-    with pytest.raises(SystemExit, match="needs the scale"):
-        (tmp_path / "x.pth").write_bytes(b"")
-        main(["--weights", str(tmp_path / "x.pth"), "--model", "pan", "--hr", str(tmp_path)])
+def test_a_foreign_checkpoint_whose_tensors_cannot_tell_the_scale_asks_for_it(tmp_path):
+    import torch
+
+    torch.save(create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).state_dict(), tmp_path / "x.pth")
+    with pytest.raises(SystemExit, match=r"x\.pth: a pan checkpoint of scale 2 or 3: their tensors are identical.*--scale"):
+        main(["--weights", str(tmp_path / "x.pth"), "--hr", str(tmp_path)])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"empty\.pth: not a readable PyTorch checkpoint"):
+        main(["--weights", str(tmp_path / "empty.pth"), "--hr", str(tmp_path)])
+
+
+@needs_shared
+def test_the_authors_pth_and_a_benchmark_root_need_no_flags(capsys):
+    """`--weights PANx4_DF2K.pth --hr ../shared/data/Set5`: recognised as PAN x4, the root's official X4 LR used."""
+    main(["--weights", str(SHARED / "weights" / "PANx4_DF2K.pth"), "--hr", str(SHARED / "Set5"), "--device", "cpu"])
+    mean = capsys.readouterr().out.splitlines()[-1].split()
+    assert mean[0] == "mean" and float(mean[1]) == pytest.approx(32.131149, abs=5e-4)
 
 
 def test_torch_upscaler_matches_the_model_rounded(odd_benchmark):

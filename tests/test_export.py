@@ -59,7 +59,7 @@ def test_fp16_export_passes_parity_through_the_cli_path(tmp_path, name):
     assert report["passed"] and report["min_parity_psnr_db"] >= 45
     assert json.loads((tmp_path / "model.onnx.parity.json").read_text())["precision"] == "fp16"
     graph = onnx.load(str(output)).graph
-    # fp16 inside, float32 at the interface (README: why the I/O stays float32).
+    # fp16 inside, float32 at the interface (docs/export.md: why the I/O stays float32).
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
@@ -206,7 +206,7 @@ def test_official_pan_x4_onnx_reproduces_the_published_set5_score(tmp_path):
     assert result["mean"]["psnr_y"] == pytest.approx(32.1311, abs=5e-4)
     assert result["mean"]["ssim_y"] == pytest.approx(0.8948, abs=1e-4)
     # Parity on the smallest Set5 image only: PyTorch eager PAN is slow on CPU, and the score above already
-    # pins the whole set (the full Set5 parity report of this model: README).
+    # pins the whole set (the full Set5 parity report of this model: docs/export.md).
     bird = [image for image in load_parity_images(SHARED / "Set5", scale=4) if image.name == "bird"]
     report = check_parity(model, output, bird, precision="fp32", progress=False)
     assert report["passed"] and report["min_parity_psnr_db"] >= 60

@@ -138,7 +138,8 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(hr_folder, tmp_path):
     with pytest.raises(ImageError, match=r"not_an_image\.png: not a readable image"):
         usable_images(pairs, lr_patch_size=8, small_images="error", skip_corrupt=False)
     usable, left_out = usable_images(pairs, lr_patch_size=8, small_images="error", skip_corrupt=True)
-    assert left_out == {"small": 0, "corrupt": 1} and len(usable) == len(pairs) - 1
+    assert left_out["small"] == 0 and left_out["corrupt"] == 1 and len(usable) == len(pairs) - 1
+    assert [Path(name).name for name in left_out["corrupt_names"]] == ["not_an_image.png"]  # named for the log
 
 
 def test_the_small_image_rule(hr_folder, tmp_path):
@@ -148,6 +149,7 @@ def test_the_small_image_rule(hr_folder, tmp_path):
         usable_images(pairs, lr_patch_size=17, small_images="error", skip_corrupt=False)
     usable, left_out = usable_images(pairs, lr_patch_size=17, small_images="skip", skip_corrupt=False)
     assert [pairs.name(i)[-8:] for i in usable] == ["img0.png"] and left_out["small"] == 2
+    assert sorted(Path(name).name for name in left_out["small_names"]) == ["img1.png", "img2.png"]
     padded = PatchDataset(pairs, lr_patch_size=17, length=6, small_images="pad", flips=False, rot90=False)
     for index in range(6):
         sample = padded[index]
@@ -205,7 +207,7 @@ def test_training_patches_from_a_config(hr_folder, tmp_path):
     config = load_recipe("quickstart", dataset=str(hr_folder), cache_dir=str(tmp_path / "cache"), lr_patch_size=8,
                          subimage_size=32, subimage_step=32, cache_images=True)  # fmt: skip
     patches, left_out = training_patches(config, length=10)
-    assert len(patches) == 10 and left_out == {"small": 0, "corrupt": 0}
+    assert len(patches) == 10 and left_out == {"small": 0, "corrupt": 0, "small_names": [], "corrupt_names": []}
     assert patches.pairs.cache is not None and patches[9]["hr"].shape == (3, 32, 32)
 
 
@@ -234,3 +236,15 @@ print("ok", len(two))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_file_names_that_look_like_split_names_lose_no_image(tmp_path, capfd):
+    """`datasets`' imagefolder builder reads train0.png / test_a.png as split names and would drop the rest."""
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("train0.png", "tiny.png", "test_a.png", "sub/x.png"):
+        save_rgb(folder / name, np.zeros((8, 8, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    dataset = load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
+    assert sorted(Path(record["path"]).name for record in dataset["hr"]) == ["test_a.png", "tiny.png", "train0.png", "x.png"]
+    assert "Downloading" not in capfd.readouterr().err  # nothing is downloaded: no bars saying so

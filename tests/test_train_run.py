@@ -53,7 +53,10 @@ def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
     spec = read_spec(run_dir / "model.safetensors")
     assert spec == {"name": "pan", "scale": config.scale, "channels": 8, "upsample_channels": 8, "num_blocks": 1}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "steps", "samples_per_second"}
+    assert set(metrics) == {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "steps", "samples_per_second",
+                            "best_psnr_y", "best_step"}  # fmt: skip
+    # Validated only at the end: the best weights are the final ones (train/feedback.py).
+    assert metrics["best_step"] == 3 and metrics["best_psnr_y"] == metrics["psnr_y"]
     assert metrics["steps"] == 3 and 20 < metrics["bicubic_psnr_y"] < 40 and metrics["samples_per_second"] > 0
     log = read_log(run_dir)
     assert log[0]["event"] == "start" and log[0]["num_processes"] == 1 and log[0]["held_out_images"] == 3

@@ -33,11 +33,13 @@ def test_safetensors_round_trip_rebuilds_the_model_from_metadata(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_safetensors_without_our_metadata_asks_for_model_and_scale(tmp_path):
+def test_safetensors_without_our_metadata_are_recognised_from_their_tensors(tmp_path):
     save_file({k: v.contiguous() for k, v in tiny_pan().state_dict().items()}, tmp_path / "foreign.safetensors")
-    with pytest.raises(WeightsError, match="foreign.safetensors: no sr-toolkit metadata.*--model and --scale"):
-        load_model(tmp_path / "foreign.safetensors")
+    assert same_outputs(load_model(tmp_path / "foreign.safetensors"), tiny_pan())  # PAN x4 and its widths
     assert same_outputs(load_model(tmp_path / "foreign.safetensors", name="pan", scale=4, **TINY_PAN), tiny_pan())
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError, match="other.safetensors: cannot tell the architecture.*--model and --scale"):
+        load_model(tmp_path / "other.safetensors")
 
 
 def authors_layout(model):

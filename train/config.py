@@ -1,7 +1,11 @@
 """The training configuration: one typed dataclass, YAML recipes, `--key value` overrides.
 
-    accelerate launch train/run.py                                 # recipe `quickstart` (the default)
-    accelerate launch train/run.py --recipe pan_x4_report --dataset /data/DIV2K_train_HR --steps 200000
+    # recipe `quickstart` (the default): PAN x4 on the built-in photos
+    accelerate launch train/run.py
+    # your own folder of photos, validated on Set5
+    accelerate launch train/run.py --recipe pan_x4_report --dataset my_photos --val-dataset ../shared/data/Set5
+    # fine-tune existing weights (ours or the PAN authors' .pth)
+    accelerate launch train/run.py --recipe pan_x4_report --dataset my_photos --init-weights PANx4_DF2K.pth --lr 1e-4
     accelerate launch train/run.py --recipe my_recipe.yaml --lr 5e-4 --model-overrides '{channels: 32}'
 
 A recipe is a YAML mapping of field names to values (train/recipes/*.yaml, or any file path). Command-line
@@ -46,6 +50,10 @@ class TrainConfig:
     sync_batchnorm: bool = option(False, "SyncBatchNorm across processes (SRResNet on several GPUs)")
     channels_last: bool = option(False, "NHWC memory format for model and batches")
     compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
+    init_weights: typing.Optional[str] = option(None, "start from these weights (fine-tuning): our .safetensors or "
+                                                "a foreign .pth; optimizer, schedule and step start fresh")  # fmt: skip
+    init_strict: bool = option(True, "--init-weights must fit the model exactly; false: load the tensors whose "
+                               "name and shape fit, the rest starts fresh")  # fmt: skip
 
     # --- data ---
     dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | hub name")
@@ -346,7 +354,7 @@ def parse_args(argv=None):
         default = f.default if f.default is not MISSING else f.default_factory()
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=f"{f.metadata['help']} (default: {default})")  # fmt: skip
+                            help=with_default(f.metadata["help"], default))  # fmt: skip
     known, unknown = parser.parse_known_args(argv)
     if unknown:
         first = unknown[0]
@@ -397,7 +405,7 @@ def saved_config(resume, output_dir):
 # (--steps can: steps past the planned schedule run at its final learning rate, see TrainConfig.schedule_steps.)
 FIXED_ON_RESUME = ("recipe", "model", "scale", "model_overrides", "optimizer", "betas", "weight_decay", "lr", "min_lr",
                    "scheduler", "cycles", "warmup_fraction", "schedule_steps", "seed", "batch_size",
-                   "gradient_accumulation_steps", "lr_patch_size", "scale", "loss")  # fmt: skip
+                   "gradient_accumulation_steps", "lr_patch_size", "loss")  # fmt: skip
 
 
 def refuse_contradictions(planned, overrides, *, source):
@@ -415,6 +423,11 @@ def refuse_contradictions(planned, overrides, *, source):
     if changed:
         raise ConfigError(f"{source}: a resumed run continues as it was started; these overrides contradict it: "
                           f"{', '.join(changed)}. Start a new run to change them")  # fmt: skip
+
+
+def with_default(text, default):
+    """A field's help with its default appended, unless the text already says what the default is."""
+    return text if "default" in text else f"{text} (default: {default})"
 
 
 def latest_checkpoint(run_dir):

@@ -5,7 +5,7 @@ glibc serves blocks above its mmap threshold (128 KiB, rising to at most 32 MiB 
 `mmap` and returns them with `munmap`, so each large activation of every step is paged in again: the kernel
 zeroes each 4 KiB page on first touch. A PAN x4 training step (batch 8 x 4, LR 64) makes about 2.4 million such
 page faults. With the threshold raised, freed blocks stay in the heap and are reused untouched. Measured on the
-2-core machine of README's figures, fp32 eager (python bench/train_speed.py): about 2.5 -> 3.2 samples/s,
+2-core machine of docs/performance.md's figures, fp32 eager (python bench/train_speed.py): about 2.5 -> 3.2 samples/s,
 system time 24 s -> 8 s over 4 steps. The cost is a higher resident size between steps (freed memory is kept).
 """
 

@@ -2,10 +2,13 @@
 
     python train/evaluate.py --weights run/model.safetensors --hr ../shared/data/Set5/HR \
         --lr ../shared/data/Set5/LR_bicubic/X4
-    python train/evaluate.py --weights PANx4_DF2K.pth --model pan --scale 4 --hr ... [--json report.json]
+    python train/evaluate.py --weights PANx4_DF2K.pth --hr ../shared/data/Set5 [--json report.json]
     python train/evaluate.py --weights pan_x4.onnx --hr ...
 
-Protocol (../shared/docs/eval-protocol.md): uint8 RGB in, HR mod-cropped to scale x LR, output clamped and rounded
+--hr takes an HR folder or a benchmark root (HR/ + LR_bicubic/X<scale>/, whose LR is then used). A foreign PAN or
+SRResNet checkpoint is recognised from its tensors; PAN x2 and x3 files need --scale (their tensors are identical).
+
+Protocol (docs/evaluation.md): uint8 RGB in, HR mod-cropped to scale x LR, output clamped and rounded
 to uint8, PSNR/SSIM on the unrounded BT.601 Y channel with `scale` pixels cut from each border. Without --lr the
 LR images are made from HR with the MATLAB-compatible bicubic. Bicubic upscaling of the same LR is the baseline.
 """
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sr_models.benchmark import load_benchmark
+from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.files import OutputError, atomic_write_text, check_output
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.resize import upscale_bicubic
@@ -114,13 +117,20 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def benchmark_samples(hr, *, scale, lr_dir=None):
+    """--hr as an HR folder (LR from --lr or bicubic) or a benchmark root (its LR_bicubic/X<scale>/ if present)."""
+    if lr_dir is None and is_benchmark_root(hr):
+        return load_benchmark_root(hr, scale=scale)
+    return load_benchmark(hr, scale=scale, lr_dir=lr_dir)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, type=Path, help=".safetensors (ours), .pth (with --model, --scale), .onnx")
-    parser.add_argument("--hr", required=True, type=Path, help="folder of HR images")
+    parser.add_argument("--weights", required=True, type=Path, help=".safetensors (ours), a PAN/SRResNet .pth, .onnx")
+    parser.add_argument("--hr", required=True, type=Path, help="folder of HR images, or a benchmark root (HR/ + LR_bicubic/X<scale>/)")
     parser.add_argument("--lr", type=Path, help="folder of LR images matched by stem (default: MATLAB bicubic of HR)")
-    parser.add_argument("--model", help="architecture of a foreign checkpoint (e.g. pan, srresnet)")
-    parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
+    parser.add_argument("--model", help="architecture of a foreign checkpoint (checked against its tensors)")
+    parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--overwrite", action="store_true", help="replace --json if it already exists")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -135,7 +145,7 @@ def main(argv=None):
         # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
         device = args.device if args.weights.suffix.lower() == ".onnx" else resolve_device(args.device)
         upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device)
-        samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
+        samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr)
         report = score(upscaler, samples, scale=upscaler.scale)
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
         sys.exit(f"error: {error}")

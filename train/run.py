@@ -45,12 +45,13 @@ from sr_models.weights import load_model, save_weights
 from sr_models.files import atomic_write_text
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
-from train.data import check_enough_images, training_loader, training_patches, validation_samples
-from train.evaluate import format_table
+from train.data import check_enough_images, training_loader, training_patches, validation_sets
+from train.feedback import Validator, cap_workers, left_out_lines, log_interval
+from train.init_weights import describe as describe_init
+from train.init_weights import init_weights
 from train.cpu_memory import keep_freed_memory
 from train.run_folder import RunFolderLock
 from train.threads import ThreadTuner, set_cpu_threads
-from train.validation import validate
 
 
 def main(argv=None):
@@ -67,7 +68,7 @@ def train(argv=None):
 
     # ---- accelerator ----------------------------------------------------------------------------------------
     # cpu=True without a GPU is also what lets launch_configs/cpu_ddp.yaml (MULTI_GPU type) start 2 gloo
-    # processes on a CPU-only machine (docs/accelerate-notes.md).
+    # processes on a CPU-only machine (docs/training.md, launch configs).
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)
@@ -95,19 +96,32 @@ def train(argv=None):
     # ---- data -----------------------------------------------------------------------------------------------
     accumulation, processes = config.gradient_accumulation_steps, accelerator.num_processes
     samples_per_step = config.batch_size * accumulation * processes
+    # The config keeps what was asked for (a resumed run on a larger machine gets it); this machine gets what it has.
+    workers, note = cap_workers(config.num_workers, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if note:
+        accelerator.print(note)
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
-        held_out = validation_samples(config) if accelerator.is_main_process else []
+        held_out = validation_sets(config) if accelerator.is_main_process else {}
     check_enough_images(patches, processes=processes, batch_size=config.batch_size,
                         repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
     train_loader = training_loader(
-        patches, batch_size=config.batch_size, num_workers=config.num_workers,
+        patches, batch_size=config.batch_size, num_workers=workers,
         persistent_workers=config.persistent_workers, pin_memory=not use_cpu,
     )  # fmt: skip
+
+    validator = Validator(held_out, run_dir=run_dir, scale=config.scale, preview_images=config.preview_images,
+                          accelerator=accelerator, log=log)  # fmt: skip
+    for line in left_out_lines(left_out):
+        accelerator.print(line)
 
     # ---- model ----------------------------------------------------------------------------------------------
     set_seed(config.seed)  # the initial weights depend on the seed only (DDP also copies rank 0's to the others)
     model = create_model(config.model, scale=config.scale, **config.model_overrides)
+    initial = None
+    if config.init_weights and not config.resume:  # a resumed run's weights come from its checkpoint
+        initial = init_weights(model, config.init_weights, strict=config.init_strict)
+        accelerator.print(describe_init(initial))
     if config.sync_batchnorm:
         model = with_sync_batchnorm(model, accelerator)
     if config.channels_last:
@@ -145,11 +159,13 @@ def train(argv=None):
         "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
         "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
-        "held_out_images": len(held_out), "resumed_from": str(resumed_from) if resumed_from else None,
-        "run_dir": str(run_dir), "heap_reuse": heap_reuse,
+        "held_out_images": validator.image_count, "val_sets": list(held_out),
+        "left_out_files": left_out["small_names"] + left_out["corrupt_names"],
+        "resumed_from": str(resumed_from) if resumed_from else None, "run_dir": str(run_dir), "heap_reuse": heap_reuse,
+        **(initial or {}),
     }, to_trackers=False)  # fmt: skip
     accelerator.print(
-        f"{config.model} x{config.scale} | {len(patches.usable)} training images, {len(held_out)} held out | "
+        f"{config.model} x{config.scale} | {len(patches.usable)} training images, {validator.image_count} held out | "
         f"{processes} process(es) on {accelerator.device}, {threads} CPU thread(s) each | {samples_per_step} "
         f"patches per step ({config.batch_size} x {accumulation} x {processes}) | run folder {run_dir}"
     )
@@ -160,8 +176,10 @@ def train(argv=None):
     def unwrap(model):  # the plain module: no DDP, no compile wrapper (its parameters are the trained ones)
         return accelerator.unwrap_model(model, keep_torch_compile=False)
 
-    bar = tqdm(total=config.steps, initial=start_step, desc="training", dynamic_ncols=True,
+    bar = tqdm(total=config.steps, initial=start_step, desc="training", dynamic_ncols=True, unit="step",
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}{postfix}]",
                disable=not (accelerator.is_main_process and config.progress))  # fmt: skip
+    log_every = log_interval(config)
     window = Window(accelerator.device)
     train_seconds, train_samples = 0.0, 0
     # Auto threads on a CPU: keep checking whether all cores or one is faster (see train/threads.py).
@@ -216,7 +234,7 @@ def train(argv=None):
                 raise diverged(progress, run_dir)
         step_is_finite = True
 
-        if step % config.log_every == 0 or step == config.steps or step == config.stop_after:
+        if step % log_every == 0 or step == config.steps or step == config.stop_after:
             seconds = window.seconds()
             figures = window.reduce(accelerator)
             progress.skipped_images += figures.pop("skipped")
@@ -241,11 +259,8 @@ def train(argv=None):
 
         if config.val_every and step % config.val_every == 0 and step < config.steps:
             paused = time.perf_counter()
-            if held_out:  # main process only; the others wait at the barrier below
-                report = validate(ema.module if ema else unwrap(model), held_out,
-                                  device=accelerator.device, scale=config.scale, step=step, run_dir=run_dir,
-                                  preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
-                log.write({"step": step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=step)
+            if validator:  # main process only; the others wait at the barrier below
+                validator(ema.module if ema else unwrap(model), step=step, device=accelerator.device)
             accelerator.wait_for_everyone()
             window.exclude(time.perf_counter() - paused)
             if tuner:
@@ -293,16 +308,10 @@ def train(argv=None):
         samples_per_second = train_samples / train_seconds if train_seconds else None
         metrics = {"psnr_y": None, "ssim_y": None, "bicubic_psnr_y": None, "bicubic_ssim_y": None,
                    "steps": progress.step, "samples_per_second": samples_per_second}  # fmt: skip
-        if held_out:
+        if validator:
             # The final figures are those of the saved file, in fp32: what train/evaluate.py will report.
             shipped = load_model(run_dir / "model.safetensors").to(accelerator.device)
-            report = validate(shipped, held_out, device=accelerator.device, scale=config.scale, step=progress.step,
-                              run_dir=run_dir, preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
-            metrics.update({key: report["mean"][key] for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")})
-            log.write({"step": progress.step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=progress.step)
-            accelerator.print(format_table(report))
-            gain = report["mean"]["psnr_y"] - report["mean"]["bicubic_psnr_y"]
-            accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps")
+            metrics.update(validator.final(shipped, step=progress.step, device=accelerator.device, say=accelerator.print))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()
@@ -349,6 +358,9 @@ def trackers(log_with):
         return None
     if log_with == "auto":
         return ["tensorboard"] if is_tensorboard_available() else None
+    if log_with == "tensorboard" and not is_tensorboard_available():
+        raise ConfigError("--log-with tensorboard: TensorBoard is not installed; pip install tensorboard, or pass "
+                          "--log-with none (the figures still go to log.jsonl)")  # fmt: skip
     return [log_with]
 
 

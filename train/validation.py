@@ -1,18 +1,21 @@
 """Validation during training: held-out figures (train.evaluate's protocol) and comparison images.
 
-Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side,
+Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side under their names,
 and sends the same images to the trackers that take images (TensorBoard).
 """
 
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from sr_models.images import save_rgb
 from sr_models.resize import upscale_bicubic
 from train.evaluate import TorchUpscaler, score
 
 GAP = 4  # white pixels between the three panels
+LABEL_HEIGHT = 14  # the strip naming them
+TITLES = ("bicubic", "model", "HR")
 
 
 class RecordingUpscaler:
@@ -30,18 +33,33 @@ class RecordingUpscaler:
 
 
 def comparison(lr, sr, hr, *, scale, size=256):
-    """bicubic | model | HR, the same centre crop (at most `size` HR pixels square) of each: (h, 3w + 2 GAP, 3)."""
+    """bicubic | model | HR, the same centre crop (at most `size` HR pixels square) of each, under a strip that
+    names them: (LABEL_HEIGHT + h, 3w + 2 GAP, 3)."""
     bicubic = upscale_bicubic(lr, scale)
     height, width = hr.shape[:2]
     crop_h, crop_w = min(size, height), min(size, width)
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     gap = np.full((crop_h, GAP, 3), 255, dtype=np.uint8)
     panels = [image[top : top + crop_h, left : left + crop_w] for image in (bicubic, sr, hr)]
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    return np.concatenate([labels(crop_w, row.shape[1]), row], axis=0)
 
 
-def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None):
-    """Score `model` (in eval mode for the call) on `samples`; write and log comparison images."""
+def labels(panel_width, width):
+    """A white strip with each panel's title centred above it, in black (Pillow's built-in font)."""
+    strip = Image.new("RGB", (width, LABEL_HEIGHT), "white")
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    for index, title in enumerate(TITLES):
+        text_width = draw.textlength(title, font=font)
+        x = index * (panel_width + GAP) + max(0, (panel_width - text_width) / 2)
+        draw.text((x, 2), title, fill="black", font=font)
+    return np.asarray(strip)
+
+
+def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, prefix=""):
+    """Score `model` (in eval mode for the call) on `samples`; write and log comparison images (their names
+    prefixed by `prefix`, e.g. the validation set's when there are several)."""
     was_training = model.training
     model.eval()
     try:
@@ -52,8 +70,8 @@ def validate(model, samples, *, device, scale, step, run_dir, preview_images, ac
     images = {}
     for sample, sr in zip(samples, upscaler.outputs):
         panel = comparison(sample.lr, sr, sample.hr, scale=scale)
-        save_rgb(Path(run_dir) / "samples" / f"step-{step:08d}" / f"{sample.name}.png", panel)
-        images[f"val/{sample.name} (bicubic | model | HR)"] = panel[None]  # (1, h, w, 3)
+        save_rgb(Path(run_dir) / "samples" / f"step-{step:08d}" / f"{prefix}{sample.name}.png", panel)
+        images[f"val/{prefix}{sample.name} (bicubic | model | HR)"] = panel[None]  # (1, h, w, 3)
     if accelerator is not None and images:
         for tracker in accelerator.trackers:
             if tracker.name == "tensorboard":

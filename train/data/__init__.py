@@ -51,12 +51,12 @@ from train.data.training import (
     training_loader,
     training_patches,
 )
-from train.data.validation_sets import validation_samples
+from train.data.validation_sets import validation_samples, validation_sets
 
 __all__ = [
     "BUILTIN_HELD_OUT", "BUILTIN_TRAIN", "SUBIMAGE_FEATURES", "ImagePairs", "PatchDataset", "builtin_dataset",
     "builtin_folder", "check_enough_images", "cut_subimages", "decode", "image_size", "is_saved_dataset",
     "load_source", "pair_with_folder", "prepare_subimages", "record_name", "select_columns", "small_image_error",
     "subimage_starts", "training_images", "training_loader", "training_patches", "usable_images",
-    "validation_samples",
+    "validation_samples", "validation_sets",
 ]  # fmt: skip

@@ -112,9 +112,10 @@ def small_image_error(name, lr_shape, patch, scale):
 def usable_images(pairs, *, lr_patch_size, small_images, skip_corrupt):
     """Indices of images to train on, after the small-image rule and, with skip_corrupt, unreadable headers.
 
-    Returns (indices, {"small": n, "corrupt": n}). Only headers are read, so this is quick even for DIV2K.
+    Returns (indices, {"small": n, "corrupt": n, "small_names": [...], "corrupt_names": [...]}): the files left
+    out are named, for the log and the console. Only headers are read, so this is quick even for DIV2K.
     """
-    usable, left_out = [], {"small": 0, "corrupt": 0}
+    usable, left_out = [], {"small": 0, "corrupt": 0, "small_names": [], "corrupt_names": []}
     for index in range(len(pairs)):
         try:
             height, width = pairs.lr_size(index)
@@ -123,6 +124,7 @@ def usable_images(pairs, *, lr_patch_size, small_images, skip_corrupt):
                 raise
             print(f"warning: skipped {error}", file=sys.stderr)
             left_out["corrupt"] += 1
+            left_out["corrupt_names"].append(pairs.name(index))
             continue
         if min(height, width) < lr_patch_size:
             # An image smaller than the scale has no LR pixel to pad from: refused even with "pad".
@@ -130,6 +132,7 @@ def usable_images(pairs, *, lr_patch_size, small_images, skip_corrupt):
                 raise small_image_error(pairs.name(index), (height, width), lr_patch_size, pairs.scale)
             if small_images == "skip":
                 left_out["small"] += 1
+                left_out["small_names"].append(pairs.name(index))
                 continue
         usable.append(index)
     return usable, left_out

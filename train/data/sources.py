@@ -6,6 +6,7 @@
     anything else         a hub data set: `load_dataset(name, split=--split)`
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -40,7 +41,11 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
             dataset = dataset[split]
     elif Path(source).is_dir():
         list_images(source)  # a clear error for a folder without images, before the builder's
-        dataset = datasets.load_dataset("imagefolder", data_dir=str(source), split="train", cache_dir=cache_dir)
+        # data_files names every file as one split: left to itself, the builder reads names like train0.png or
+        # test_1.jpg as split names and silently drops the other files of the folder.
+        with local_files_quietly():
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(source), data_files={"train": "**"},
+                                            split="train", cache_dir=cache_dir)  # fmt: skip
     elif Path(source).exists():
         raise ValueError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
     else:
@@ -53,6 +58,18 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
     if lr_dataset is not None:
         dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
     return dataset
+
+
+@contextmanager
+def local_files_quietly():
+    """No "Downloading data: 19 files" bars for a local folder: nothing is downloaded, the builder only indexes it."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def select_columns(dataset, *, source, image_column, lr_column):

@@ -1,5 +1,6 @@
-"""Held-out validation samples of a config's --val-dataset."""
+"""Held-out validation samples of a config's --val-dataset (several sets: comma-separated)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from sr_models.benchmark import (
@@ -41,3 +42,23 @@ def validation_samples(config):
             hr, lr = pairs.load(index)
             samples.append(Sample(Path(pairs.name(index)).stem, lr, hr))
     return samples[: config.val_images] if config.val_images else samples
+
+
+def validation_sets(config):
+    """{label: samples} for each source of `--val-dataset A,B` (e.g. {"Set5": [...], "Set14": [...]}); the label is
+    the folder's name. An empty dict for `none`."""
+    sets = {}
+    for source in [s.strip() for s in config.val_dataset.split(",") if s.strip()]:
+        samples = validation_samples(replace(config, val_dataset=source))
+        if samples:
+            sets[set_label(source, sets)] = samples
+    return sets
+
+
+def set_label(source, taken):
+    """A short name for a validation source: the folder's name (Set5), `builtin`, or a hub name; unique."""
+    label = Path(source).name if Path(source).exists() else source
+    base, n = label, 2
+    while label in taken:
+        label, n = f"{base}-{n}", n + 1
+    return label

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
+from sr_models.ensemble import self_ensemble
 from sr_models.metrics import image_metrics, mod_crop, to_uint8
 from sr_models.resize import downscale_image, upscale_bicubic
 from sr_models.weights import WeightsError, load_model
@@ -68,20 +69,30 @@ def load_benchmark(hr_dir, *, scale, lr_dir=None):
 
 
 class TorchUpscaler:
-    """A PyTorch model as an upscaler of uint8 images. The caller puts the model in eval mode."""
+    """A PyTorch model as an upscaler of uint8 images. The caller puts the model in eval mode.
 
-    def __init__(self, model, *, device="cpu", name=None):
+    `self_ensemble=True` averages the 8 flipped/rotated runs (sr_models.ensemble) before rounding.
+    """
+
+    def __init__(self, model, *, device="cpu", name=None, self_ensemble=False):
         self.model = model
         self.device = torch.device(device)
         self.scale = model.scale
         self.name = name or getattr(model, "spec", {}).get("name", type(model).__name__.lower())
+        self.self_ensemble = self_ensemble
+        if self_ensemble:
+            self.name += " +self-ensemble"
+
+    def run(self, batch):
+        """(N, 3, h, w) float32 numpy in [0, 1] -> (N, 3, h*scale, w*scale) float32 numpy, unclamped."""
+        parameter = next(self.model.parameters())
+        return self.model(torch.from_numpy(batch).to(self.device, parameter.dtype)).float().cpu().numpy()
 
     @torch.inference_mode()
     def __call__(self, lr):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8
-        x = torch.from_numpy(lr).to(self.device).permute(2, 0, 1)[None].float() / 255  # (1, 3, h, w)
-        parameter = next(self.model.parameters())
-        sr = self.model(x.to(parameter.dtype))[0].float().permute(1, 2, 0)
-        return to_uint8(sr.cpu().numpy())
+        x = lr.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
+        sr = self_ensemble(self.run, x) if self.self_ensemble else self.run(x)
+        return to_uint8(sr[0].transpose(1, 2, 0))
 
 
 def resolve_device(device):
@@ -90,20 +101,20 @@ def resolve_device(device):
     return device
 
 
-def load_upscaler(weights, *, model=None, scale=None, device="cpu"):
+def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensemble=False):
     """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX."""
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
         from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
 
-        upscaler = OnnxUpscaler(weights, device=device)
+        upscaler = OnnxUpscaler(weights, device=device, self_ensemble=self_ensemble)
         if scale is not None and scale != upscaler.scale:
             raise WeightsError(f"{weights}: the ONNX model is x{upscaler.scale}, but --scale {scale} was given")
         return upscaler
     net = load_model(weights, name=model, scale=scale).to(device).eval()
     if scale is not None and scale != net.scale:
         raise WeightsError(f"{weights}: the model is x{net.scale}, but --scale {scale} was given")
-    return TorchUpscaler(net, device=device)
+    return TorchUpscaler(net, device=device, self_ensemble=self_ensemble)
 
 
 def score(upscaler, samples, *, scale, progress=True):
@@ -151,13 +162,17 @@ def parse_args(argv=None):
     parser.add_argument("--scale", type=int, help="upscaling factor of a foreign checkpoint")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=resolve_device(args.device))
+        upscaler = load_upscaler(
+            args.weights, model=args.model, scale=args.scale, device=resolve_device(args.device),
+            self_ensemble=args.self_ensemble,
+        )
         samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
         report = score(upscaler, samples, scale=upscaler.scale)
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem

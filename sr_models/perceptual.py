@@ -69,7 +69,7 @@ LPIPS_LINEAR = WeightFile(
 INCEPTION = WeightFile(
     ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth"),
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-    "the FID/IS Inception-v3 (pytorch-fid and torch-fidelity use the same file)", "6726825d",
+    "the FID/IS Inception-v3, the same file in pytorch-fid and torch-fidelity", "6726825d",
 )  # fmt: skip
 WEIGHTS_FOR = {"lpips": (ALEXNET, LPIPS_LINEAR), "fid": (INCEPTION,), "is": (INCEPTION,)}
 
@@ -301,6 +301,6 @@ def format_set_metrics(figures):
     if "fid" in figures:
         lines.append(f"  FID (lower is closer to HR)     {figures['fid']:10.4f} / {figures['bicubic_fid']:10.4f} / 0")
     if "is" in figures:
-        lines.append("  IS (higher: more confident classes, not more faithful) "
-                     + " / ".join(f"{figures[f'{p}is']:.4f} +- {figures[f'{p}is_std']:.4f}" for p in ("", "bicubic_", "hr_")))
+        scores = [f"{figures[f'{p}is']:.4f} +- {figures[f'{p}is_std']:.4f}" for p in ("", "bicubic_", "hr_")]
+        lines.append("  IS (higher: more confident classes, not more faithful) " + " / ".join(scores))
     return lines

@@ -48,7 +48,7 @@ from train.data import check_enough_images, training_loader, training_patches, v
 from train.evaluate import format_table
 from train.cpu_memory import keep_freed_memory
 from train.threads import ThreadTuner, set_cpu_threads
-from train.validation import validate
+from train.validation import scalars, validate, validation_scorer
 
 
 def main(argv=None):
@@ -87,6 +87,7 @@ def main(argv=None):
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
         held_out = validation_samples(config) if accelerator.is_main_process else []
+        perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
     check_enough_images(patches, processes=processes, batch_size=config.batch_size,
                         repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
     train_loader = training_loader(
@@ -232,8 +233,9 @@ def main(argv=None):
             if held_out:  # main process only; the others wait at the barrier below
                 report = validate(ema.module if ema else unwrap(model), held_out,
                                   device=accelerator.device, scale=config.scale, step=step, run_dir=run_dir,
-                                  preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
-                log.write({"step": step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=step)
+                                  preview_images=config.preview_images, accelerator=accelerator,
+                                  perceptual=perceptual)  # fmt: skip
+                log.write({"step": step, **scalars(report)}, step=step)
             accelerator.wait_for_everyone()
             window.exclude(time.perf_counter() - paused)
             if tuner:
@@ -285,9 +287,10 @@ def main(argv=None):
             # The final figures are those of the saved file, in fp32: what train/evaluate.py will report.
             shipped = load_model(run_dir / "model.safetensors").to(accelerator.device)
             report = validate(shipped, held_out, device=accelerator.device, scale=config.scale, step=progress.step,
-                              run_dir=run_dir, preview_images=config.preview_images, accelerator=accelerator)  # fmt: skip
+                              run_dir=run_dir, preview_images=config.preview_images, accelerator=accelerator,
+                              perceptual=perceptual)  # fmt: skip
             metrics.update({key: report["mean"][key] for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")})
-            log.write({"step": progress.step, **{f"val/{k}": v for k, v in report["mean"].items()}}, step=progress.step)
+            log.write({"step": progress.step, **scalars(report)}, step=progress.step)
             accelerator.print(format_table(report))
             gain = report["mean"]["psnr_y"] - report["mean"]["bicubic_psnr_y"]
             accelerator.print(f"held-out PSNR_Y {gain:+.2f} dB over bicubic after {progress.step} steps")

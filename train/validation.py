@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sr_models.images import save_rgb
+from sr_models.perceptual import PerceptualScorer, parse_metrics
 from sr_models.resize import upscale_bicubic
 from train.evaluate import TorchUpscaler, score
 
@@ -40,13 +41,26 @@ def comparison(lr, sr, hr, *, scale, size=256):
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
 
 
-def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None):
+def validation_scorer(config, device):
+    """The PerceptualScorer of `config.val_metrics` (None for psnr/ssim alone): built, and its weights found,
+    before training, so a missing weight file stops the run at the start rather than at the first validation."""
+    metrics = parse_metrics(config.val_metrics)
+    return PerceptualScorer(metrics, device=device) if {"lpips", "fid", "is"} & set(metrics) else None
+
+
+def scalars(report):
+    """The tracker scalars of a validation report: val/<mean figure> and val/<set figure> (FID, IS)."""
+    return {f"val/{key}": value for key, value in {**report["mean"], **report.get("set", {})}.items()}
+
+
+def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, perceptual=None):
     """Score `model` (in eval mode for the call) on `samples`; write and log comparison images."""
     was_training = model.training
     model.eval()
     try:
         upscaler = RecordingUpscaler(TorchUpscaler(model, device=device), keep=preview_images)
-        report = score(upscaler, samples, scale=scale, progress=False)
+        metrics = perceptual.metrics if perceptual else ("psnr", "ssim")
+        report = score(upscaler, samples, scale=scale, progress=False, metrics=metrics, perceptual=perceptual)
     finally:
         model.train(was_training)
     images = {}

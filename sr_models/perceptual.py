@@ -289,6 +289,13 @@ class PerceptualScorer:
         return result
 
 
+def make_scorer(metrics, *, device="cpu", weights_dir=None, patch=DEFAULT_PATCH):
+    """A PerceptualScorer when `metrics` asks for LPIPS, FID or IS (its weights found now); None for PSNR/SSIM."""
+    if not set(WEIGHTS_FOR) & set(metrics):
+        return None
+    return PerceptualScorer(metrics, device=device, weights_dir=weights_dir, patch=patch)
+
+
 def format_set_metrics(figures):
     """The lines under the evaluation table for FID/IS (empty when neither was asked for)."""
     if not figures:

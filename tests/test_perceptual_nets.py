@@ -228,3 +228,22 @@ def test_real_lpips_equals_torchmetrics():  # pragma: no cover - needs torchvisi
     with torch.no_grad():
         ours = PerceptualScorer(("lpips",)).lpips(a, b).item()
     assert ours == pytest.approx(reference(a, b, net_type="alex", normalize=True).item(), rel=1e-4)
+
+
+def test_report_and_table_carry_every_metric(tmp_path):
+    from sr_models import create_model
+    from train.evaluate import Sample, TorchUpscaler, format_table
+
+    rng = np.random.default_rng(4)
+    samples = [Sample(f"im{i}", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
+                      rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for i in range(2)]  # fmt: skip
+    scorer = PerceptualScorer(("psnr", "lpips", "fid", "is"), lpips=Lpips(TwoLayers(), channels=(3, 2)),
+                              inception=TinyInception(), patch=16)  # fmt: skip
+    upscaler = TorchUpscaler(create_model("srresnet", scale=2, channels=8, num_blocks=1).eval())
+    report = score(upscaler, samples, scale=2, progress=False, metrics=scorer.metrics, perceptual=scorer)
+    assert report["mean"]["lpips"] == pytest.approx(np.mean([row["lpips"] for row in report["images"]]))
+    assert report["set"]["patches"] == 2 * 2 * 2 and {"fid", "bicubic_fid", "is", "hr_is"} <= set(report["set"])
+    table = format_table(report).splitlines()
+    assert table[1].split() == ["image", "PSNR_Y", "PSNR_RGB", "bicubic", "PSNR_Y", "LPIPS", "bicubic", "LPIPS"]
+    assert "8 patches of 16x16" in table[-4] and "fewer patches than the 2048" in table[-3]
+    assert table[-2].split()[-5:] == [f"{report['set']['fid']:.4f}", "/", f"{report['set']['bicubic_fid']:.4f}", "/", "0"]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
 from sr_models.ensemble import self_ensemble
 from sr_models.metrics import image_metrics, mod_crop, to_uint8
-from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, PerceptualScorer, format_set_metrics, parse_metrics
+from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
 from sr_models.resize import downscale_image, upscale_bicubic
 from sr_models.weights import WeightsError, load_model
 
@@ -210,10 +210,8 @@ def main(argv=None):
             self_ensemble=args.self_ensemble,
         )
         samples = load_benchmark(args.hr, scale=upscaler.scale, lr_dir=args.lr)
-        perceptual = None
-        if {"lpips", "fid", "is"} & set(args.metrics):
-            perceptual = PerceptualScorer(args.metrics, device=resolve_device(args.device),
-                                          weights_dir=args.metrics_weights, patch=args.fid_patch)  # fmt: skip
+        perceptual = make_scorer(args.metrics, device=resolve_device(args.device), weights_dir=args.metrics_weights,
+                                 patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
         sys.exit(f"error: {error}")

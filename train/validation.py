@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sr_models.images import save_rgb
-from sr_models.perceptual import PerceptualScorer, parse_metrics
+from sr_models.perceptual import DEFAULT_METRICS, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
 from train.evaluate import TorchUpscaler, score
 
@@ -44,8 +44,7 @@ def comparison(lr, sr, hr, *, scale, size=256):
 def validation_scorer(config, device):
     """The PerceptualScorer of `config.val_metrics` (None for psnr/ssim alone): built, and its weights found,
     before training, so a missing weight file stops the run at the start rather than at the first validation."""
-    metrics = parse_metrics(config.val_metrics)
-    return PerceptualScorer(metrics, device=device) if {"lpips", "fid", "is"} & set(metrics) else None
+    return make_scorer(parse_metrics(config.val_metrics), device=device)
 
 
 def scalars(report):
@@ -59,7 +58,7 @@ def validate(model, samples, *, device, scale, step, run_dir, preview_images, ac
     model.eval()
     try:
         upscaler = RecordingUpscaler(TorchUpscaler(model, device=device), keep=preview_images)
-        metrics = perceptual.metrics if perceptual else ("psnr", "ssim")
+        metrics = perceptual.metrics if perceptual else DEFAULT_METRICS
         report = score(upscaler, samples, scale=scale, progress=False, metrics=metrics, perceptual=perceptual)
     finally:
         model.train(was_training)

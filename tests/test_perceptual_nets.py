@@ -187,7 +187,8 @@ def test_inception_equals_torch_fidelity_with_the_same_weights(tmp_path):  # pra
     torch.manual_seed(0)
     ours = FidInceptionV3().eval()
     torch.save(ours.state_dict(), tmp_path / "w.pth")
-    theirs = FeatureExtractorInceptionV3("x", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(tmp_path / "w.pth"))
+    theirs = FeatureExtractorInceptionV3("x", ["2048", "logits_unbiased"],
+                                         feature_extractor_weights_path=str(tmp_path / "w.pth"))  # fmt: skip
     x = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8)
     with torch.no_grad():
         for a, b in zip(theirs(x), ours(x.float() / 255)):
@@ -219,7 +220,8 @@ def test_real_lpips_and_fid_rank_pan_above_bicubic_on_set5():
         assert scorer.lpips(scorer._tensor(hr[None]), scorer._tensor(hr[None])).item() == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision (for torchmetrics' LPIPS) absent")
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="torchvision (which torchmetrics' LPIPS needs) is not installed")  # fmt: skip
 def test_real_lpips_equals_torchmetrics():  # pragma: no cover - needs torchvision and the real weights
     real_weights(["lpips"])
     from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity as reference
@@ -246,4 +248,5 @@ def test_report_and_table_carry_every_metric(tmp_path):
     table = format_table(report).splitlines()
     assert table[1].split() == ["image", "PSNR_Y", "PSNR_RGB", "bicubic", "PSNR_Y", "LPIPS", "bicubic", "LPIPS"]
     assert "8 patches of 16x16" in table[-4] and "fewer patches than the 2048" in table[-3]
-    assert table[-2].split()[-5:] == [f"{report['set']['fid']:.4f}", "/", f"{report['set']['bicubic_fid']:.4f}", "/", "0"]
+    fid, bicubic_fid = (f"{report['set'][key]:.4f}" for key in ("fid", "bicubic_fid"))
+    assert table[-2].split()[-5:] == [fid, "/", bicubic_fid, "/", "0"]

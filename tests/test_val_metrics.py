@@ -43,7 +43,8 @@ def offline(tmp_path, monkeypatch):
 
 def run(tmp_path, photos, metrics):
     return train_in_process(["--dataset", str(photos), "--val-dataset", str(photos), "--val-metrics", metrics,
-                             "--cache-dir", str(tmp_path / "hf"), "--output-dir", str(tmp_path / "run"), *TINY])  # fmt: skip
+                             "--cache-dir", str(tmp_path / "hf"), "--output-dir", str(tmp_path / "run"),
+                             *TINY])  # fmt: skip
 
 
 def test_lpips_and_fid_are_logged_with_the_final_validation(tmp_path, photos, offline):

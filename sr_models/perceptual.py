@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sr_models.feature_nets import AlexNetFeatures, FidInceptionV3, Lpips
 from sr_models.weights import WeightsError, load_state_dict_strict, read_state_dict
@@ -95,11 +96,17 @@ def _packaged(weight):
 def _download(weight, folder, timeout=20):
     """Fetch `weight` into `folder` (hash checked when the name carries one); None without a network."""
     target = folder / weight.names[0]
+    chunks = []
     try:
         with urllib.request.urlopen(weight.url, timeout=timeout) as response:
-            data = response.read()
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {target.name}", leave=False) as bar:
+                while chunk := response.read(1 << 20):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
     except OSError:  # URLError, timeouts, refused connections: an air-gapped machine
         return None
+    data = b"".join(chunks)
     if weight.sha256_prefix and not hashlib.sha256(data).hexdigest().startswith(weight.sha256_prefix):
         raise WeightsError(f"{weight.url}: downloaded file does not match its hash prefix {weight.sha256_prefix}")
     folder.mkdir(parents=True, exist_ok=True)

@@ -250,3 +250,31 @@ def test_report_and_table_carry_every_metric(tmp_path):
     assert "8 patches of 16x16" in table[-4] and "fewer patches than the 2048" in table[-3]
     fid, bicubic_fid = (f"{report['set'][key]:.4f}" for key in ("fid", "bicubic_fid"))
     assert table[-2].split()[-5:] == [fid, "/", bicubic_fid, "/", "0"]
+
+
+def test_download_checks_the_hash_prefix_and_writes_the_file(tmp_path):
+    """Where there is a network: the file is fetched (here from a local HTTP server) and its hash prefix checked."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from sr_models.weights import WeightsError
+
+    data = np.random.default_rng(5).bytes(3_000_000)
+    (tmp_path / "w.pth").write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/w.pth"
+        good = perceptual.WeightFile(("w-good.pth",), url, "test", hashlib.sha256(data).hexdigest()[:8])
+        assert perceptual._download(good, tmp_path / "hub").read_bytes() == data
+        with pytest.raises(WeightsError, match="does not match its hash prefix 00000000"):
+            perceptual._download(perceptual.WeightFile(("w-bad.pth",), url, "test", "00000000"), tmp_path / "hub")
+        assert not (tmp_path / "hub" / "w-bad.pth").exists()
+        missing = perceptual.WeightFile(("x.pth",), url.replace("w.pth", "none.pth"), "test")
+        assert perceptual._download(missing, tmp_path / "hub") is None  # HTTP 404 counts as "not downloadable"
+    finally:
+        server.shutdown()

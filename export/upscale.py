@@ -3,6 +3,7 @@
     python export/upscale.py MODEL.onnx photo.jpg photo_x4.png
     python export/upscale.py MODEL.onnx photos/ upscaled/          # every image of the folder
     sr-upscale MODEL.onnx photo.jpg photo_x4.png                    # the same, as the installed console script
+    python export/upscale.py MODEL.onnx photo.jpg out.png --self-ensemble   # mean of 8 flips/rotations, 8x time
 
 Images are read as the training side reads them (EXIF orientation applied, grayscale replicated to RGB, alpha
 dropped); the output format follows the output suffix (a folder keeps each input's name). Large images run in

@@ -4,10 +4,12 @@
         --lr ../shared/data/Set5/LR_bicubic/X4
     python train/evaluate.py --weights PANx4_DF2K.pth --model pan --scale 4 --hr ... [--json report.json]
     python train/evaluate.py --weights pan_x4.onnx --hr ...
+    python train/evaluate.py ... --metrics psnr,ssim,lpips,fid,is [--metrics-weights DIR] [--self-ensemble]
 
 Protocol (../shared/docs/eval-protocol.md): uint8 RGB in, HR mod-cropped to scale x LR, output clamped and rounded
 to uint8, PSNR/SSIM on the unrounded BT.601 Y channel with `scale` pixels cut from each border. Without --lr the
 LR images are made from HR with the MATLAB-compatible bicubic. Bicubic upscaling of the same LR is the baseline.
+LPIPS (per image), FID and IS (per set, over HR patches) and self-ensemble: docs/metrics.md.
 """
 
 import argparse

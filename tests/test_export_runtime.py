@@ -141,3 +141,30 @@ def test_evaluate_accepts_onnx_with_the_same_figures(model_path, photo_lr):
     assert onnx_report["model"] == "srresnet (onnx fp32)"
     for ours, reference in zip(onnx_report["images"], torch_report["images"]):
         assert ours["psnr_y"] == pytest.approx(reference["psnr_y"], abs=1e-3)
+
+
+def test_self_ensemble_in_onnx_matches_torch_tiled_or_not(model_path, photo_lr):
+    from train.evaluate import TorchUpscaler
+
+    torch.manual_seed(0)
+    model = create_model("srresnet", scale=2, channels=8, num_blocks=4).eval()
+    reference = TorchUpscaler(model, self_ensemble=True)(photo_lr)
+    whole = OnnxUpscaler(model_path, tile=0, self_ensemble=True)(photo_lr)
+    tiled = OnnxUpscaler(model_path, tile=64, self_ensemble=True)(photo_lr)
+    assert np.abs(whole.astype(int) - reference).max() <= 1  # float32 ORT vs torch: at most a rounding flip
+    assert psnr(tiled, whole) >= 50  # tiles ensembled one by one: the seams stay invisible, as without ensemble
+    assert psnr(whole, OnnxUpscaler(model_path, tile=0)(photo_lr)) < 50  # the ensemble did change the image
+
+
+def test_upscale_cli_self_ensemble_runs_with_torch_blocked(tmp_path, model_path, photo_lr):
+    lr = photo_lr[:40, :56]
+    Image.fromarray(lr).save(tmp_path / "photo.png")
+    script = BLOCK_TORCH.format(script=str(REPO / "export" / "upscale.py"))
+    command = [sys.executable, "-c", script, str(model_path), str(tmp_path / "photo.png"), str(tmp_path / "x.png"),
+               "--tile", "32", "--self-ensemble"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "torch modules loaded: []" in result.stdout
+    expected = OnnxUpscaler(model_path, tile=32, self_ensemble=True)(lr)
+    np.testing.assert_array_equal(load_rgb(tmp_path / "x.png"), expected)
+    assert not np.array_equal(expected, OnnxUpscaler(model_path, tile=32)(lr))

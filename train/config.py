@@ -82,6 +82,8 @@ class TrainConfig:
     val_images: int = option(0, "use at most this many validation images (0: all)")
     val_every: int = option(0, "validate every N optimizer steps (0: only at the end)")
     preview_images: int = option(3, "comparison images (bicubic | model | HR) written per validation")
+    val_metrics: str = option("psnr,ssim", "psnr,ssim[,lpips,fid,is]: lpips/fid/is need their weights, found via "
+                              "$SR_METRICS_WEIGHTS or torch's hub cache (docs/metrics.md)")  # fmt: skip
 
     # --- optimisation (steps are optimizer steps, whatever the accumulation and number of processes) ---
     steps: int = option(1000, "optimizer steps")
@@ -191,6 +193,13 @@ def check_choices(config):
         check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+    from sr_models.perceptual import parse_metrics  # deferred: the config module stays free of the metric nets
+
+    try:
+        parse_metrics(config.val_metrics)
+    except ValueError as error:
+        raise ConfigError(f"val_metrics: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from sr_models.weights import save_weights
 from train.evaluate import format_table
 from train.threads import available_cores
-from train.validation import validate
+from train.validation import scalars, validate
 
 BEST_FILE = "model_best.safetensors"
 SHOWN_FILES = 5  # left-out files named on the console; the log has them all
@@ -54,8 +54,8 @@ def left_out_lines(left_out):
 class Validator:
     """Validates on every set, logs and prints one line per set, and keeps the best weights (first set)."""
 
-    def __init__(self, sets, *, run_dir, scale, preview_images, accelerator, log):
-        self.sets, self.run_dir, self.scale = sets, Path(run_dir), scale
+    def __init__(self, sets, *, run_dir, scale, preview_images, accelerator, log, perceptual=None):
+        self.sets, self.run_dir, self.scale, self.perceptual = sets, Path(run_dir), scale, perceptual
         self.preview_images, self.accelerator, self.log = preview_images, accelerator, log
         self.best_psnr_y, self.best_step = read_best(self.run_dir / BEST_FILE)
 
@@ -73,9 +73,9 @@ class Validator:
         for index, (label, samples) in enumerate(self.sets.items()):
             report = validate(model, samples, device=device, scale=self.scale, step=step, run_dir=self.run_dir,
                               preview_images=self.preview_images, accelerator=self.accelerator,
-                              prefix="" if len(self.sets) == 1 else f"{label}-")  # fmt: skip
+                              prefix="" if len(self.sets) == 1 else f"{label}-", perceptual=self.perceptual)  # fmt: skip
             key = "val" if index == 0 else f"val/{label}"
-            self.log.write({"step": step, **{f"{key}/{k}": v for k, v in report["mean"].items()}}, step=step)
+            self.log.write({"step": step, **{f"{key}/{k}": v for k, v in scalars(report).items()}}, step=step)
             if index == 0:
                 self.keep_if_best(model, report["mean"]["psnr_y"], step=step)
             tqdm.write(self.line(label, report, step=step, first=index == 0))

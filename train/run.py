@@ -52,6 +52,7 @@ from train.init_weights import init_weights
 from train.cpu_memory import keep_freed_memory
 from train.run_folder import RunFolderLock
 from train.threads import ThreadTuner, set_cpu_threads
+from train.validation import validation_scorer
 
 
 def main(argv=None):
@@ -103,6 +104,7 @@ def train(argv=None):
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
         held_out = validation_sets(config) if accelerator.is_main_process else {}
+        perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
     check_enough_images(patches, processes=processes, batch_size=config.batch_size,
                         repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
     train_loader = training_loader(
@@ -111,7 +113,7 @@ def train(argv=None):
     )  # fmt: skip
 
     validator = Validator(held_out, run_dir=run_dir, scale=config.scale, preview_images=config.preview_images,
-                          accelerator=accelerator, log=log)  # fmt: skip
+                          accelerator=accelerator, log=log, perceptual=perceptual)  # fmt: skip
     for line in left_out_lines(left_out):
         accelerator.print(line)
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from sr_models.images import save_rgb
+from sr_models.perceptual import DEFAULT_METRICS, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
 from train.evaluate import TorchUpscaler, score
 
@@ -57,14 +58,27 @@ def labels(panel_width, width):
     return np.asarray(strip)
 
 
-def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, prefix=""):
-    """Score `model` (in eval mode for the call) on `samples`; write and log comparison images (their names
-    prefixed by `prefix`, e.g. the validation set's when there are several)."""
+def validation_scorer(config, device):
+    """The PerceptualScorer of `config.val_metrics` (None for psnr/ssim alone): built, and its weights found,
+    before training, so a missing weight file stops the run at the start rather than at the first validation."""
+    return make_scorer(parse_metrics(config.val_metrics), device=device)
+
+
+def scalars(report):
+    """The tracker scalars of a validation report: <mean figure> and <set figure> (FID, IS) by name."""
+    return {**report["mean"], **report.get("set", {})}
+
+
+def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, prefix="",
+             perceptual=None):
+    """Score `model` (in eval mode for the call) on `samples` (LPIPS/FID/IS too with a `perceptual` scorer); write
+    and log comparison images (their names prefixed by `prefix`, e.g. the validation set's when there are several)."""
     was_training = model.training
     model.eval()
     try:
         upscaler = RecordingUpscaler(TorchUpscaler(model, device=device), keep=preview_images)
-        report = score(upscaler, samples, scale=scale, progress=False)
+        metrics = perceptual.metrics if perceptual else DEFAULT_METRICS
+        report = score(upscaler, samples, scale=scale, progress=False, metrics=metrics, perceptual=perceptual)
     finally:
         model.train(was_training)
     images = {}

@@ -1,0 +1,73 @@
+"""--val-metrics: LPIPS and FID during training, logged with the PSNR figures; missing weights stop the run first."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sr_models import perceptual
+from sr_models.feature_nets import AlexNetFeatures, FidInceptionV3
+from sr_models.images import save_rgb
+from tests.conftest import train_in_process
+from train.config import ConfigError
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
+        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--repeat-images", "true",
+        "--steps", "2", "--batch-size", "2", "--preview-images", "0"]  # fmt: skip
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        small = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
+        save_rgb(folder / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))  # 80 x 96
+    return folder
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No download, no hub cache, no packaged LPIPS layers: only what $SR_METRICS_WEIGHTS holds."""
+    monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")
+    monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)
+    monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv(perceptual.WEIGHTS_ENV, str(folder))
+    return folder
+
+
+def run(tmp_path, photos, metrics):
+    return train_in_process(["--dataset", str(photos), "--val-dataset", str(photos), "--val-metrics", metrics,
+                             "--cache-dir", str(tmp_path / "hf"), "--output-dir", str(tmp_path / "run"),
+                             *TINY])  # fmt: skip
+
+
+def test_lpips_and_fid_are_logged_with_the_final_validation(tmp_path, photos, offline):
+    torch.manual_seed(0)  # weights of the real layout but random values: the plumbing, not the figures
+    torch.save(AlexNetFeatures().state_dict(), offline / perceptual.ALEXNET.names[0])
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
+               offline / perceptual.LPIPS_LINEAR.names[0])  # fmt: skip
+    torch.save(FidInceptionV3().state_dict(), offline / perceptual.INCEPTION.names[0])
+    run_dir = run(tmp_path, photos, "psnr,ssim,lpips,fid")
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    final = [r for r in records if "val/psnr_y" in r][-1]
+    assert final["val/lpips"] > 0 and final["val/bicubic_lpips"] > 0
+    assert final["val/patches"] == 4 and np.isfinite(final["val/fid"]) and np.isfinite(final["val/bicubic_fid"])
+
+
+def test_missing_weights_stop_the_run_before_training(tmp_path, photos, offline):
+    with pytest.raises(perceptual.MissingWeightsError) as caught:  # train/run.py prints it as "error: ..." lines
+        run(tmp_path, photos, "psnr,lpips")
+    lines = str(caught.value).splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["alexnet-owt-7be5be79.pth", "alex.pth"]
+    assert not list((tmp_path / "run").rglob("model.safetensors"))
+
+
+def test_unknown_val_metric_is_a_config_error(tmp_path, photos):
+    with pytest.raises(ConfigError, match="val_metrics: unknown metric"):
+        run(tmp_path, photos, "psnr,niqe")

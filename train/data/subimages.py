@@ -1,6 +1,7 @@
 """The prepare step: large images (DIV2K-size, 2K) cut once into aligned HR/LR sub-images, cached as Arrow.
 
-`python -m train.data prepare` writes such a prepared copy with `save_to_disk`.
+`python -m train.data prepare` writes such a prepared copy with `save_to_disk`, or with `--store` a decoded store
+(train/data/store.py) that training reads without decoding anything.
 """
 
 import argparse
@@ -17,6 +18,7 @@ from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
 from train.data.pairs import decode, record_name
 from train.data.sources import load_source
+from train.data.store import write_store
 
 
 def subimage_starts(length, size, step):
@@ -107,7 +109,7 @@ def main(argv=None):
         description="Cut a data set of large images (DIV2K, DF2K) into aligned HR/LR sub-images, once.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    prepare = sub.add_parser("prepare", help="write sub-images with save_to_disk")
+    prepare = sub.add_parser("prepare", help="write sub-images with save_to_disk, or a decoded store (--store)")
     prepare.add_argument("--dataset", required=True, help="folder of HR images, save_to_disk folder or hub name")
     prepare.add_argument("--output", required=True, type=Path, help="folder to save_to_disk the result into")
     prepare.add_argument("--scale", type=int, default=4)
@@ -115,23 +117,39 @@ def main(argv=None):
     prepare.add_argument("--image-column")
     prepare.add_argument("--lr-column")
     prepare.add_argument("--lr-dataset", help="folder of the official LR images, matched by stem (e.g. 0001x4.png)")
-    prepare.add_argument("--subimage-size", type=int, default=480)
+    prepare.add_argument("--store", action="store_true",
+                         help="write a decoded store (train/data/store.py): whole images, decoded once, memory-mapped "
+                              "by every training process")  # fmt: skip
+    prepare.add_argument("--subimage-size", type=int, help="480 by default; 0 with --store (whole images)")
     prepare.add_argument("--subimage-step", type=int, default=240)
     prepare.add_argument("--num-proc", type=int, default=1)
     prepare.add_argument("--cache-dir")
     prepare.add_argument("--skip-corrupt", action="store_true")
     args = parser.parse_args(argv)
+    if args.subimage_size is None:
+        args.subimage_size = 0 if args.store else 480
     try:
         dataset = load_source(
             args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
             lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
         )  # fmt: skip
-        prepared = prepare_subimages(
-            dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
-            cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
-        )  # fmt: skip
+        prepared = dataset
+        if args.subimage_size:
+            prepared = prepare_subimages(
+                dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
+                cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
+            )  # fmt: skip
+        if args.store:
+            written, skipped = write_store(prepared, args.output, scale=args.scale, num_proc=args.num_proc,
+                                           skip_corrupt=args.skip_corrupt, label=args.dataset)  # fmt: skip
     except ValueError as error:  # ImageError included: one line naming the file
         sys.exit(f"error: {error}")
+    if args.store:
+        size = sum(f.stat().st_size for f in args.output.iterdir())
+        print(f"{len(dataset)} images -> a decoded store of {written} HR/LR pairs ({size / 1e9:.2f} GB"
+              f"{f', {skipped} unreadable skipped' if skipped else ''}) in {args.output}; train with --dataset "
+              f"{args.output}")  # fmt: skip
+        return
     prepared.save_to_disk(str(args.output))
     print(f"{len(dataset)} images -> {len(prepared)} sub-images of {args.subimage_size}x{args.subimage_size} "
           f"in {args.output}; train with --dataset {args.output}")  # fmt: skip

@@ -78,9 +78,10 @@ class StorePairs:
 
     def load(self, index):
         if self.maps is None:
-            # mode "r": read-only and shared; an empty file cannot be mapped (a store of zero images has none)
-            self.maps = tuple(np.memmap(self.path / name, dtype=np.uint8, mode="r") if offs[-1] else None
-                              for name, offs in ((HR_FILE, self.hr_offsets), (LR_FILE, self.lr_offsets)))  # fmt: skip
+            # mode "r": read-only and shared; an empty file cannot be mapped (a store of zero images has none).
+            # Plain ndarray views: the memmap subclass would add its bookkeeping to every crop and flip.
+            self.maps = tuple(np.memmap(self.path / name, dtype=np.uint8, mode="r").view(np.ndarray) if offs[-1]
+                              else None for name, offs in ((HR_FILE, self.hr_offsets), (LR_FILE, self.lr_offsets)))  # fmt: skip
         hr_map, lr_map = self.maps
         hr = hr_map[self.hr_offsets[index] : self.hr_offsets[index + 1]].reshape(self.hr_shapes[index])
         lr = lr_map[self.lr_offsets[index] : self.lr_offsets[index + 1]].reshape(self.lr_shapes[index])

@@ -5,6 +5,7 @@ Where images come from (`--dataset`, and `--val-dataset` for validation):
                           training, others held out for validation (BUILTIN_TRAIN, BUILTIN_HELD_OUT)
     a folder of images    the `imagefolder` builder (its index is cached as Arrow in the datasets cache)
     a save_to_disk folder `datasets.load_from_disk` (a Dataset, or a DatasetDict and --split)
+    a decoded store       `python -m train.data prepare --store`: decoded once, memory-mapped (store.py)
     anything else         a hub data set: `load_dataset(name, split=--split)`
 
 Each source becomes a `datasets.Dataset` with an `hr` column and, for paired data, an `lr` column (from

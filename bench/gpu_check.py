@@ -1,8 +1,9 @@
 """One prepared check of a GPU machine (run it through bench/gpu_check.sh): correctness on CUDA, throughput of the
 toolkit against a plain PyTorch loop, host syncs per optimizer step, FLOPs and the share of the GPU's bf16 peak,
 and multi-process scaling on the machine's CPU cores. Prints one table at the end and writes gpu_check.json
-(into $OUT when set, else the current folder). At most --budget-s seconds: sections that would overrun are
-reported as skipped, never left half-run.
+(into $OUT when set, else the current folder; rewritten after every figure). No new work starts after --budget-s
+seconds: what would overrun is reported as skipped. Sections run in order of priority: correctness, throughput
+without compilation, scaling, throughput with torch.compile, FLOPs.
 
     bench/gpu_check.sh                 # on the GPU machine
     bench/gpu_check.sh --cpu           # everything shrunk (tiny models, a few steps), CPU only: checks the script
@@ -59,6 +60,7 @@ class Check:
         self.cpu = args.cpu
         self.deadline = time.monotonic() + args.budget_s
         self.workdir = Path(args.workdir)
+        self.out = Path(os.environ.get("OUT") or ".")
         self.device = "cpu" if self.cpu else "cuda"
         self.results = {"machine": machine(), "skipped": []}
         self.rows = []  # (section, item, figure) for the final table
@@ -67,7 +69,7 @@ class Check:
             self.workers, self.processes = 0, [1, 2]
             self.variants = [v for v in VARIANTS if "compile" not in v]  # inductor on 2 CPU cores: minutes
         else:
-            self.train_steps, self.warmup, self.measured, self.log_every = 200, 20, 80, 20
+            self.train_steps, self.warmup, self.measured, self.log_every = 120, 20, 60, 20
             self.workers, self.processes = 8, [1, 2, 4, 8]
             self.variants = list(VARIANTS)
 
@@ -77,6 +79,11 @@ class Check:
     def row(self, section, item, figure):
         self.rows.append((section, item, figure))
         print(f"{section:<12}{item:<44}{figure}", flush=True)
+        self.save()  # after every figure: a run stopped by the hard time limit still leaves what it measured
+
+    def save(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=2) + "\n")
 
     def skip(self, what, why):
         self.results["skipped"].append(f"{what}: {why}")
@@ -110,7 +117,10 @@ def launch(config_file, *args, processes=None, env=None, timeout):
                "--main_process_port", str(free_port()), *(["--num_processes", str(processes)] if processes else []),
                str(REPO / "train" / "run.py"), *args]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO), **(env or {})}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, f"error: stopped after {timeout:.0f} s (time budget)"
     return result.returncode, (result.stdout + result.stderr)[-1500:]
 
 
@@ -151,7 +161,8 @@ def correctness(check, store):
         common = ["--log-every", str(max(1, steps // 10)), "--val-dataset", "none", "--save-every", "0",
                   "--progress", "false", "--log-with", "none", "--output-dir", str(run_dir)]  # fmt: skip
         first = ["--recipe", "pan_x4_paper", "--dataset", str(store), "--steps", str(steps), "--stop-after",
-                 str(steps // 2), "--num-workers", str(check.workers), "--lr", "1e-3", *precision_args,
+                 str(steps // 2), "--num-workers", str(check.workers), "--lr", "1e-3", "--repeat-images", "true",
+                 *precision_args,
                  *check.model_args("pan"), *common]  # fmt: skip
         outcome = {"precision": precision}
         code, tail = launch(config_file, *first, timeout=max(60, check.left()))
@@ -254,11 +265,13 @@ def peak_memory_mib():
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def throughput(check, store):
+def throughput(check, store, *, compiled):
+    """Every model in every variant (compiled=False), or in the torch.compile ones (compiled=True: run last, as
+    compilation takes minutes and is the first thing to leave out when time runs short)."""
     results = check.results.setdefault("throughput", [])
     for name in MODELS:
-        for variant in check.variants:
-            if check.left() < (150 if "compile" in variant else 60):
+        for variant in [v for v in check.variants if ("compile" in v) == compiled]:
+            if check.left() < (200 if "compile" in variant else 60):
                 check.skip(f"throughput {name} {variant}", "time budget")
                 continue
             shape = MODELS[name]
@@ -284,7 +297,7 @@ def throughput(check, store):
             if syncs is not None:
                 check.results["syncs_per_step"] = syncs
                 check.row("syncs", "per optimizer step, steady state (PAN bf16 CL)", str(syncs))
-    if "syncs_per_step" not in check.results:
+    if "syncs_per_step" not in check.results and not compiled:
         check.results["syncs_per_step"] = None
         check.row("syncs", "per optimizer step", "not measured (needs CUDA: set_sync_debug_mode)")
 
@@ -396,25 +409,26 @@ def main():
     args = parser.parse_args()
     if not args.cpu and not torch.cuda.is_available():
         sys.exit("error: no CUDA device visible; on a machine without one, run with --cpu (a shrunk check)")
-    out = Path(os.environ.get("OUT") or ".")
     with tempfile.TemporaryDirectory() as temporary:
         args.workdir = args.workdir or temporary
         check = Check(args)
         print(f"{'section':<12}{'what':<44}figure")
         store = prepare_store(check)
+        # The order is the priority when time runs short.
         if "correctness" in args.sections:
             correctness(check, store)
         if "throughput" in args.sections:
-            throughput(check, store)
-        if "flops" in args.sections:
-            flops(check)
+            throughput(check, store, compiled=False)
         if "scaling" in args.sections:
             scaling(check, store)
+        if "throughput" in args.sections:
+            throughput(check, store, compiled=True)
+        if "flops" in args.sections:
+            flops(check)
         goals(check)
     print_table(check)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(check.results, indent=2) + "\n")
-    print(f"figures: {out / 'gpu_check.json'}")
+    check.save()
+    print(f"figures: {check.out / 'gpu_check.json'}")
     failed = [c["precision"] for c in check.results.get("correctness", []) if not c["ok"]]
     if failed:
         sys.exit(f"error: correctness failed for {', '.join(failed)} (see above)")

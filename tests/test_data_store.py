@@ -142,3 +142,15 @@ def test_training_from_the_store_equals_training_from_the_images_and_resumes_exa
     assert all(torch.equal(a[k], b[k]) for k in a), "the same patches, the same updates, to the bit"
     first = json.loads((stopped / "log.jsonl").read_text().splitlines()[0])
     assert first["train_images"] == 4
+
+
+def test_a_store_of_subimages_keeps_their_names_and_pixels(source, tmp_path):
+    from train.data import prepare_subimages
+
+    tiles = prepare_subimages(source, scale=SCALE, size=32, step=32, cache_dir=str(tmp_path / "c"))
+    write_store(tiles, tmp_path / "tiles.store", scale=SCALE)
+    stored, decoded = StorePairs(tmp_path / "tiles.store", scale=SCALE), ImagePairs(tiles, scale=SCALE)
+    assert len(stored) == len(tiles) > len(source) and stored.names[1] == tiles[1]["name"] == "img0_y0_x32"
+    for i in (0, len(stored) - 1):
+        assert all(np.array_equal(a, b) for a, b in zip(stored.load(i), decoded.load(i)))
+        assert stored.load(i)[0].shape == (32, 32, 3) and stored.load(i)[1].shape == (8, 8, 3)

@@ -123,6 +123,8 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted earlier attempt left
     partial.mkdir(parents=True)
     pairs = ImagePairs(dataset, scale=scale, label=label)
+    # Sub-images (prepare_subimages) have no file but a name column: 0001_y240_x480
+    names = dataset["name"] if "name" in dataset.column_names else [Path(pairs.name(i)).name for i in range(len(pairs))]
     images, skipped = [], 0
     with open(partial / HR_FILE, "wb") as hr_file, open(partial / LR_FILE, "wb") as lr_file:
         for index, pair in tqdm(decoded(pairs, num_proc), total=len(pairs), desc="decoding into the store"):
@@ -137,7 +139,7 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
             hr_file.write(np.ascontiguousarray(hr).data)
             lr_file.write(np.ascontiguousarray(lr).data)
             # The name only serves messages: where an image came from.
-            images.append({"name": Path(pairs.name(index)).name, "hr": list(hr.shape[:2]), "lr": list(lr.shape[:2])})
+            images.append({"name": names[index], "hr": list(hr.shape[:2]), "lr": list(lr.shape[:2])})
         for f in (hr_file, lr_file):
             f.flush()
             os.fsync(f.fileno())

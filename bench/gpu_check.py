@@ -90,13 +90,15 @@ class Check:
         self.row("skipped", what, why)
 
     def model_args(self, name):
-        shape = MODELS[name]
         args = ["--model", name, "--batch-size", str(self.batch_size(name)),
-                "--lr-patch-size", str(16 if self.cpu else shape["lr_patch"])]  # fmt: skip
+                "--lr-patch-size", str(self.lr_patch(name))]  # fmt: skip
         return args + (["--model-overrides", json.dumps(TINY[name])] if self.cpu else [])
 
     def batch_size(self, name):
         return 4 if self.cpu else MODELS[name]["batch_size"]
+
+    def lr_patch(self, name):
+        return 16 if self.cpu else MODELS[name]["lr_patch"]
 
 
 def machine():
@@ -274,14 +276,13 @@ def throughput(check, store, *, compiled):
             if check.left() < (200 if "compile" in variant else 60):
                 check.skip(f"throughput {name} {variant}", "time budget")
                 continue
-            shape = MODELS[name]
             count_syncs = name == "pan" and variant == "bf16_channels_last"
             try:
                 toolkit, wait, toolkit_mib, syncs = toolkit_run(check, store, name, variant, count_syncs=count_syncs)
                 reset_peak_memory()
                 plain = statistics.median(plain_loop(
                     name, batch_size=check.batch_size(name), accumulation=1,
-                    lr_patch=16 if check.cpu else shape["lr_patch"], variant=variant, steps=check.measured,
+                    lr_patch=check.lr_patch(name), variant=variant, steps=check.measured,
                     warmup=check.warmup, device=check.device, overrides=TINY[name] if check.cpu else None))  # fmt: skip
                 plain_mib = peak_memory_mib()
             except Exception as error:  # e.g. torch.compile without a working toolchain: report, go on
@@ -311,9 +312,9 @@ def flops(check):
     gpu = check.results["machine"]["gpu"] or ""
     peak = next((value for key, value in BF16_PEAK.items() if key in gpu), None)
     out = check.results.setdefault("flops", {})
-    for name, shape in MODELS.items():
+    for name in MODELS:
         model = create_model(name, scale=4, **(TINY[name] if check.cpu else {})).to(check.device)
-        lr = torch.rand(1, 3, shape["lr_patch"], shape["lr_patch"], device=check.device)
+        lr = torch.rand(1, 3, check.lr_patch(name), check.lr_patch(name), device=check.device)
         counter = FlopCounterMode(display=False)
         with counter:
             model(lr).float().mean().backward()

@@ -26,6 +26,7 @@ Sections
 
 import argparse
 import json
+import math
 import os
 import platform
 import socket
@@ -38,12 +39,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from train_common import logged_windows, make_2k_images, run_training
+from train_speed import plain_loop
 
 from sr_models import create_model
 from train.data import load_source, write_store
 from train.step_guard import StepGuard
-from train_common import logged_windows, make_2k_images, run_training
-from train_speed import plain_loop
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"pan": {"batch_size": 32, "lr_patch": 64}, "srresnet": {"batch_size": 16, "lr_patch": 24}}
@@ -120,7 +121,7 @@ def launch(config_file, *args, processes=None, env=None, timeout):
                str(REPO / "train" / "run.py"), *args]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO), **(env or {})}
     try:
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return 124, f"error: stopped after {timeout:.0f} s (time budget)"
     return result.returncode, (result.stdout + result.stderr)[-1500:]
@@ -177,7 +178,7 @@ def correctness(check, store):
             "trained": code == 0, "losses": losses, "mixed_precision": starts[0]["mixed_precision"] if starts else None,
             "resumed_at": starts[-1]["step"] if len(starts) == 2 else None,
         })  # fmt: skip
-        outcome["finite"] = bool(losses) and all(loss == loss and abs(loss) != float("inf") for loss in losses)
+        outcome["finite"] = bool(losses) and all(math.isfinite(loss) for loss in losses)
         head, tail_losses = losses[: max(1, len(losses) // 4)], losses[-max(1, len(losses) // 4):]
         outcome["decreasing"] = bool(losses) and statistics.mean(tail_losses) < statistics.mean(head)
         outcome["resumed"] = outcome["resumed_at"] == steps // 2 and bool(log) and log[-1].get("event") == "end"
@@ -185,7 +186,7 @@ def correctness(check, store):
             onnx = check.workdir / f"correct-{precision}.onnx"
             export = subprocess.run([sys.executable, str(REPO / "export" / "to_onnx.py"), "--weights",
                                      str(run_dir / "model.safetensors"), "--output", str(onnx)], cwd=REPO,
-                                    capture_output=True, text=True, timeout=max(60, check.left()))  # fmt: skip
+                                    capture_output=True, text=True, timeout=max(60, check.left()), check=False)  # fmt: skip
             parity_file = onnx.with_name(onnx.name + ".parity.json")
             outcome["onnx_parity"] = export.returncode == 0 and parity_file.is_file()
             if not outcome["onnx_parity"]:
@@ -285,7 +286,7 @@ def throughput(check, store, *, compiled):
                     lr_patch=check.lr_patch(name), variant=variant, steps=check.measured,
                     warmup=check.warmup, device=check.device, overrides=TINY[name] if check.cpu else None))  # fmt: skip
                 plain_mib = peak_memory_mib()
-            except Exception as error:  # e.g. torch.compile without a working toolchain: report, go on
+            except Exception as error:  # noqa: BLE001 (e.g. torch.compile without a working toolchain: report, go on)
                 check.skip(f"throughput {name} {variant}", f"{type(error).__name__}: {str(error).splitlines()[0][:100]}")
                 continue
             record = {"model": name, "variant": variant, "toolkit_samples_per_s": toolkit, "plain_samples_per_s": plain,

@@ -28,9 +28,9 @@ Decoded store against --cache-images (`--skip-training --skip-data` runs this pa
 
 import argparse
 import multiprocessing
-import shutil
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time

@@ -6,12 +6,13 @@ are counted by wrapping those Tensor methods while train/run.py trains (the guar
 process included, are in test_faults.py and test_train_distributed.py).
 """
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import train_in_process
+
 from train.step_guard import StepGuard
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
@@ -55,5 +56,5 @@ def test_one_host_read_per_optimizer_step_in_the_steady_state(tmp_path, monkeypa
         "--optimizer", "sgd", "--grad-clip", "0.5", "--output-dir", str(tmp_path / "run"),
     ])  # fmt: skip
     assert len(at_decide) == 8
-    per_step = [b - a for a, b in zip(at_decide, at_decide[1:])]  # from one decision to the next
+    per_step = [b - a for a, b in itertools.pairwise(at_decide)]  # from one decision to the next
     assert per_step == [1] * 7, f"host reads between optimizer steps: {per_step}; all reads: {reads}"

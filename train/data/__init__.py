@@ -58,9 +58,8 @@ from train.data.validation_sets import validation_samples
 
 __all__ = [
     "BUILTIN_HELD_OUT", "BUILTIN_TRAIN", "SUBIMAGE_FEATURES", "ImagePairs", "PatchDataset", "StorePairs",
-    "builtin_dataset", "is_store", "write_store",
-    "builtin_folder", "check_enough_images", "cut_subimages", "decode", "image_size", "is_saved_dataset",
-    "load_source", "pair_with_folder", "prepare_subimages", "record_name", "select_columns", "small_image_error",
-    "subimage_starts", "training_images", "training_loader", "training_patches", "usable_images",
-    "validation_samples",
+    "builtin_dataset", "builtin_folder", "check_enough_images", "cut_subimages", "decode", "image_size",
+    "is_saved_dataset", "is_store", "load_source", "pair_with_folder", "prepare_subimages", "record_name",
+    "select_columns", "small_image_error", "subimage_starts", "training_images", "training_loader",
+    "training_patches", "usable_images", "validation_samples", "write_store",
 ]  # fmt: skip

@@ -17,24 +17,43 @@ after the other: run this on an otherwise idle machine, the figures move with ot
 Data pipeline (patches/s through a DataLoader, LR 64 x4, batch 8), from DIV2K-sized 2040x1356 PNGs:
     raw       each patch decodes a whole 2K PNG and makes its LR by MATLAB bicubic
     prepared  480x480 sub-images with their LR, cut once (train.data.prepare_subimages, cached as Arrow)
+
+Decoded store against --cache-images (`--skip-training --skip-data` runs this part alone), from the same 2K PNGs:
+    patches/s per process at 1 thread (LR 64, x4, batch 32, no workers), the start-up time of a process (opening
+    the data to its first batch: mapping the store, or decoding every image and making its LR), and the memory
+    each extra process adds when --store-processes processes hold the data at once, each having read all of it
+    (/proc/self/smaps_rollup: private = what only this process holds, plus its page tables; PSS = shared pages
+    divided among holders).
 """
 
 import argparse
 import multiprocessing
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sr_models import create_model
 from train.config import load_recipe
-from train.data import ImagePairs, PatchDataset, load_source, prepare_subimages, training_loader, training_patches
+from train.data import (
+    ImagePairs,
+    PatchDataset,
+    StorePairs,
+    load_source,
+    prepare_subimages,
+    training_loader,
+    training_patches,
+    usable_images,
+    write_store,
+)
 from train_common import logged_windows, make_2k_images, run_training
 
 MODELS = {
@@ -44,15 +63,18 @@ MODELS = {
 VARIANTS = ("eager", "channels_last", "compile", "bf16_channels_last")
 
 
-def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup):
-    """The reference: what anyone would write without the toolkit."""
+def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup, device="cpu", overrides=None):
+    """The reference: what anyone would write without the toolkit. Variant: "eager" (fp32, NCHW) or any of
+    "bf16", "channels_last", "compile" joined by "_". Returns samples/s per step (CPU) or one figure over all
+    measured steps (CUDA: timed between two synchronisations, so the queue of kernels is never drained)."""
+    device = torch.device(device)
     torch.manual_seed(0)
-    model = create_model(name, scale=4)
+    model = create_model(name, scale=4, **(overrides or {})).to(device)
     channels_last = "channels_last" in variant
-    bf16 = variant.startswith("bf16")
+    bf16 = "bf16" in variant
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if variant == "compile":
+    if "compile" in variant:
         model = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     # The same kind of patches as the toolkit's (real photographs: random numbers run about 5% faster through
@@ -61,19 +83,32 @@ def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warm
     batches = []
     for first in range(0, batch_size * accumulation, batch_size):
         samples = [patches[i] for i in range(first, first + batch_size)]
-        lr = torch.stack([sample["lr"] for sample in samples]).float() / 255  # (B, 3, p, p)
-        hr = torch.stack([sample["hr"] for sample in samples]).float() / 255  # (B, 3, 4p, 4p)
+        lr = torch.stack([sample["lr"] for sample in samples]).float().to(device) / 255  # (B, 3, p, p)
+        hr = torch.stack([sample["hr"] for sample in samples]).float().to(device) / 255  # (B, 3, 4p, 4p)
         batches.append((lr.contiguous(memory_format=torch.channels_last) if channels_last else lr, hr))
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
+
+    def step():
         for lr, hr in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 sr = model(lr)
             loss = F.l1_loss(sr.float(), hr) / accumulation
             loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        for _ in range(warmup):
+            step()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        return [steps * batch_size * accumulation / (time.perf_counter() - start)]
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
+        step()
         times.append(time.perf_counter() - start)
     return [batch_size * accumulation / t for t in times[warmup:]]
 
@@ -151,6 +186,98 @@ def bench_data(*, workdir, images, batches):
             print(f"{label:<12}{workers:>8}{rate:>12.1f}", flush=True)
 
 
+def open_training_data(kind, path):
+    """A process's start: the training pairs of `kind` ("store" or "cache") opened up to their usable list."""
+    if kind == "store":
+        pairs = StorePairs(path, scale=4)
+    else:  # --cache-images: decode every image and make its LR, in this process
+        pairs = ImagePairs(load_source(str(path), split="train", cache_dir=str(Path(path).parent / "hf-cache")), scale=4)
+    usable, _ = usable_images(pairs, lr_patch_size=64, small_images="error", skip_corrupt=False)
+    if kind == "cache":
+        pairs.cache_all(usable)
+    return pairs
+
+
+def memory_kib():
+    """This process's resident memory in KiB: {"rss", "pss", "private"} from /proc/self/smaps_rollup, private
+    including the page tables (VmPTE in /proc/self/status)."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":")
+        fields[key] = int(value.split()[0])
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    private = fields["Private_Clean"] + fields["Private_Dirty"]
+    page_tables = int(status["VmPTE"].split()[0])  # the mapping's own cost, not in smaps
+    return {"rss": fields["Rss"], "pss": fields["Pss"], "private": private + page_tables}
+
+
+def hold_training_data(kind, path, barrier, results):
+    """One process of the memory figure: open the data, read all of it, wait until every process has, measure."""
+    torch.set_num_threads(1)
+    before = memory_kib()
+    pairs = open_training_data(kind, path)
+    checksum = sum(int(hr.sum(dtype=np.uint64)) + int(lr.sum(dtype=np.uint64))  # every page read
+                   for hr, lr in map(pairs.load, range(len(pairs))))  # fmt: skip
+    barrier.wait()  # all processes hold the data now: shared pages are shared
+    after = memory_kib()
+    results.put({"checksum": checksum, **{key: after[key] - before[key] for key in after}})
+    barrier.wait()  # stay alive (and holding) until every process has measured
+
+
+def startup_seconds(kind, path):
+    """A fresh process's time from opening the data to its first batch of 32 patches."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    patches = PatchDataset(open_training_data(kind, path), lr_patch_size=64, length=32)
+    next(iter(training_loader(patches, batch_size=32, num_workers=0, persistent_workers=False)))
+    return time.perf_counter() - start
+
+
+def bench_store(*, workdir, images, batches, processes):
+    folder = Path(workdir) / "div2k_like"
+    paths = make_2k_images(folder, count=images)
+    store = Path(workdir) / "div2k_like.store"
+    shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    write_store(load_source(str(folder), split="train", cache_dir=str(Path(workdir) / "hf-cache")), store, scale=4,
+                num_proc=os.cpu_count())  # fmt: skip
+    data_mib = sum(f.stat().st_size for f in store.iterdir()) / 2**20
+    print(f"\ndecoded store from {len(paths)} PNGs of 2040x1356: written in {time.perf_counter() - start:.1f} s "
+          f"(once), {data_mib:.1f} MiB of decoded HR + LR")  # fmt: skip
+    torch.set_num_threads(1)
+    print(f"per process, 1 thread, LR 64 x4, batch 32, no workers, steady state (1st pass: the first touch of the store's pages included); start-up: a fresh "
+          f"process to its first batch; memory: with {processes} processes holding the data at once (each read all "
+          "of it), what each one adds")  # fmt: skip
+    print(f"{'source':<16}{'patches/s':>11}{'1st pass':>10}{'start-up s':>12}{'private MiB':>13}{'PSS MiB':>10}"
+          f"{'of data':>9}")  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    figures = {}
+    for kind, path in (("cache", folder), ("store", store)):
+        startup = in_a_fresh_process(startup_seconds, kind, path)
+        pairs = open_training_data(kind, path)
+        # Twice over the same patches: the first pass maps the store's pages into this process (a minor page
+        # fault per page, once per process: what a first epoch pays), the second is the steady state.
+        first = patches_per_second(pairs, workers=0, batches=batches, batch_size=32)
+        rate = patches_per_second(pairs, workers=0, batches=batches, batch_size=32)
+        barrier, results = context.Barrier(processes), context.Queue()
+        workers = [context.Process(target=hold_training_data, args=(kind, path, barrier, results))
+                   for _ in range(processes)]  # fmt: skip
+        for worker in workers:
+            worker.start()
+        measured = [results.get(timeout=600) for _ in workers]
+        for worker in workers:
+            worker.join()
+        assert len({m["checksum"] for m in measured}) == 1, "every process read the same data"
+        private = statistics.median(m["private"] for m in measured) / 1024
+        pss = statistics.median(m["pss"] for m in measured) / 1024
+        label = "--cache-images" if kind == "cache" else "decoded store"
+        print(f"{label:<16}{rate:>11.1f}{first:>10.1f}{startup:>12.2f}{private:>13.1f}{pss:>10.1f}{private / data_mib:>9.1%}",
+              flush=True)  # fmt: skip
+        figures[kind] = {"patches_per_second": rate, "first_pass_patches_per_second": first, "startup_s": startup, "private_mib": private, "pss_mib": pss}
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return figures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -161,6 +288,8 @@ def main():
     parser.add_argument("--batches", type=int, default=6, help="batches per data figure (raw; prepared: 4x)")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-data", action="store_true")
+    parser.add_argument("--skip-store", action="store_true")
+    parser.add_argument("--store-processes", type=int, default=3, help="processes holding the data at once")
     parser.add_argument("--workdir", help="keep the 2K images and runs here (default: a temporary folder)")
     args = parser.parse_args()
     load_recipe("quickstart")  # fail early on a broken install
@@ -175,6 +304,9 @@ def main():
             torch.set_num_threads(threads)
         if not args.skip_data:
             bench_data(workdir=workdir, images=args.images, batches=args.batches)
+        if not args.skip_store:
+            bench_store(workdir=workdir, images=args.images, batches=4 * args.batches,
+                        processes=args.store_processes)  # fmt: skip
 
 
 if __name__ == "__main__":

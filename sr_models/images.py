@@ -74,7 +74,15 @@ def _open_loaded(path):
 # Modes whose conversion to 8-bit RGB is defined (Pillow's, or ours for 16-bit). Anything else, e.g. 32-bit
 # float ("F", a float TIFF whose values may be 0-1 or anything) or 32-bit integer data, has no agreed mapping to
 # 8 bits: Pillow would clip it silently (a 0-1 float image turns black), so it is refused with its mode named.
-_CONVERTIBLE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+_CONVERTIBLE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV")
+
+
+def check_mode(image, path):
+    """ImageError naming the mode when a (not yet decoded) image's pixel format has no defined 8-bit RGB mapping;
+    cheap, from the header, so a folder of such files is refused before training."""
+    if image.mode not in _SIXTEEN_BIT_MODES and image.mode not in _CONVERTIBLE_MODES:
+        raise ImageError(f"{path}: unsupported pixel mode {image.mode} (e.g. 32-bit float): no defined conversion "
+                         "to 8-bit RGB; save it as 8- or 16-bit RGB or grayscale")  # fmt: skip
 
 
 def _to_rgb_array(image, path):
@@ -88,9 +96,7 @@ def _to_rgb_array(image, path):
         # (48-bit RGB PNG never gets here: Pillow decodes it to 8-bit itself, keeping the high byte.)
         gray = np.rint(np.clip(values.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode not in _CONVERTIBLE_MODES:
-        raise ImageError(f"{path}: unsupported pixel mode {image.mode} (e.g. 32-bit float): no defined conversion "
-                         "to 8-bit RGB; save it as 8- or 16-bit RGB or grayscale")  # fmt: skip
+    check_mode(image, path)
     if image.mode != "RGB":
         try:
             # P/PA (with or without transparency), L, LA, RGBA, CMYK, YCbCr, 1: Pillow's RGB conversion keeps

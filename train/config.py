@@ -56,7 +56,7 @@ class TrainConfig:
                                "name and shape fit, the rest starts fresh")  # fmt: skip
 
     # --- data ---
-    dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | hub name")
+    dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | decoded store | hub name")
     split: str = option("train", "split of a save_to_disk DatasetDict or hub data set")
     image_column: typing.Optional[str] = option(None, "HR image column (default: 'hr', else the only Image column)")
     lr_column: typing.Optional[str] = option(None, "LR image column of paired data (default: 'lr' if present)")

@@ -49,6 +49,7 @@ from train.data import check_enough_images, training_loader, training_patches, v
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
+from train.step_guard import StepGuard
 from train.cpu_memory import keep_freed_memory
 from train.run_folder import RunFolderLock
 from train.threads import ThreadTuner, set_cpu_threads
@@ -189,7 +190,7 @@ def train(argv=None):
     if tuner:
         tuner.start()
     model.train()
-    step_is_finite = True  # False once a micro-batch of this optimizer step had a NaN/inf loss
+    guard = StepGuard(accelerator.device)  # NaN/inf losses, counted on the device; read once per optimizer step
     tick = time.perf_counter()
     for batch in batches:
         window.data_seconds += time.perf_counter() - tick
@@ -197,19 +198,20 @@ def train(argv=None):
             lr_images, hr_images = as_float(batch["lr"], config.channels_last), as_float(batch["hr"], False)
             sr_images = model(lr_images)  # (B, 3, p*scale, p*scale)
             loss = loss_fn(sr_images.float(), hr_images)
-            # A NaN/inf loss skips the whole optimizer step, on every process alike: one process skipping its
-            # backward alone would leave the others waiting in DDP's gradient all-reduce. (fp16's grad scaler
-            # goes on skipping, by itself, the steps whose gradients overflow while the loss is finite.)
-            finite = all_finite(loss, accelerator)
-            if finite:
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.grad_clip and step_is_finite:
-                    window.grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)  # before clipping
-            step_is_finite = step_is_finite and finite
-            if step_is_finite:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        window.add(loss.detach(), batch["skipped"], finite=finite)
+            # A NaN/inf loss skips the whole optimizer step, on every process alike (train/step_guard.py): every
+            # process runs its backward, and the step is decided once, at the optimizer step, not per micro-batch
+            # (no host sync per micro-batch). (fp16's grad scaler goes on skipping, by itself, the steps whose
+            # gradients overflow while the loss is finite.)
+            guard.add(loss)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                step_is_finite, stop_requested = guard.decide(accelerator, stop_requested=STOP.received is not None)
+                if step_is_finite:
+                    if config.grad_clip:
+                        window.grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)  # before clipping
+                    optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # a skipped step's poisoned gradients go too
+        window.add(loss.detach(), batch["skipped"])
         if not accelerator.sync_gradients:  # a micro-batch inside an accumulation: no optimizer step yet
             tick = time.perf_counter()
             continue
@@ -234,7 +236,6 @@ def train(argv=None):
                               f"({progress.nonfinite_in_a_row} in a row, {progress.nonfinite_steps} in all)")  # fmt: skip
             if progress.nonfinite_in_a_row >= config.max_nonfinite_steps:
                 raise diverged(progress, run_dir)
-        step_is_finite = True
 
         if step % log_every == 0 or step == config.steps or step == config.stop_after:
             seconds = window.seconds()
@@ -276,7 +277,7 @@ def train(argv=None):
             if tuner:
                 tuner.restart_timer()
 
-        if STOP.requested(accelerator) and step < config.steps:  # SIGTERM/SIGINT: save, then stop
+        if stop_requested and step < config.steps:  # SIGTERM/SIGINT (agreed in guard.decide): save, then stop
             saved = save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
             bar.close()
             accelerator.end_training()
@@ -440,14 +441,6 @@ def as_float(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-def all_finite(loss, accelerator):
-    """Whether the loss is finite on every process (one .item(): a host-device sync per micro-batch)."""
-    finite = torch.isfinite(loss.detach()).to(torch.int32)
-    if accelerator.num_processes > 1:
-        finite = accelerator.reduce(finite, reduction="sum") == accelerator.num_processes
-    return bool(finite.item())
-
-
 class TrainingDiverged(ValueError):
     """Too many optimizer steps in a row with a NaN/inf loss (config.max_nonfinite_steps)."""
 
@@ -474,9 +467,11 @@ class Interrupted(Exception):
 
 class StopSignals:
     """SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop at the next optimizer
-    step. A second signal stops at once, even in the middle of that save: the checkpoint being written is still a
+    step; a second signal stops at once, even in the middle of that save: the checkpoint being written is still a
     `.partial` folder, which is never resumed from, so the last complete one stays the one to continue from; one
-    line says which. Installed only when train/run.py is the program (not in tests)."""
+    line says which. Installed only when train/run.py is the program (not in tests). Every process must stop at the
+    same step (the signal reaches them at different times), or the ones still training would wait forever in the
+    next all-reduce: StepGuard.decide agrees on it with the NaN check's all-reduce."""
 
     def __init__(self):
         self.received = None
@@ -498,14 +493,6 @@ class StopSignals:
             os._exit(128 + signum)
         self.received = signum
 
-    def requested(self, accelerator):
-        if accelerator.num_processes == 1:
-            return self.received is not None
-        # Every process must stop at the same step (the signal reaches them at different times), or the ones
-        # still training would wait forever in the next all-reduce.
-        flag = torch.tensor(int(self.received is not None), device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item())
-
 
 STOP = StopSignals()
 
@@ -517,17 +504,17 @@ class Window:
         # Sums stay on the device: reading them every micro-batch would wait for the GPU each time.
         self.loss = torch.zeros((), device=device)
         self.skipped = torch.zeros((), device=device, dtype=torch.int64)
-        self.micro_batches = 0
+        self.micro_batches = torch.zeros((), device=device)  # those with a finite loss
         self.steps = 0
         self.data_seconds = 0.0
         self.excluded = 0.0
         self.grad_norm = None
         self.start = time.perf_counter()
 
-    def add(self, loss, skipped, *, finite=True):
-        if finite:  # a skipped micro-batch's NaN would poison the logged mean
-            self.loss += loss
-            self.micro_batches += 1
+    def add(self, loss, skipped):
+        finite = torch.isfinite(loss)  # a NaN/inf loss would poison the logged mean: left out, on the device
+        self.loss += torch.where(finite, loss, 0.0)
+        self.micro_batches += finite
         self.skipped += skipped.sum()
 
     def exclude(self, seconds):
@@ -539,7 +526,7 @@ class Window:
 
     def reduce(self, accelerator):
         """Mean loss over all processes' micro-batches, summed skips, the slowest process's data wait."""
-        figures = torch.tensor([self.loss.item(), self.micro_batches, self.skipped.item(), self.data_seconds],
+        figures = torch.tensor([self.loss.item(), self.micro_batches.item(), self.skipped.item(), self.data_seconds],
                                dtype=torch.float64, device=accelerator.device)  # fmt: skip
         gathered = accelerator.gather(figures[None]).cpu()  # (processes, 4)
         counted = gathered[:, 1].sum().item()  # micro-batches with a finite loss

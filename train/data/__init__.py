@@ -5,6 +5,7 @@ Where images come from (`--dataset`, and `--val-dataset` for validation):
                           training, others held out for validation (BUILTIN_TRAIN, BUILTIN_HELD_OUT)
     a folder of images    the `imagefolder` builder (its index is cached as Arrow in the datasets cache)
     a save_to_disk folder `datasets.load_from_disk` (a Dataset, or a DatasetDict and --split)
+    a decoded store       `python -m train.data prepare --store`: decoded once, memory-mapped (store.py)
     anything else         a hub data set: `load_dataset(name, split=--split)`
 
 Each source becomes a `datasets.Dataset` with an `hr` column and, for paired data, an `lr` column (from
@@ -25,8 +26,9 @@ Small-image rule: an image whose LR is smaller than the LR patch fails with an e
 right, LR and HR alike so they stay aligned (`pad`).
 
 One module per job: sources.py (where images come from), pairs.py (decoding, HR/LR pairs), patches.py (random
-patches, the small-image rule), subimages.py (the prepare step and its command), training.py (putting it
-together), validation_sets.py (held-out samples). The public names are importable from `train.data`.
+patches, the small-image rule), subimages.py (the prepare step and its command), store.py (the decoded store:
+decoded once, memory-mapped by every process), training.py (putting it together), validation_sets.py (held-out
+samples). The public names are importable from `train.data`.
 """
 
 from sr_models.builtin import BUILTIN_HELD_OUT, BUILTIN_TRAIN, builtin_folder
@@ -39,6 +41,7 @@ from train.data.sources import (
     pair_with_folder,
     select_columns,
 )
+from train.data.store import StorePairs, is_store, write_store
 from train.data.subimages import (
     SUBIMAGE_FEATURES,
     cut_subimages,
@@ -54,9 +57,9 @@ from train.data.training import (
 from train.data.validation_sets import validation_samples, validation_sets
 
 __all__ = [
-    "BUILTIN_HELD_OUT", "BUILTIN_TRAIN", "SUBIMAGE_FEATURES", "ImagePairs", "PatchDataset", "builtin_dataset",
-    "builtin_folder", "check_enough_images", "cut_subimages", "decode", "image_size", "is_saved_dataset",
-    "load_source", "pair_with_folder", "prepare_subimages", "record_name", "select_columns", "small_image_error",
-    "subimage_starts", "training_images", "training_loader", "training_patches", "usable_images",
-    "validation_samples", "validation_sets",
+    "BUILTIN_HELD_OUT", "BUILTIN_TRAIN", "SUBIMAGE_FEATURES", "ImagePairs", "PatchDataset", "StorePairs",
+    "builtin_dataset", "builtin_folder", "check_enough_images", "cut_subimages", "decode", "image_size",
+    "is_saved_dataset", "is_store", "load_source", "pair_with_folder", "prepare_subimages", "record_name",
+    "select_columns", "small_image_error", "subimage_starts", "training_images", "training_loader",
+    "training_patches", "usable_images", "validation_samples", "validation_sets", "write_store",
 ]  # fmt: skip

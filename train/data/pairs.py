@@ -5,7 +5,7 @@ import warnings
 
 from PIL import Image, ImageOps
 
-from sr_models.images import ImageError, _to_rgb_array, load_rgb
+from sr_models.images import ImageError, _to_rgb_array, check_mode, load_rgb
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
 
@@ -41,7 +41,10 @@ def image_size(record, *, name):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
+                check_mode(image, name)
                 return image.size
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow's limit stays on: a header claiming billions of pixels is refused before any decoding.
         raise ImageError(f"{name}: too many pixels to decode safely ({' '.join(str(error).split())}); "

@@ -1,6 +1,7 @@
 """The prepare step: large images (DIV2K-size, 2K) cut once into aligned HR/LR sub-images, cached as Arrow.
 
-`python -m train.data prepare` writes such a prepared copy with `save_to_disk`.
+`python -m train.data prepare` writes such a prepared copy with `save_to_disk`, or with `--store` a decoded store
+(train/data/store.py) that training reads without decoding anything.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
 from train.data.pairs import decode, record_name
 from train.data.sources import load_source
+from train.data.store import write_store
 
 
 def subimage_starts(length, size, step):
@@ -108,7 +110,7 @@ def main(argv=None):
         description="Cut a data set of large images (DIV2K, DF2K) into aligned HR/LR sub-images, once.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    prepare = sub.add_parser("prepare", help="write sub-images with save_to_disk")
+    prepare = sub.add_parser("prepare", help="write sub-images with save_to_disk, or a decoded store (--store)")
     prepare.add_argument("--dataset", required=True, help="folder of HR images, save_to_disk folder or hub name")
     prepare.add_argument("--output", required=True, type=Path, help="folder to save_to_disk the result into")
     prepare.add_argument("--scale", type=int, default=4)
@@ -116,13 +118,18 @@ def main(argv=None):
     prepare.add_argument("--image-column")
     prepare.add_argument("--lr-column")
     prepare.add_argument("--lr-dataset", help="folder of the official LR images, matched by stem (e.g. 0001x4.png)")
-    prepare.add_argument("--subimage-size", type=int, default=480)
+    prepare.add_argument("--store", action="store_true",
+                         help="write a decoded store (train/data/store.py): whole images, decoded once, memory-mapped "
+                              "by every training process")  # fmt: skip
+    prepare.add_argument("--subimage-size", type=int, help="480 by default; 0 with --store (whole images)")
     prepare.add_argument("--subimage-step", type=int, default=240)
     prepare.add_argument("--num-proc", type=int, default=1)
     prepare.add_argument("--cache-dir")
     prepare.add_argument("--skip-corrupt", action="store_true")
     prepare.add_argument("--overwrite", action="store_true", help="replace --output if it exists and is not empty")
     args = parser.parse_args(argv)
+    if args.subimage_size is None:
+        args.subimage_size = 0 if args.store else 480
     try:
         sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
         check_output_tree(args.output, inputs=sources, overwrite=args.overwrite)
@@ -130,14 +137,32 @@ def main(argv=None):
             args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
             lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
         )  # fmt: skip
-        prepared = prepare_subimages(
-            dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
-            cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
-        )  # fmt: skip
-        atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
+        prepared = dataset
+        if args.subimage_size:
+            prepared = prepare_subimages(
+                dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
+                cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
+            )  # fmt: skip
+        counts = {}
+        if args.store:
+            def write(partial):
+                counts["written"], counts["skipped"] = write_store(
+                    prepared, partial, scale=args.scale, num_proc=args.num_proc, skip_corrupt=args.skip_corrupt,
+                    label=args.dataset,
+                )  # fmt: skip
+
+            atomic_write_tree(args.output, write)
+        else:
+            atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
     except ValueError as error:  # ImageError and OutputError included: one line naming the file
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: {args.output} not written")
+    if args.store:
+        size = sum(f.stat().st_size for f in args.output.iterdir())
+        skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""
+        print(f"{len(dataset)} images -> a decoded store of {counts['written']} HR/LR pairs ({size / 1e9:.2f} GB"
+              f"{skipped}) in {args.output}; train with --dataset {args.output}")  # fmt: skip
+        return
     print(f"{len(dataset)} images -> {len(prepared)} sub-images of {args.subimage_size}x{args.subimage_size} "
           f"in {args.output}; train with --dataset {args.output}")  # fmt: skip

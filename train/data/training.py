@@ -8,11 +8,15 @@ from sr_models.images import ImageError
 from train.data.pairs import ImagePairs
 from train.data.patches import PatchDataset, usable_images
 from train.data.sources import load_source
+from train.data.store import StorePairs, is_store
 from train.data.subimages import prepare_subimages
 
 
 def training_images(config):
-    """The ImagePairs of the config's training source (prepared into sub-images if asked)."""
+    """The ImagePairs of the config's training source (prepared into sub-images if asked), or the StorePairs of a
+    decoded store (train/data/store.py: nothing to decode or cut, so --subimage-size does not apply)."""
+    if is_store(config.dataset):
+        return StorePairs(config.dataset, scale=config.scale)
     dataset = load_source(
         config.dataset, split=config.split, image_column=config.image_column, lr_column=config.lr_column,
         lr_dataset=config.lr_dataset, cache_dir=config.cache_dir, scale=config.scale,
@@ -31,7 +35,8 @@ def training_patches(config, *, length):
     usable, left_out = usable_images(
         pairs, lr_patch_size=config.lr_patch_size, small_images=config.small_images, skip_corrupt=config.skip_corrupt
     )
-    if config.cache_images or config.dataset == "builtin":  # the built-in set is small: decode it once
+    # The built-in set is small: decode it once. A store is decoded already (and shared, not copied).
+    if (config.cache_images or config.dataset == "builtin") and isinstance(pairs, ImagePairs):
         pairs.cache_all(usable)
     patches = PatchDataset(
         pairs, lr_patch_size=config.lr_patch_size, length=length, seed=config.seed, flips=config.flips,

@@ -14,17 +14,22 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def photos(tmp_path_factory):
-    """A folder of six small smooth photos-like images (quicker to decode than the built-in set)."""
+def smooth_photos(folder, *, count, blocks=(12, 14), seed=0):
+    """`count` photo-like images of 8x8-pixel blocks (blocks x 8 pixels): smooth enough for finite PSNR, quick to
+    decode. Returns the folder."""
     from sr_models.images import save_rgb
 
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        small = rng.integers(0, 256, size=(12, 14, 3), dtype=np.uint8)
-        save_rgb(folder / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))  # 96 x 112
-    return folder
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        small = rng.integers(0, 256, size=(*blocks, 3), dtype=np.uint8)
+        save_rgb(Path(folder) / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """A folder of six small smooth photos-like images, 96 x 112 (quicker to decode than the built-in set)."""
+    return smooth_photos(tmp_path_factory.mktemp("photos"), count=6)
 
 
 @pytest.fixture

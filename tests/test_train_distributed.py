@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import reference_lrs, train_in_process
+from conftest import reference_lrs, smooth_photos, train_in_process
 from safetensors.torch import load_file
 
-from sr_models.images import save_rgb
 from sr_models.weights import load_model
 from train.config import load_recipe
 from train.data import load_source, write_store
@@ -40,12 +39,7 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        small = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
-        save_rgb(folder / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))
-    return folder
+    return smooth_photos(tmp_path_factory.mktemp("photos"), count=5, blocks=(12, 12), seed=1)
 
 
 def read_log(run_dir):

@@ -8,8 +8,7 @@ import torch
 
 from sr_models import perceptual
 from sr_models.feature_nets import AlexNetFeatures, FidInceptionV3
-from sr_models.images import save_rgb
-from tests.conftest import train_in_process
+from tests.conftest import smooth_photos, train_in_process
 from train.config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -21,12 +20,7 @@ TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}
 
 @pytest.fixture
 def photos(tmp_path):
-    folder = tmp_path / "photos"
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        small = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
-        save_rgb(folder / f"p{i}.png", np.kron(small, np.ones((8, 8, 1), dtype=np.uint8)))  # 80 x 96
-    return folder
+    return smooth_photos(tmp_path / "photos", count=4, blocks=(10, 12))  # 80 x 96
 
 
 @pytest.fixture

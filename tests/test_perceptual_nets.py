@@ -18,7 +18,8 @@ from sr_models.feature_nets import LPIPS_CHANNELS, FidInceptionV3, Lpips
 from sr_models.perceptual import (ALEXNET, INCEPTION, LPIPS_LINEAR, MissingWeightsError, PerceptualScorer,
                                   find_weights, inception_score, load_lpips, patches)  # fmt: skip
 from tests.conftest import SHARED, needs_shared
-from train.evaluate import load_benchmark, load_upscaler, main, score
+from sr_models.benchmark import load_benchmark
+from train.evaluate import load_upscaler, main, score
 
 SHIFT, SCALE = np.array([-0.030, -0.088, -0.188]), np.array([0.458, 0.448, 0.450])
 
@@ -234,7 +235,8 @@ def test_real_lpips_equals_torchmetrics():  # pragma: no cover - needs torchvisi
 
 def test_report_and_table_carry_every_metric(tmp_path):
     from sr_models import create_model
-    from train.evaluate import Sample, TorchUpscaler, format_table
+    from sr_models.benchmark import Sample
+    from train.evaluate import TorchUpscaler, format_table
 
     rng = np.random.default_rng(4)
     samples = [Sample(f"im{i}", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),

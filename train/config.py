@@ -146,7 +146,7 @@ POSITIVE = ("scale", "lr_patch_size", "steps", "batch_size", "gradient_accumulat
             "keep_checkpoints", "subimage_step", "max_nonfinite_steps")  # fmt: skip
 NON_NEGATIVE = ("val_images", "val_every", "preview_images", "save_every", "stop_after", "schedule_steps",
                 "num_workers", "num_threads", "subimage_size", "grad_clip", "ema_decay", "weight_decay", "min_lr",
-                "warmup_fraction")  # fmt: skip
+                "warmup_fraction", "lr")  # fmt: skip
 
 FINITE = ("lr", "min_lr", "weight_decay", "grad_clip", "ema_decay", "warmup_fraction", "betas")
 # Far beyond any real run, and small enough that counts times batch sizes stay exact 64-bit integers.
@@ -180,8 +180,6 @@ def check_choices(config):
     for key, limit in UPPER_LIMITS.items():
         if getattr(config, key) > limit:
             raise ConfigError(f"{key}: at most {limit:,}, got {getattr(config, key):,}")
-    if config.lr <= 0:
-        raise ConfigError(f"lr: must be positive, got {config.lr}")
     if not all(0 <= beta < 1 for beta in config.betas):
         raise ConfigError(f"betas: each must be in [0, 1), got {list(config.betas)}")
     if config.scheduler != "constant" and config.min_lr > config.lr:

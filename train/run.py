@@ -414,11 +414,11 @@ def make_scheduler(config, optimizer):
         main, final_factor = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0), 1.0
     elif config.scheduler == "cosine":
         main = schedulers.CosineAnnealingLR(optimizer, T_max=decay, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr
+        final_factor = config.min_lr / config.lr if config.lr else 0.0  # lr 0 (min_lr <= lr): nothing moves
     else:  # cosine_restarts: `cycles` equal cycles over the schedule, each from lr down to min_lr
         period = max(1, math.ceil(decay / config.cycles))
         main = schedulers.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr
+        final_factor = config.min_lr / config.lr if config.lr else 0.0
     # Past the schedule: its final rate, never a restart of the cosine (which would raise the rate again).
     hold = schedulers.ConstantLR(optimizer, factor=final_factor, total_iters=2**62)
     stages, milestones = [main, hold], [length]

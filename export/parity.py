@@ -40,13 +40,6 @@ class ParityImage:
     hr: np.ndarray | None  # (h*scale, w*scale, 3) uint8, or None when the folder has no HR
 
 
-def builtin_paths(kind):
-    """The training side's built-in photographs (shipped with scikit-image): "held_out" or "train"."""
-    from train.data import BUILTIN_HELD_OUT, BUILTIN_TRAIN, builtin_folder
-
-    return [builtin_folder() / name for name in {"held_out": BUILTIN_HELD_OUT, "train": BUILTIN_TRAIN}[kind]]
-
-
 def photos_as_pairs(paths, *, scale):
     """Photos taken as HR (mod-cropped), with LR made by MATLAB bicubic as the training data is."""
     images = []
@@ -60,8 +53,9 @@ def load_parity_images(folder=None, *, scale):
     """Images to check parity on.
 
     `folder` is either a benchmark folder (`HR/` plus `LR_bicubic/X{scale}/`, as ../shared/data/Set5) or a flat
-    folder of photos, taken as HR with LR made by MATLAB bicubic as the training data is. None: the training
-    side's held-out built-in photos (train.data.BUILTIN_HELD_OUT: never trained on, most of them non-square).
+    folder of photos, taken as HR with LR made by MATLAB bicubic as the training data is. None: the built-in
+    parity images of export/content.py, photos (never trained on, most of them non-square) and text/graphics
+    (never calibrated on).
     """
     if folder is not None and (Path(folder) / "HR").is_dir():
         from train.evaluate import load_benchmark  # one reader of benchmark folders for the whole project
@@ -69,7 +63,11 @@ def load_parity_images(folder=None, *, scale):
         lr_dir = Path(folder) / "LR_bicubic" / f"X{scale}"
         samples = load_benchmark(Path(folder) / "HR", scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None)
         return [ParityImage(s.name, s.lr, s.hr) for s in samples]
-    return photos_as_pairs(builtin_paths("held_out") if folder is None else list_images(folder), scale=scale)
+    if folder is None:
+        from export.content import builtin_images
+
+        return photos_as_pairs(builtin_images("parity", "photo") + builtin_images("parity", "graphics"), scale=scale)
+    return photos_as_pairs(list_images(folder), scale=scale)
 
 
 def float_psnr(a, b):

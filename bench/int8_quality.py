@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bench.onnx_speed
 from bench.held_out import held_out_photos, synthetic_graphics
 from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants
 from export.content import builtin_images, default_calibration
@@ -92,13 +93,16 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch):
     gc.collect()
     print(f"\n{name} x{scale}: int8 PSNR_Y drop below fp32 (dB), held-out images; speed {size}x{size} -> "
           f"x{scale}, onnxruntime fp32 median {times['fp32'][0] * 1000:.0f} ms")  # fmt: skip
-    print("| choice | photos worst | photos mean | graphics worst | graphics mean | int8 ms | speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    # CPU time too: on a machine shared with other jobs, wall time swings by tens of percent between variants.
+    print("| choice | photos worst | photos mean | graphics worst | graphics mean | int8 ms | speed-up | CPU speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for choice, row in rows.items():
         row["int8 median s"], row["speed-up"] = times[choice][0], times["fp32"][0] / times[choice][0]
+        row["cpu speed-up"] = times["fp32"][2] / times[choice][2]
         p, g = row["photos"], row["graphics"]
         print(f"| {choice} | {p['worst']:.3f} ({p['worst image']}) | {p['mean']:.3f} | {g['worst']:.3f} "
-              f"({g['worst image']}) | {g['mean']:.3f} | {times[choice][0] * 1000:.0f} | {row['speed-up']:.2f}x |")  # fmt: skip
+              f"({g['worst image']}) | {g['mean']:.3f} | {times[choice][0] * 1000:.0f} | {row['speed-up']:.2f}x | "
+              f"{row['cpu speed-up']:.2f}x |")  # fmt: skip
     return rows
 
 
@@ -110,12 +114,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (default 5)")
     parser.add_argument("--size", type=int, default=256, help="timed input height and width (default 256)")
     parser.add_argument("--scan-json", nargs="+", type=Path, default=[],
-                        help="one file per model (PAN, then SRResNet): reuse its sensitivity scan, or write it")  # fmt: skip
+                        help="one file per model benched, in order (PAN, SRResNet): reuse its sensitivity scan, or write it")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
+    parser.add_argument("--no-pan", action="store_true", help="only the --srresnet model")
     parser.add_argument("--json", type=Path, help="write all figures here")
     args = parser.parse_args(argv)
+    bench.onnx_speed.THREADS = args.threads
     if not PAN_WEIGHTS.is_file():
         raise SystemExit(f"error: {PAN_WEIGHTS}: the PAN authors' x4 weights are needed (../shared is absent)")
-    models = {"pan": load_model(PAN_WEIGHTS, name="pan", scale=4)}
+    models = {} if args.no_pan else {"pan": load_model(PAN_WEIGHTS, name="pan", scale=4)}
     if args.srresnet:
         models["srresnet"] = load_model(args.srresnet)
     choices = {name: CHOICES[name] for name in args.choices}

@@ -97,9 +97,18 @@ def large_kernel_convs(path):
 
 # Convs kept float by default, per architecture: the ones whose quantization costs the most PSNR_Y, measured by
 # export/sensitivity.py on crops of the calibration images (docs/int8.md), matched as suffixes of the exported node
-# names. PAN: the refine conv of its last U-PA stage (full output resolution; 1.78 dB of the worst crop's drop,
-# 10x the next conv) and the tail conv (0.31 dB). Kept float, they cost ~10% of int8's speed on PAN x4.
-KEEP_FLOAT = {"pan": ("/refine/Conv", "/tail/Conv")}
+# names. PAN: the four most sensitive of its 105 convs on the authors' x4 weights: the refine conv of its last U-PA
+# stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any other), the tail conv (0.31 dB), and
+# the first SC-PA block's split and attention convs. Kept float, they cost PAN x4 ~20% of int8's speed (still
+# 1.68x fp32); with two, the authors' weights fail the parity budget on the phantom (0.36 dB).
+# SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the conv after the
+# residual trunk, both upsampling convs and the last block's first conv; with them float the worst held-out photo
+# drop went from 1.10 to 0.28 dB. Other depths have other node names: nothing matches, nothing is kept float.
+KEEP_FLOAT = {
+    "pan": ("/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv", "/trunk/trunk.0/split/Conv"),
+    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv",
+                 "/trunk/trunk.15/body/body.0/Conv", "/upsample/upsample.1/upsample.1.0/Conv"),
+}  # fmt: skip
 
 
 def default_keep_float(path, model_name):
@@ -130,8 +139,8 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
         convs = {node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"}
         unknown = sorted(set(exclude) - convs)
         if unknown:
-            raise ValueError(f"{src}: no Conv node named {unknown[0]!r} to keep float (the graph's convs are named "
-                             f"like {sorted(convs)[0]!r})")  # fmt: skip
+            raise ValueError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
+                             f"like {min(convs)!r})")  # fmt: skip
         reader = None
         if calibration_cache is None or not Path(calibration_cache).is_file():
             reader = PatchReader(calibration_patches(calibration_images, per_image=patches_per_image))

@@ -94,7 +94,8 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch):
     print(f"\n{name} x{scale}: int8 PSNR_Y drop below fp32 (dB), held-out images; speed {size}x{size} -> "
           f"x{scale}, onnxruntime fp32 median {times['fp32'][0] * 1000:.0f} ms")  # fmt: skip
     # CPU time too: on a machine shared with other jobs, wall time swings by tens of percent between variants.
-    print("| choice | photos worst | photos mean | graphics worst | graphics mean | int8 ms | speed-up | CPU speed-up |")
+    print("| choice | photos worst | photos mean | graphics worst | graphics mean | int8 ms | speed-up "
+          "| CPU speed-up |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for choice, row in rows.items():
         row["int8 median s"], row["speed-up"] = times[choice][0], times["fp32"][0] / times[choice][0]
@@ -114,7 +115,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (default 5)")
     parser.add_argument("--size", type=int, default=256, help="timed input height and width (default 256)")
     parser.add_argument("--scan-json", nargs="+", type=Path, default=[],
-                        help="one file per model benched, in order (PAN, SRResNet): reuse its sensitivity scan, or write it")  # fmt: skip
+                        help="one file per model benched, in order (PAN, SRResNet): reuse its sensitivity scan, "
+                             "or write it")  # fmt: skip
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
     parser.add_argument("--no-pan", action="store_true", help="only the --srresnet model")
     parser.add_argument("--json", type=Path, help="write all figures here")

@@ -62,7 +62,8 @@ def conv_sensitivity(fp32_path, images, *, calibration_images, candidates=None, 
     fp32_scores = psnr_y(OnnxUpscaler(fp32_path, device="cpu", tile=None), images)
     if candidates is None:
         large = set(large_kernel_convs(fp32_path))
-        candidates = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Conv" and n.name not in large]
+        nodes = onnx.load(str(fp32_path)).graph.node
+        candidates = [node.name for node in nodes if node.op_type == "Conv" and node.name not in large]
     with tempfile.TemporaryDirectory(prefix="sr-sensitivity-") as scratch:
         cache, int8 = Path(scratch) / "ranges.json", Path(scratch) / "int8.onnx"
         to_int8(fp32_path, int8, calibration_images=calibration_images, calibration_cache=cache)

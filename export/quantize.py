@@ -99,8 +99,8 @@ def large_kernel_convs(path):
 # export/sensitivity.py on crops of the calibration images (docs/int8.md), matched as suffixes of the exported node
 # names. PAN: the four most sensitive of its 105 convs on the authors' x4 weights: the refine conv of its last U-PA
 # stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any other), the tail conv (0.31 dB), and
-# the first SC-PA block's split and attention convs. Kept float, they cost PAN x4 ~20% of int8's speed (still
-# 1.68x fp32); with two, the authors' weights fail the parity budget on the phantom (0.36 dB).
+# the first SC-PA block's split and attention convs. Kept float, they cost PAN x4 ~21% of int8's speed-up (CPU
+# time); with two, the authors' weights fail the parity budget on the phantom (0.36 dB).
 # SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the three most
 # sensitive, the conv after the residual trunk, the first upsampling conv and the last block's first conv. The
 # fourth, the second upsampling conv (at 2x resolution, a quarter of the model's multiply-adds), took int8 below

@@ -12,7 +12,7 @@ Sections:
 Variants of a section are timed in turn, round after round, so load from other processes spreads over all of
 them; each figure is the median (and min) over rounds of one call's wall time, after two warm-up calls. CPU time
 is printed too: it is less sensitive to a busy machine. The ONNX files are built with the same functions and
-defaults as export/to_onnx.py (int8 calibrated on the training photos); their parity is to_onnx.py's job.
+defaults as export/to_onnx.py (int8: its default calibration images and float convs); parity is to_onnx.py's job.
 PAN uses the authors' x4 weights when ../shared is present (speed does not depend on them otherwise); SRResNet
 is randomly initialised at its paper width (64 channels, 16 blocks).
 """
@@ -32,8 +32,8 @@ import onnxruntime as ort
 import torch
 
 from export.convert import export_fp32
-from export.parity import builtin_paths, photos_as_pairs
-from export.quantize import to_fp16, to_int8
+from export.content import default_calibration
+from export.quantize import default_keep_float, to_fp16, to_int8
 from export.runtime import INPUT_NAME, OUTPUT_NAME, create_session
 from sr_models import create_model
 from sr_models.weights import load_model
@@ -112,7 +112,7 @@ def main(argv=None):
           f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"providers {ort.get_available_providers()}")  # fmt: skip
     x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
-    calibration = [image.lr for image in photos_as_pairs(builtin_paths("train"), scale=4)]
+    calibration = default_calibration(scale=4)
     figures = {}
     with tempfile.TemporaryDirectory(prefix="sr-bench-") as scratch:
         for name, model in build_models().items():
@@ -123,7 +123,8 @@ def main(argv=None):
                 files[f"fp32 {form}"] = Path(scratch) / f"{name}_{form}.onnx"
                 export_fp32(model, files[f"fp32 {form}"], graph_friendly_forms=friendly)
             files["int8 friendly"] = Path(scratch) / f"{name}_int8.onnx"
-            to_int8(files["fp32 friendly"], files["int8 friendly"], calibration_images=calibration)
+            to_int8(files["fp32 friendly"], files["int8 friendly"], calibration_images=calibration,
+                    exclude=default_keep_float(files["fp32 friendly"], name))  # as export/to_onnx.py does
 
             if "main" in args.sections:
                 runners = {
@@ -143,7 +144,8 @@ def main(argv=None):
 
             if "forms" in args.sections:
                 einops_int8 = Path(scratch) / f"{name}_einops_int8.onnx"
-                to_int8(files["fp32 einops"], einops_int8, calibration_images=calibration)
+                to_int8(files["fp32 einops"], einops_int8, calibration_images=calibration,
+                        exclude=default_keep_float(files["fp32 einops"], name))
                 runners = {
                     "fp32 einops (Reshape/Transpose)": onnx_runner(files["fp32 einops"], x),
                     "fp32 graph-friendly (DepthToSpace, Split/Concat)": onnx_runner(files["fp32 friendly"], x),

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
 from sr_models.benchmark import is_benchmark_root, load_benchmark_root
-from sr_models.builtin import builtin_paths
 from sr_models.images import list_images, load_rgb
 from sr_models.metrics import mod_crop, psnr, to_uint8
 from sr_models.resize import downscale_image
@@ -55,13 +54,18 @@ def load_parity_images(folder=None, *, scale):
     """Images to check parity on.
 
     `folder` is either a benchmark folder (`HR/` plus `LR_bicubic/X{scale}/`, as ../shared/data/Set5) or a flat
-    folder of photos, taken as HR with LR made by MATLAB bicubic as the training data is. None: the training
-    side's held-out built-in photos (sr_models.builtin.BUILTIN_HELD_OUT: never trained on, most of them non-square).
+    folder of photos, taken as HR with LR made by MATLAB bicubic as the training data is. None: the built-in
+    parity images of export/content.py, photos (never trained on, most of them non-square) and text/graphics
+    (never calibrated on).
     """
     if folder is not None and is_benchmark_root(folder):
         samples = load_benchmark_root(folder, scale=scale)
         return [ParityImage(s.name, s.lr, s.hr) for s in samples]
-    return photos_as_pairs(builtin_paths("held_out") if folder is None else list_images(folder), scale=scale)
+    if folder is None:
+        from export.content import builtin_images
+
+        return photos_as_pairs(builtin_images("parity", "photo") + builtin_images("parity", "graphics"), scale=scale)
+    return photos_as_pairs(list_images(folder), scale=scale)
 
 
 def float_psnr(a, b):

@@ -25,11 +25,12 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from export.runtime import INPUT_NAME
 
-# Calibration: this many LR patches of one size (onnxruntime's histogram calibrators need equal shapes), at most
-# CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration (99.999th) ignores the rare outlier
-# activations that stretch min/max ranges: on PAN x4 it halved the Set5 PSNR_Y drop of MinMax (docs/export.md).
+# Calibration: this many LR patches per image, all of one size (onnxruntime's histogram calibrators need equal
+# shapes), at most CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration (99.999th) ignores the
+# rare outlier activations that stretch min/max ranges: on PAN x4 it halved the Set5 PSNR_Y drop of MinMax (docs/int8.md).
 CALIBRATION_PATCH = 64
-CALIBRATION_PATCHES = 12
+PATCHES_PER_IMAGE = 2
+PERCENTILE = 99.999
 
 
 def to_fp16(src, dst):
@@ -55,8 +56,8 @@ def sort_topologically(graph):
     graph.node.extend(ordered)
 
 
-def calibration_patches(images, *, patch=CALIBRATION_PATCH, count=CALIBRATION_PATCHES, seed=0):
-    """`count` (1, 3, p, p) float32 crops in [0, 1] of (h, w, 3) uint8 LR images, taken in turn from each image.
+def calibration_patches(images, *, patch=CALIBRATION_PATCH, per_image=PATCHES_PER_IMAGE, seed=0):
+    """`per_image` (1, 3, p, p) float32 crops in [0, 1] of each (h, w, 3) uint8 LR image, images taken in turn.
 
     p = min(patch, the smallest image side).
     """
@@ -65,7 +66,7 @@ def calibration_patches(images, *, patch=CALIBRATION_PATCH, count=CALIBRATION_PA
     size = min(patch, *(min(image.shape[:2]) for image in images))
     rng = np.random.default_rng(seed)
     patches = []
-    for index in range(count):
+    for index in range(per_image * len(images)):
         image = images[index % len(images)]
         y = int(rng.integers(0, image.shape[0] - size + 1))
         x = int(rng.integers(0, image.shape[1] - size + 1))
@@ -94,13 +95,40 @@ def large_kernel_convs(path):
     return names
 
 
-def to_int8(src, dst, *, calibration_images, method="percentile"):
+# Convs kept float by default, per architecture: the ones whose quantization costs the most PSNR_Y, measured by
+# export/sensitivity.py on crops of the calibration images (docs/int8.md), matched as suffixes of the exported node
+# names. PAN: the four most sensitive of its 105 convs on the authors' x4 weights: the refine conv of its last U-PA
+# stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any other), the tail conv (0.31 dB), and
+# the first SC-PA block's split and attention convs. Kept float, they cost PAN x4 ~21% of int8's speed-up (CPU
+# time); with two, the authors' weights fail the parity budget on the phantom (0.36 dB).
+# SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the three most
+# sensitive, the conv after the residual trunk, the first upsampling conv and the last block's first conv. The
+# fourth, the second upsampling conv (at 2x resolution, a quarter of the model's multiply-adds), took int8 below
+# 1.5x fp32 (1.40x) for 0.02 dB. Other depths have other node names: nothing matches, nothing is kept float.
+KEEP_FLOAT = {
+    "pan": ("/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv", "/trunk/trunk.0/split/Conv"),
+    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv", "/trunk/trunk.15/body/body.0/Conv"),
+}  # fmt: skip
+
+
+def default_keep_float(path, model_name):
+    """Names of the Conv nodes of `path` that stay float by default: per suffix of KEEP_FLOAT, the last conv whose
+    name ends with it (PAN x4 has two U-PA stages: the second one's refine). None found (another exporter's node
+    names): none kept, and the parity check still judges the result."""
+    convs = [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
+    matches = ([name for name in convs if name.endswith(suffix)] for suffix in KEEP_FLOAT.get(model_name, ()))
+    return [found[-1] for found in matches if found]
+
+
+def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PERCENTILE, exclude=(),
+            patches_per_image=PATCHES_PER_IMAGE, calibration_cache=None):
     """Statically quantize the fp32 ONNX file `src` (QDQ, convs only) at `dst`, calibrated on LR images.
 
     Convs with kernels larger than 3x3 (SRResNet's 9x9 head and tail) stay float: onnxruntime's int8 conv unfolds
     its input (im2col, k*k*C bytes per output pixel), which for SRResNet's tail on a 1024x1024 output is a
-    5.4 GB buffer, against under 2 GB for the whole fp32 model. PAN's 3x3 tail is quantized: leaving it float
-    costs a full-resolution dequantize and layout transpose, a third of int8's gain (docs/performance.md).
+    5.4 GB buffer, against under 2 GB for the whole fp32 model. So do the Conv nodes named in `exclude` (the most
+    sensitive ones, see export/sensitivity.py). `calibration_cache`: a JSON file of activation ranges, written by
+    the first call and read by the next ones (the sensitivity scan quantizes one model many times over).
     """
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip
@@ -108,12 +136,27 @@ def to_int8(src, dst, *, calibration_images, method="percentile"):
         # Shape inference + graph cleanup first, as onnxruntime's quantization guide recommends.
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        convs = {node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"}
+        unknown = sorted(set(exclude) - convs)
+        if unknown:
+            raise ValueError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
+                             f"like {min(convs)!r})")  # fmt: skip
+        reader = None
+        if calibration_cache is None or not Path(calibration_cache).is_file():
+            reader = PatchReader(calibration_patches(calibration_images, per_image=patches_per_image))
         # onnxruntime's calibrators print their progress with print(); keep the CLI's output to our report.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
-                str(prepared), str(dst), PatchReader(calibration_patches(calibration_images)),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                nodes_to_exclude=large_kernel_convs(prepared),
+                str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                nodes_to_exclude=sorted(set(large_kernel_convs(prepared)) | set(exclude)),
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method],
+                calibrate_method=methods[method], calibration_cache_path=calibration_cache,
+                extra_options={"CalibPercentile": percentile},
             )  # fmt: skip
+
+
+def float_convs(path):
+    """Names of the Conv nodes of an ONNX file that run in float (no DequantizeLinear feeds their weight)."""
+    graph = onnx.load(str(path)).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    return [node.name for node in graph.node if node.op_type == "Conv" and node.input[1] not in dequantized]

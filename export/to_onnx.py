@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from export.content import default_calibration
 from export.convert import DEFAULT_OPSET, EXPORTERS, ExportError, export_fp32, metadata_props, set_metadata
 from export.parity import (
     DEFAULT_MAX_INT8_DROP_DB,
@@ -22,11 +23,9 @@ from export.parity import (
     check_parity,
     format_report,
     load_parity_images,
-    photos_as_pairs,
 )
-from export.quantize import to_fp16, to_int8
+from export.quantize import default_keep_float, to_fp16, to_int8
 from export.runtime import OnnxModelError, check_model
-from sr_models.builtin import builtin_paths
 from sr_models.files import OutputError, atomic_write_text, check_output, partial_path, publish
 from sr_models.images import list_images, load_rgb
 from sr_models.weights import load_model
@@ -34,16 +33,21 @@ from sr_models.weights import load_model
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def build_onnx(model, path, *, precision, calibration_images=None, opset=DEFAULT_OPSET, exporter="torchscript",
-               graph_friendly_forms=True):  # fmt: skip
-    """Write `model` as a validated ONNX file of the given precision at `path` (no parity: see `export`)."""
+def build_onnx(model, path, *, precision, calibration_images=None, keep_float=None, opset=DEFAULT_OPSET,
+               exporter="torchscript", graph_friendly_forms=True):  # fmt: skip
+    """Write `model` as a validated ONNX file of the given precision at `path` (no parity: see `export`).
+
+    int8: `keep_float` names the Conv nodes that stay float (None: export.quantize.KEEP_FLOAT of the model).
+    """
     with tempfile.TemporaryDirectory(prefix="sr-export-", dir=Path(path).parent) as scratch:
         fp32 = path if precision == "fp32" else Path(scratch) / "fp32.onnx"
         export_fp32(model, fp32, opset=opset, exporter=exporter, graph_friendly_forms=graph_friendly_forms)
         if precision == "fp16":
             to_fp16(fp32, path)
         elif precision == "int8":
-            to_int8(fp32, path, calibration_images=calibration_images)
+            if keep_float is None:
+                keep_float = default_keep_float(fp32, model.spec["name"])
+            to_int8(fp32, path, calibration_images=calibration_images, exclude=keep_float)
     if precision != "fp32":
         set_metadata(path, metadata_props(model, precision=precision, exporter=exporter, opset=opset))
     check_model(path)
@@ -53,7 +57,7 @@ def write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def export(model, output, *, precision="fp32", parity_data=None, calibration=None, parity=True,
+def export(model, output, *, precision="fp32", parity_data=None, calibration=None, keep_float=None, parity=True,
            max_int8_drop=DEFAULT_MAX_INT8_DROP_DB, opset=DEFAULT_OPSET, exporter="torchscript",
            graph_friendly_forms=True, progress=True):  # fmt: skip
     """Export, check parity, and only then put the model at `output`. Returns the parity report (None if skipped).
@@ -64,17 +68,17 @@ def export(model, output, *, precision="fp32", parity_data=None, calibration=Non
     output.parent.mkdir(parents=True, exist_ok=True)
     parity_images = load_parity_images(parity_data, scale=model.scale) if parity else None
     calibration_images = None
-    if precision == "int8":  # --calibration images are model inputs; by default the training photos' LR
+    if precision == "int8":  # --calibration images are model inputs; by default LR of built-in photos and graphics
         calibration_images = (
             [load_rgb(path) for path in list_images(calibration)] if calibration
-            else [image.lr for image in photos_as_pairs(builtin_paths("train"), scale=model.scale)]
+            else default_calibration(scale=model.scale)
         )  # fmt: skip
     # A hidden temporary name in the same folder, not ending in .onnx: never mistaken for a model, and
     # renamed atomically once parity has passed.
     partial = partial_path(output)
     try:
-        build_onnx(model, partial, precision=precision, calibration_images=calibration_images, opset=opset,
-                   exporter=exporter, graph_friendly_forms=graph_friendly_forms)  # fmt: skip
+        build_onnx(model, partial, precision=precision, calibration_images=calibration_images, keep_float=keep_float,
+                   opset=opset, exporter=exporter, graph_friendly_forms=graph_friendly_forms)  # fmt: skip
         report = None
         if parity:
             report = check_parity(model, partial, parity_images, precision=precision, max_int8_drop=max_int8_drop,
@@ -109,7 +113,10 @@ def parse_args(argv=None):
                         help="fp32 | fp16 (GPU format, float32 in and out) | int8 (static QDQ, PSNR_Y drop checked)")
     parser.add_argument("--calibration", type=Path,
                         help="folder of images fed as model inputs to calibrate int8 "
-                             "(default: LR of the training side's built-in photos)")  # fmt: skip
+                             "(default: LR of built-in photos and text/graphics, export/content.py)")  # fmt: skip
+    parser.add_argument("--keep-float", nargs="+", metavar="CONV",
+                        help="int8: Conv node names to keep float, or 'none' (default: the model's most sensitive "
+                             "convs, export/quantize.py KEEP_FLOAT; rank them with export/sensitivity.py)")  # fmt: skip
     parser.add_argument("--parity-data", type=Path,
                         help="benchmark folder (HR/ + LR_bicubic/X<scale>/) or folder of photos taken as HR "
                              "(default: the built-in photos of the training data set)")  # fmt: skip
@@ -126,6 +133,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.output.suffix.lower() != ".onnx":
         parser.error(f"--output {args.output}: the file name must end in .onnx")
+    if args.keep_float is not None and args.precision != "int8":
+        parser.error("--keep-float is an int8 choice: add --precision int8")
+    if args.keep_float == ["none"]:
+        args.keep_float = []
     if args.precision == "int8" and args.no_parity:
         parser.error("--precision int8 cannot skip parity: its PSNR_Y drop is what makes it acceptable")
     return args
@@ -138,7 +149,8 @@ def main(argv=None):
         model = load_model(args.weights, name=args.model, scale=args.scale)
         report = export(
             model, args.output, precision=args.precision, parity_data=args.parity_data, calibration=args.calibration,
-            parity=not args.no_parity, max_int8_drop=args.max_int8_drop, opset=args.opset, exporter=args.exporter,
+            keep_float=args.keep_float, parity=not args.no_parity, max_int8_drop=args.max_int8_drop, opset=args.opset,
+            exporter=args.exporter,
             graph_friendly_forms=not args.einops_graph,
         )
     except (ParityError, ExportError, OnnxModelError, ValueError) as error:  # WeightsError, ImageError are ValueErrors

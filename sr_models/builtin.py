@@ -21,7 +21,3 @@ def builtin_folder():
 
     return Path(skimage.__file__).resolve().parent / "data"
 
-
-def builtin_paths(kind):
-    """Paths of the built-in photographs of one kind: "train" or "held_out"."""
-    return [builtin_folder() / name for name in {"held_out": BUILTIN_HELD_OUT, "train": BUILTIN_TRAIN}[kind]]

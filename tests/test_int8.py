@@ -162,5 +162,5 @@ def test_cli_keep_float(tmp_path, capsys):
     assert "\n" not in str(exit_info.value) and not (tmp_path / "m.onnx").exists()
     main([*common, "--precision", "int8", "--keep-float", "none"])  # nothing float: every conv int8
     assert float_convs(tmp_path / "m.onnx") == []
-    main([*common, "--precision", "int8", "--keep-float", "/tail/Conv", "/head/Conv"])
+    main([*common, "--precision", "int8", "--keep-float", "/tail/Conv", "/head/Conv", "--overwrite"])
     assert sorted(float_convs(tmp_path / "m.onnx")) == ["/head/Conv", "/tail/Conv"]

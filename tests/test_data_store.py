@@ -102,7 +102,8 @@ def test_a_damaged_store_is_named_in_one_line(store, tmp_path):
         StorePairs(store, scale=2)
     (damaged / "store.json").write_text("{not json")
     # Through the training command: one line naming the file, no traceback.
-    result = subprocess.run([sys.executable, "train/run.py", "--dataset", str(damaged), "--steps", "1"], cwd=REPO,
+    result = subprocess.run([sys.executable, "train/run.py", "--dataset", str(damaged), "--steps", "1", "--output-dir",
+                             str(damaged.parent / "run")], cwd=REPO,
                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {damaged / 'store.json'}: not a readable store index")

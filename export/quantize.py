@@ -9,7 +9,13 @@ cast into every client).
 int8: static QDQ quantization (onnxruntime.quantization.quantize_static) calibrated on image patches. Only the
 convolutions are quantized (per-channel int8 weights, uint8 activations); sigmoid gates, products, residual adds
 and the bilinear skip stay float. Quantizing those too made PAN x4 ~25% faster still but cost up to 0.49 dB
-PSNR_Y on a Set5 image, over the 0.3 dB budget; convs only: at most 0.22 dB (docs/export.md).
+PSNR_Y on a Set5 image, over the 0.3 dB budget. What costs quality is the activations (weights int8 and
+activations float: at most 0.05 dB on any held-out image), so three steps spend their 256 levels better
+(docs/int8.md measures each):
+  - channel equalization (export/equalize.py) before calibration;
+  - the input's levels are exactly the 8-bit image's (scale 1/255, zero point 0): quantizing it loses nothing;
+  - ops that run in float (the residual adds, the bilinear skip) read the float tensor, not its int8 copy, so
+    rounding noise is added once per int8 conv instead of piling up along the residual stream.
 """
 
 import contextlib
@@ -23,14 +29,21 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from export.equalize import equalize
 from export.runtime import INPUT_NAME
 
 # Calibration: this many LR patches per image, all of one size (onnxruntime's histogram calibrators need equal
-# shapes), at most CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration (99.999th) ignores the
-# rare outlier activations that stretch min/max ranges: on PAN x4 it halved the Set5 PSNR_Y drop of MinMax (docs/int8.md).
+# shapes), at most CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration ignores the rare outlier
+# activations that stretch min/max ranges; where to cut is a trade between clipping (costly on the hard edges of
+# cartoons and charts) and coarse steps (costly on smooth photos), measured per architecture (docs/int8.md): PAN,
+# whose drawn images are the hard ones, keeps all but the top 1e-7 of values (99.9999 clipped cartoon edges: worst
+# held-out drop 0.34 against 0.22 dB); SRResNet, whose hard image is a smooth photo, cuts at 99.9999 (0.27 dB
+# against 0.37 dB at 99.99999). Other architectures get PERCENTILE.
 CALIBRATION_PATCH = 64
 PATCHES_PER_IMAGE = 2
-PERCENTILE = 99.999
+PERCENTILE = 99.9999
+MODEL_PERCENTILE = {"pan": 99.99999}
+EXACT_INPUT = {"scale": np.array(1 / 255, dtype=np.float32), "zero_point": np.array(0, dtype=np.uint8)}
 
 
 def to_fp16(src, dst):
@@ -95,33 +108,43 @@ def large_kernel_convs(path):
     return names
 
 
-# Convs kept float by default, per architecture: the ones whose quantization costs the most PSNR_Y, measured by
-# export/sensitivity.py on crops of the calibration images (docs/int8.md), matched as suffixes of the exported node
-# names. PAN: the four most sensitive of its 105 convs on the authors' x4 weights: the refine conv of its last U-PA
-# stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any other), the tail conv (0.31 dB), and
-# the first SC-PA block's split and attention convs. Kept float, they cost PAN x4 ~21% of int8's speed-up (CPU
-# time); with two, the authors' weights fail the parity budget on the phantom (0.36 dB).
-# SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the three most
-# sensitive, the conv after the residual trunk, the first upsampling conv and the last block's first conv. The
-# fourth, the second upsampling conv (at 2x resolution, a quarter of the model's multiply-adds), took int8 below
-# 1.5x fp32 (1.40x) for 0.02 dB. Other depths have other node names: nothing matches, nothing is kept float.
+# Convs kept float by default, per architecture, matched as suffixes of the exported node names; chosen by
+# measurement (export/sensitivity.py, bench/int8_quality.py, docs/int8.md).
+# PAN: the refine conv of its last U-PA stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any
+# other), the tail conv, the first SC-PA block's split and attention convs, and the head conv. The head's output
+# starts the residual stream, the widest-ranging tensor of the net, and is also the long skip, so its int8 rounding
+# reached the upsampler unfiltered: with equalization and PAN's percentile, keeping the head float took the worst
+# held-out drop on drawn images from 0.32 to 0.23 dB for 0.2% of the multiply-adds. Keeping every block's split
+# conv float as well measured no better and cost a fifth of int8's speed-up.
+# SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the conv after the
+# residual trunk and the first upsampling conv, the two most sensitive. With equalization the third (the last
+# block's first conv) bought 0.003 dB for a tenth of int8's speed-up; without the upsampling conv the smoothest
+# photo lost 0.62 dB.
+# Other depths or exporters have other node names: nothing matches, nothing is kept float, and the parity check
+# still judges the result.
 KEEP_FLOAT = {
-    "pan": ("/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv", "/trunk/trunk.0/split/Conv"),
-    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv", "/trunk/trunk.15/body/body.0/Conv"),
+    "pan": ("/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv", "/trunk/trunk.0/split/Conv",
+            "/head/Conv"),
+    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv"),
 }  # fmt: skip
 
 
 def default_keep_float(path, model_name):
     """Names of the Conv nodes of `path` that stay float by default: per suffix of KEEP_FLOAT, the last conv whose
-    name ends with it (PAN x4 has two U-PA stages: the second one's refine). None found (another exporter's node
-    names): none kept, and the parity check still judges the result."""
+    name ends with it (PAN x4 has two U-PA stages: the second one's refine)."""
     convs = [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
     matches = ([name for name in convs if name.endswith(suffix)] for suffix in KEEP_FLOAT.get(model_name, ()))
     return [found[-1] for found in matches if found]
 
 
+def default_percentile(model_name):
+    """The calibration percentile of an architecture (MODEL_PERCENTILE, else PERCENTILE)."""
+    return MODEL_PERCENTILE.get(model_name, PERCENTILE)
+
+
 def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PERCENTILE, exclude=(),
-            patches_per_image=PATCHES_PER_IMAGE, calibration_cache=None):
+            patches_per_image=PATCHES_PER_IMAGE, calibration_cache=None, equalize_channels=True, exact_input=True,
+            float_skips=True):
     """Statically quantize the fp32 ONNX file `src` (QDQ, convs only) at `dst`, calibrated on LR images.
 
     Convs with kernels larger than 3x3 (SRResNet's 9x9 head and tail) stay float: onnxruntime's int8 conv unfolds
@@ -129,6 +152,8 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
     5.4 GB buffer, against under 2 GB for the whole fp32 model. So do the Conv nodes named in `exclude` (the most
     sensitive ones, see export/sensitivity.py). `calibration_cache`: a JSON file of activation ranges, written by
     the first call and read by the next ones (the sensitivity scan quantizes one model many times over).
+    `equalize_channels`, `exact_input`, `float_skips`: the three steps of the module docstring (off: the export
+    as it was before them, for bench/int8_quality.py).
     """
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip
@@ -141,9 +166,15 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
         if unknown:
             raise ValueError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
                              f"like {min(convs)!r})")  # fmt: skip
+        patches = calibration_patches(calibration_images, per_image=patches_per_image)
+        if equalize_channels:
+            equalized = Path(scratch) / "equalized.onnx"
+            equalize(prepared, equalized, patches)
+            prepared = equalized
         reader = None
         if calibration_cache is None or not Path(calibration_cache).is_file():
-            reader = PatchReader(calibration_patches(calibration_images, per_image=patches_per_image))
+            reader = PatchReader(patches)
+        overrides = {INPUT_NAME: [EXACT_INPUT]} if exact_input else {}
         # onnxruntime's calibrators print their progress with print(); keep the CLI's output to our report.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -151,8 +182,46 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
                 nodes_to_exclude=sorted(set(large_kernel_convs(prepared)) | set(exclude)),
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[method], calibration_cache_path=calibration_cache,
-                extra_options={"CalibPercentile": percentile},
+                extra_options={"CalibPercentile": percentile, "TensorQuantOverrides": overrides},
             )  # fmt: skip
+        if float_skips:
+            float_ops_read_float(dst)
+
+
+def float_ops_read_float(path):
+    """Rewrite the QDQ model at `path` so that float ops read a quantized tensor's float value, not its int8 copy.
+
+    onnxruntime's quantizer hands every consumer of a quantized tensor the dequantized copy. Where the tensor comes
+    from a float op (a residual Add, the graph input), its float value exists anyway: giving it to the other float
+    consumers (the next Add, the bilinear skip) costs nothing, and the rounding then reaches the output only through
+    the int8 conv that needed it. Tensors made by an int8 conv keep their copy: their float value does not exist
+    once onnxruntime fuses the conv with its output quantization.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    constants = {tensor.name for tensor in graph.initializer}
+    quantized_from = {node.output[0]: node.input[0] for node in graph.node
+                      if node.op_type == "QuantizeLinear" and node.input[0] not in constants}  # fmt: skip
+    float_value = {}  # dequantized copy -> the float tensor it copies
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in quantized_from:
+            source = quantized_from[node.input[0]]
+            if source not in producers or producers[source].op_type != "Conv":
+                float_value[node.output[0]] = source
+    for node in graph.node:
+        if node.op_type not in ("Conv", "QuantizeLinear", "DequantizeLinear"):
+            for index, name in enumerate(node.input):
+                node.input[index] = float_value.get(name, name)
+    while True:  # drop the quantize/dequantize pairs that nothing reads any more
+        read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+        unread = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and not read & set(node.output)]  # fmt: skip
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    onnx.save(model, str(path))
 
 
 def float_convs(path):

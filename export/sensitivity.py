@@ -3,7 +3,7 @@
 For each candidate conv the model is quantized with every conv int8 except that one (activation ranges are
 calibrated once and reused), and scored on images with HR. A conv's *gain* is how much keeping it float lowers
 the PSNR_Y drop against the fp32 model: the mean over images (the ranking) and the worst image. Keeping the convs
-with the largest gains float (`to_int8(..., exclude=...)`) is what `--int8-keep-float` in export/to_onnx.py and
+with the largest gains float (`to_int8(..., exclude=...)`) is what `--keep-float` in export/to_onnx.py and
 bench/int8_quality.py do with the ranking.
 
 The scan quantizes the model once per candidate (PAN has 105 convs: minutes), so it runs on small crops of the

@@ -24,7 +24,7 @@ from export.parity import (
     format_report,
     load_parity_images,
 )
-from export.quantize import default_keep_float, to_fp16, to_int8
+from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
 from export.runtime import OnnxModelError, check_model
 from sr_models.files import OutputError, atomic_write_text, check_output, partial_path, publish
 from sr_models.images import list_images, load_rgb
@@ -37,7 +37,8 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
                exporter="torchscript", graph_friendly_forms=True):  # fmt: skip
     """Write `model` as a validated ONNX file of the given precision at `path` (no parity: see `export`).
 
-    int8: `keep_float` names the Conv nodes that stay float (None: export.quantize.KEEP_FLOAT of the model).
+    int8: `keep_float` names the Conv nodes that stay float (None: export.quantize.KEEP_FLOAT of the model); the
+    calibration percentile is the architecture's (export.quantize.default_percentile).
     """
     with tempfile.TemporaryDirectory(prefix="sr-export-", dir=Path(path).parent) as scratch:
         fp32 = path if precision == "fp32" else Path(scratch) / "fp32.onnx"
@@ -47,7 +48,8 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
         elif precision == "int8":
             if keep_float is None:
                 keep_float = default_keep_float(fp32, model.spec["name"])
-            to_int8(fp32, path, calibration_images=calibration_images, exclude=keep_float)
+            to_int8(fp32, path, calibration_images=calibration_images, exclude=keep_float,
+                    percentile=default_percentile(model.spec["name"]))  # fmt: skip
     if precision != "fp32":
         set_metadata(path, metadata_props(model, precision=precision, exporter=exporter, opset=opset))
     check_model(path)

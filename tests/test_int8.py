@@ -79,7 +79,8 @@ def test_excluded_convs_stay_float_with_their_fp32_weights(tmp_path):
     keep = [convs[0].name, convs[-1].name]
     calibration = [image.lr for image in load_parity_images(None, scale=2)]
     to_int8(fp32, tmp_path / "all.onnx", calibration_images=calibration)
-    to_int8(fp32, tmp_path / "kept.onnx", calibration_images=calibration, exclude=keep)
+    # Without channel equalization, which rescales float and int8 convs alike (tests/test_equalize.py).
+    to_int8(fp32, tmp_path / "kept.onnx", calibration_images=calibration, exclude=keep, equalize_channels=False)
     assert float_convs(tmp_path / "all.onnx") == large_kernel_convs(fp32) == []  # PAN: every conv is <= 3x3
     assert float_convs(tmp_path / "kept.onnx") == keep
     # The kept convs read the fp32 model's float weights, unchanged; the others read dequantized int8 weights.
@@ -128,21 +129,21 @@ def test_sensitivity_gain_is_the_drop_that_keeping_the_conv_float_removes(tmp_pa
 @needs_shared
 def test_pan_x4_int8_on_held_out_graphics(tmp_path):
     """The CLI's default int8 export of the PAN authors' x4 weights passes its own parity (photos and graphics),
-    and on drawn graphics it never saw loses far less than the photo-only calibration did (mean 0.53 dB, worst
-    1.40 dB on the bench's images). The 0.3 dB goal is not met on every drawn image: cartoons and charts lose up
-    to ~0.5 dB (docs/int8.md), so the bound here is the measured level, a guard against going back."""
+    and on drawn graphics it never saw stays within the 0.3 dB budget (before channel equalization, PAN's
+    percentile and the float head, the same images lost up to 0.46 dB; docs/int8.md)."""
     from sr_models.weights import load_model
 
     model = load_model(SHARED / "weights" / "PANx4_DF2K.pth", name="pan", scale=4)
     output = tmp_path / "pan_int8.onnx"
     report = export(model, output, precision="int8", progress=False)  # raises if its own parity fails
     assert {"text", "phantom"} <= {row["name"] for row in report["images"]} and report["max_psnr_y_drop_db"] <= 0.3
-    assert set(float_convs(output)) == set(default_keep_float(output, "pan")) and len(float_convs(output)) == 4
+    # the last refine, the tail, the first block's split and attention convs, the head
+    assert set(float_convs(output)) == set(default_keep_float(output, "pan")) and len(float_convs(output)) == 5
     # Seeds the bench does not report on: drawn images nobody looked at while choosing the defaults.
     held_out = synthetic_graphics(scale=4, seeds=(7,))
     rows = check_parity(model, output, held_out, precision="int8", progress=False)["images"]
     drops = [row["psnr_y_drop_db"] for row in rows if "psnr_y_drop_db" in row]
-    assert len(drops) == len(KINDS) and max(drops) <= 0.5 and np.mean(drops) <= 0.3, drops
+    assert len(drops) == len(KINDS) and max(drops) <= 0.3, drops
 
 
 def test_cli_keep_float(tmp_path, capsys):

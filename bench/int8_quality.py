@@ -4,7 +4,8 @@
     python bench/int8_quality.py --srresnet RUN/model.safetensors  # and a trained SRResNet x4
     python bench/int8_quality.py --scan-json pan_scan.json         # keep (or reuse) the sensitivity scan
 
-For each choice (calibration set, calibration method, convs kept float) the fp32 export is quantized, then:
+For each choice (calibration images and method, percentile, convs kept float, the new steps of export/quantize.py)
+the fp32 export is quantized, then:
     photos    worst and mean PSNR_Y drop (dB) of int8 below fp32 on Set5 (official LR) and `clock_motion.png`
     graphics  the same on drawn slides, screenshots, line art, charts and cartoons (bench/held_out.py)
     speed-up  onnxruntime fp32 median time / int8 median time, one 256x256 -> x4 call, variants interleaved
@@ -18,33 +19,74 @@ the convs; "N most sensitive float" keeps the first N of that ranking in float. 
 import argparse
 import gc
 import json
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
-import bench.onnx_speed
-from bench.held_out import held_out_photos, synthetic_graphics
-from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants
-from export.content import builtin_images, default_calibration
-from export.convert import export_fp32
-from export.parity import photos_as_pairs
-from export.quantize import PERCENTILE, default_keep_float, to_int8
-from export.runtime import OnnxUpscaler
-from export.sensitivity import center_crops, conv_sensitivity, int8_drops, psnr_y
-from sr_models.weights import load_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/int8_quality.py` imports bench.*
 
-# name: (calibration images, calibration method, percentile, convs kept float: the N most sensitive of the scan, or
-# "default": export.quantize.KEEP_FLOAT, what export/to_onnx.py does). The first row is the export before this page.
+import bench.onnx_speed  # noqa: E402
+from bench.held_out import held_out_photos, synthetic_graphics  # noqa: E402
+from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants  # noqa: E402
+from export.content import builtin_images, default_calibration  # noqa: E402
+from export.convert import export_fp32  # noqa: E402
+from export.parity import DEFAULT_MAX_INT8_DROP_DB, photos_as_pairs  # noqa: E402
+from export.quantize import PERCENTILE, default_keep_float, default_percentile, to_int8  # noqa: E402
+from export.runtime import OnnxUpscaler  # noqa: E402
+from export.sensitivity import center_crops, conv_sensitivity, int8_drops, psnr_y  # noqa: E402
+from sr_models.weights import load_model  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One way to build the int8 file. keep: "none", "previous" (PREVIOUS_KEEP_FLOAT), "default" (what
+    export/to_onnx.py keeps: export.quantize.KEEP_FLOAT) or N (the N most sensitive convs of the scan).
+    percentile: a number, or "default" (export.quantize.default_percentile of the model). new_steps: channel
+    equalization, the exact input levels and float skips (export/quantize.py), all on or all off."""
+
+    images: str  # "photos" (the training photos) or "mix" (export/content.py: photos and text/graphics)
+    method: str
+    percentile: float | str
+    keep: str | int
+    new_steps: bool
+
+
+# The float convs of the export before channel equalization (four for PAN, three for SRResNet; docs/int8.md).
+PREVIOUS_KEEP_FLOAT = {
+    "pan": ("/upsample.1/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv",
+            "/trunk/trunk.0/split/Conv"),
+    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv", "/trunk/trunk.15/body/body.0/Conv"),
+}  # fmt: skip
+
+# The first rows are the exports before docs/int8.md's last two rounds; then one step at a time to today's default.
 CHOICES = {
-    "photos, percentile (before)": ("photos", "percentile", 99.999, 0),
-    "photos+graphics, minmax": ("mix", "minmax", None, 0),
-    "photos+graphics, percentile": ("mix", "percentile", 99.999, 0),
-    "photos+graphics, percentile, export default float convs": ("mix", "percentile", 99.999, "default"),
-    "photos+graphics, percentile 99.9999, 2 most sensitive float": ("mix", "percentile", 99.9999, 2),
-    "photos+graphics, percentile, 4 most sensitive float": ("mix", "percentile", 99.999, 4),
-}
+    "photos, percentile 99.999 (first export)": Choice("photos", "percentile", 99.999, "none", False),
+    "photos+graphics, minmax": Choice("mix", "minmax", None, "none", False),
+    "photos+graphics, percentile 99.999": Choice("mix", "percentile", 99.999, "none", False),
+    "previous default: photos+graphics, 99.999, previous float convs": Choice("mix", "percentile", 99.999, "previous",
+                                                                             False),
+    "+ exact input levels, float skips, channel equalization": Choice("mix", "percentile", 99.999, "previous", True),
+    "+ the model's percentile": Choice("mix", "percentile", "default", "previous", True),
+    "+ the model's float convs (export default)": Choice("mix", "percentile", "default", "default", True),
+    "export default without the new steps": Choice("mix", "percentile", "default", "default", False),
+    "photos+graphics, percentile 99.999, 4 most sensitive float (needs the scan)": Choice("mix", "percentile", 99.999,
+                                                                                          4, False),
+}  # fmt: skip
+DEFAULT_CHOICES = [name for name, choice in CHOICES.items() if not isinstance(choice.keep, int)]
+
+
+def float_convs_of(choice, fp32, name, ranking):
+    if choice.keep == "default":
+        return default_keep_float(fp32, name)
+    if choice.keep == "previous":
+        convs = [node.name for node in onnx.load(str(fp32)).graph.node if node.op_type == "Conv"]
+        return [[conv for conv in convs if conv.endswith(suffix)][-1] for suffix in PREVIOUS_KEEP_FLOAT[name]]
+    return ranking[: choice.keep] if isinstance(choice.keep, int) else []
 
 
 def sensitivity_ranking(fp32, *, scale, scan_json=None):
@@ -59,32 +101,35 @@ def sensitivity_ranking(fp32, *, scale, scan_json=None):
     return scan
 
 
-def bench_model(name, model, *, choices, repeats, size, scan_json, scratch):
+def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, graphics_seeds):
     scale = model.scale
     fp32 = Path(scratch) / f"{name}_fp32.onnx"
     export_fp32(model, fp32)
-    sets = {"photos": held_out_photos(scale=scale), "graphics": synthetic_graphics(scale=scale)}
+    sets = {"photos": held_out_photos(scale=scale), "graphics": synthetic_graphics(scale=scale, seeds=graphics_seeds)}
     reference = OnnxUpscaler(fp32, device="cpu", tile=None)
     fp32_scores = {kind: psnr_y(reference, images) for kind, images in sets.items()}
     calibration = {"photos": [p.lr for p in photos_as_pairs(builtin_images("calibration", "photo"), scale=scale)],
                    "mix": default_calibration(scale=scale)}  # fmt: skip
     ranking = None
-    if any(isinstance(keep, int) and keep for *_, keep in choices.values()):
+    if any(isinstance(choice.keep, int) for choice in choices.values()):
         ranking = [row["name"] for row in sensitivity_ranking(fp32, scale=scale, scan_json=scan_json)["convs"]]
         print(f"{name}: most sensitive convs (mean PSNR_Y gain when float): {ranking[:4]}")
 
     rows, files = {}, {}
-    for choice, (images, method, percentile, keep) in choices.items():
+    for choice, how in choices.items():
         files[choice] = Path(scratch) / f"{name}_{len(files)}.onnx"
-        exclude = default_keep_float(fp32, name) if keep == "default" else ranking[:keep] if keep else []
-        to_int8(fp32, files[choice], calibration_images=calibration[images], method=method, exclude=exclude,
-                percentile=percentile or PERCENTILE)  # fmt: skip
-        rows[choice] = {"float convs": exclude}
+        exclude = float_convs_of(how, fp32, name, ranking)
+        percentile = default_percentile(name) if how.percentile == "default" else how.percentile or PERCENTILE
+        to_int8(fp32, files[choice], calibration_images=calibration[how.images], method=how.method, exclude=exclude,
+                percentile=percentile, equalize_channels=how.new_steps, exact_input=how.new_steps,
+                float_skips=how.new_steps)  # fmt: skip
+        rows[choice] = {"float convs": exclude, "percentile": percentile}
         for kind, images_of_kind in sets.items():
             drops = int8_drops(fp32_scores[kind], files[choice], images_of_kind)
             worst = int(np.argmax(drops))
             rows[choice][kind] = {"worst": float(drops[worst]), "worst image": images_of_kind[worst].name,
-                                  "mean": float(drops.mean())}  # fmt: skip
+                                  "mean": float(drops.mean()), "images": len(drops),
+                                  "over budget": int((drops > DEFAULT_MAX_INT8_DROP_DB).sum())}  # fmt: skip
 
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     runners = {"fp32": onnx_runner(fp32, x)} | {choice: onnx_runner(path, x) for choice, path in files.items()}
@@ -94,15 +139,16 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch):
     print(f"\n{name} x{scale}: int8 PSNR_Y drop below fp32 (dB), held-out images; speed {size}x{size} -> "
           f"x{scale}, onnxruntime fp32 median {times['fp32'][0] * 1000:.0f} ms")  # fmt: skip
     # CPU time too: on a machine shared with other jobs, wall time swings by tens of percent between variants.
-    print("| choice | photos worst | photos mean | graphics worst | graphics mean | int8 ms | speed-up "
-          "| CPU speed-up |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| choice | photos worst | photos mean | graphics worst | graphics mean | over {DEFAULT_MAX_INT8_DROP_DB} dB "
+          "| int8 ms | speed-up | CPU speed-up |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for choice, row in rows.items():
         row["int8 median s"], row["speed-up"] = times[choice][0], times["fp32"][0] / times[choice][0]
         row["cpu speed-up"] = times["fp32"][2] / times[choice][2]
         p, g = row["photos"], row["graphics"]
         print(f"| {choice} | {p['worst']:.3f} ({p['worst image']}) | {p['mean']:.3f} | {g['worst']:.3f} "
-              f"({g['worst image']}) | {g['mean']:.3f} | {times[choice][0] * 1000:.0f} | {row['speed-up']:.2f}x | "
+              f"({g['worst image']}) | {g['mean']:.3f} | {p['over budget']}/{p['images']} photos, "
+              f"{g['over budget']}/{g['images']} graphics | {times[choice][0] * 1000:.0f} | {row['speed-up']:.2f}x | "
               f"{row['cpu speed-up']:.2f}x |")  # fmt: skip
     return rows
 
@@ -110,8 +156,10 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--srresnet", type=Path, help="trained SRResNet x4 weights (.safetensors) to bench as well")
-    parser.add_argument("--choices", nargs="+", choices=list(CHOICES), default=list(CHOICES), metavar="CHOICE",
-                        help="which choices to run (default: all)")  # fmt: skip
+    parser.add_argument("--choices", nargs="+", choices=list(CHOICES), default=DEFAULT_CHOICES, metavar="CHOICE",
+                        help="which choices to run (default: all but the one that needs the sensitivity scan)")
+    parser.add_argument("--graphics-seeds", nargs="+", type=int, default=[0, 1],
+                        help="seeds of the drawn text/graphics images (default 0 1; tests use 7)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (default 5)")
     parser.add_argument("--size", type=int, default=256, help="timed input height and width (default 256)")
     parser.add_argument("--scan-json", nargs="+", type=Path, default=[],
@@ -133,7 +181,8 @@ def main(argv=None):
         for index, (name, model) in enumerate(models.items()):
             scan_json = args.scan_json[index] if index < len(args.scan_json) else None
             figures[name] = bench_model(name, model.eval(), choices=choices, repeats=args.repeats, size=args.size,
-                                        scan_json=scan_json, scratch=scratch)  # fmt: skip
+                                        scan_json=scan_json, scratch=scratch,
+                                        graphics_seeds=tuple(args.graphics_seeds))  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

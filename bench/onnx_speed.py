@@ -33,7 +33,7 @@ import torch
 
 from export.convert import export_fp32
 from export.content import default_calibration
-from export.quantize import default_keep_float, to_fp16, to_int8
+from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
 from export.runtime import INPUT_NAME, OUTPUT_NAME, create_session
 from sr_models import create_model
 from sr_models.weights import load_model
@@ -124,7 +124,8 @@ def main(argv=None):
                 export_fp32(model, files[f"fp32 {form}"], graph_friendly_forms=friendly)
             files["int8 friendly"] = Path(scratch) / f"{name}_int8.onnx"
             to_int8(files["fp32 friendly"], files["int8 friendly"], calibration_images=calibration,
-                    exclude=default_keep_float(files["fp32 friendly"], name))  # as export/to_onnx.py does
+                    exclude=default_keep_float(files["fp32 friendly"], name),
+                    percentile=default_percentile(name))  # as export/to_onnx.py does
 
             if "main" in args.sections:
                 runners = {
@@ -145,7 +146,7 @@ def main(argv=None):
             if "forms" in args.sections:
                 einops_int8 = Path(scratch) / f"{name}_einops_int8.onnx"
                 to_int8(files["fp32 einops"], einops_int8, calibration_images=calibration,
-                        exclude=default_keep_float(files["fp32 einops"], name))
+                        exclude=default_keep_float(files["fp32 einops"], name), percentile=default_percentile(name))
                 runners = {
                     "fp32 einops (Reshape/Transpose)": onnx_runner(files["fp32 einops"], x),
                     "fp32 graph-friendly (DepthToSpace, Split/Concat)": onnx_runner(files["fp32 friendly"], x),

@@ -37,7 +37,7 @@ from export.runtime import INPUT_NAME
 # activations that stretch min/max ranges; where to cut is a trade between clipping (costly on the hard edges of
 # cartoons and charts) and coarse steps (costly on smooth photos), measured per architecture (docs/int8.md): PAN,
 # whose drawn images are the hard ones, keeps all but the top 1e-7 of values (99.9999 clipped cartoon edges: worst
-# held-out drop 0.34 against 0.22 dB); SRResNet, whose hard image is a smooth photo, cuts at 99.9999 (0.27 dB
+# held-out drop 0.31 against 0.23 dB); SRResNet, whose hard image is a smooth photo, cuts at 99.9999 (0.27 dB
 # against 0.37 dB at 99.99999). Other architectures get PERCENTILE.
 CALIBRATION_PATCH = 64
 PATCHES_PER_IMAGE = 2
@@ -115,11 +115,11 @@ def large_kernel_convs(path):
 # starts the residual stream, the widest-ranging tensor of the net, and is also the long skip, so its int8 rounding
 # reached the upsampler unfiltered: with equalization and PAN's percentile, keeping the head float took the worst
 # held-out drop on drawn images from 0.32 to 0.23 dB for 0.2% of the multiply-adds. Keeping every block's split
-# conv float as well measured no better and cost a fifth of int8's speed-up.
+# conv float as well measured no better, and was slower.
 # SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the conv after the
 # residual trunk and the first upsampling conv, the two most sensitive. With equalization the third (the last
-# block's first conv) bought 0.003 dB for a tenth of int8's speed-up; without the upsampling conv the smoothest
-# photo lost 0.62 dB.
+# block's first conv) bought 0.003 dB for 0.1x of int8's speed-up; without the upsampling conv the smoothest
+# photo lost 0.64 dB, without the trunk conv 0.43 dB.
 # Other depths or exporters have other node names: nothing matches, nothing is kept float, and the parity check
 # still judges the result.
 KEEP_FLOAT = {
@@ -192,10 +192,12 @@ def float_ops_read_float(path):
     """Rewrite the QDQ model at `path` so that float ops read a quantized tensor's float value, not its int8 copy.
 
     onnxruntime's quantizer hands every consumer of a quantized tensor the dequantized copy. Where the tensor comes
-    from a float op (a residual Add, the graph input), its float value exists anyway: giving it to the other float
-    consumers (the next Add, the bilinear skip) costs nothing, and the rounding then reaches the output only through
-    the int8 conv that needed it. Tensors made by an int8 conv keep their copy: their float value does not exist
-    once onnxruntime fuses the conv with its output quantization.
+    from a float op (a residual Add, the graph input), its float value exists anyway: the other float consumers
+    (the next Add, the bilinear skip) now read it, and the rounding reaches the output only through the int8 conv
+    that needed it instead of piling up along the residual stream (SRResNet: smoothest held-out photo 0.48 ->
+    0.27 dB). The price: onnxruntime no longer fuses those Adds into int8 adds (about 8% of SRResNet's int8 time).
+    Tensors made by an int8 conv keep their copy: their float value does not exist once onnxruntime fuses the conv
+    with its output quantization.
     """
     model = onnx.load(str(path))
     graph = model.graph

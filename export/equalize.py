@@ -89,6 +89,10 @@ def channel_groups(model):
 
     for node in graph.node:
         op, inputs, outputs, attrs = node.op_type, list(node.input), list(node.output), _attributes(node)
+        data = (inputs if op in ("Add", "Sub", "Mul", "Concat") else inputs[:1]) + outputs
+        if any(name not in counts for name in data):  # shape inference left a channel count open: no rescaling here
+            fix(*data)
+            continue
         if op == "Conv":
             # A conv scales its own rows and columns; only grouped convs and shared or computed weights cannot.
             if attrs.get("group", 1) != 1 or inputs[1] not in initializers or weight_users[inputs[1]] > 1:

@@ -124,3 +124,24 @@ def test_input_is_quantized_losslessly_and_float_ops_read_float(tmp_path):
     # Nothing dangles: every quantize/dequantize node is read.
     read = {name for node in graph.node for name in node.input} | {v.name for v in graph.output}
     assert all(set(node.output) & read for node in graph.node)
+
+
+def test_channels_whose_count_shape_inference_leaves_open_are_not_rescaled(tmp_path):
+    """conv A -> Resize with scales computed at run time (shape inference cannot give the output's channels) ->
+    conv B: A's rows must stay, or B could not undo them (it did not, before this rule: output off by 6.6)."""
+    rng = np.random.default_rng(0)
+    weight_a = (rng.normal(size=(4, 3, 3, 3)) * np.geomspace(0.01, 1, 4)[:, None, None, None]).astype(np.float32)
+    weight_b = rng.normal(size=(3, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", [INPUT_NAME, "a.w"], ["a"], name="a", pads=[1, 1, 1, 1]),
+             helper.make_node("Identity", ["factors"], ["scales"]),  # not a constant any more for shape inference
+             helper.make_node("Resize", ["a", "", "scales"], ["r"], mode="nearest"),
+             helper.make_node("Conv", ["r", "b.w"], ["b"], name="b", pads=[1, 1, 1, 1])]  # fmt: skip
+    initializers = [numpy_helper.from_array(weight_a, "a.w"), numpy_helper.from_array(weight_b, "b.w"),
+                    numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "factors")]  # fmt: skip
+    image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, "h", "w"])
+    graph = helper.make_graph(nodes, "g", [image], [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+                              initializers)  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "g.onnx")
+    batch = rng.random((1, 3, 8, 8), dtype=np.float32)
+    assert equalize(tmp_path / "g.onnx", tmp_path / "eq.onnx", [batch]) == 0  # raises if the function changed
+    np.testing.assert_array_equal(run(tmp_path / "eq.onnx", batch), run(tmp_path / "g.onnx", batch))

@@ -13,7 +13,8 @@ column of every conv that reads it leaves the network's output unchanged, provid
 positively homogeneous channel by channel: LeakyReLU, PReLU, ReLU, Resize, Add of two such tensors, a product with
 a sigmoid gate, and Split / Concat / DepthToSpace, which only move channels around. Channels that such ops tie
 together (a residual stream through its Adds, the halves of a Concat) share one s; a channel that reaches anything
-else (a sigmoid's input, the graph's output, an op not listed) keeps s = 1. Each free channel group gets
+else (a sigmoid's input, the graph's output, an op not listed, a tensor whose channel count shape inference leaves
+open) keeps s = 1. Each free channel group gets
     s = (widest channel span / this channel's span) ** alpha
 with spans measured on the calibration patches and compared within each tensor; a group that spans several
 tensors takes its largest share (the tensor where it is already widest bounds how far it may grow).

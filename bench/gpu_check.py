@@ -154,8 +154,8 @@ def correctness(check, store):
         if check.cpu:  # the same commands on the CPU: bf16 autocast; fp16 loss scaling needs CUDA
             config_file = "launch_configs/cpu.yaml"
             precision_args = ["--mixed-precision", "bf16" if precision == "bf16" else "no"]
-        else:
-            precision_args = []
+        else:  # bf16 asked for by name (auto would pick fp16 on a GPU without it); fp16 from its launch config
+            precision_args = ["--mixed-precision", "bf16"] if precision == "bf16" else []
         if check.left() < 120:
             check.skip(f"correctness {precision}", "time budget")
             continue

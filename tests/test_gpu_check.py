@@ -8,6 +8,7 @@ loss, ONNX export with parity, toolkit and plain loops of every non-compiled var
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def interpreters_without_modules(folder):
+    """A folder of `python` and `python3` that import nothing: first on PATH, they stand for a venv not activated
+    (PATH's Python is another one). The script must use $PYTHON, the interpreter the tests run in."""
+    folder.mkdir()
+    for name in ("python", "python3"):
+        fake = folder / name
+        fake.write_text("#!/bin/sh\nexit 1\n")
+        fake.chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
 def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONWARNINGS": "ignore", "PYTHON": sys.executable,
+           "PATH": interpreters_without_modules(tmp_path / "not-this-python")}  # fmt: skip
     result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--cpu", "--workdir", str(tmp_path / "w")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -38,14 +51,14 @@ def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
 
 
 def test_a_missing_module_stops_the_gpu_check_at_once_with_the_wheel_instructions(tmp_path):
-    fake = tmp_path / "python"  # a python that has no `datasets`
+    fake = tmp_path / "venv-python"  # a python that has no `datasets`; PATH's own python is not asked
     fake.write_text('#!/bin/sh\ncase "$2" in "import datasets") exit 1;; esac\nexit 0\n')
     fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    env = {**os.environ, "PYTHON": str(fake)}
     result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                             timeout=30, check=False)  # fmt: skip
     assert result.returncode == 2
-    assert "'datasets' is not installed" in result.stderr and "pip install --no-index --find-links wheels datasets" in result.stderr
+    assert f"'datasets' is not installed for {fake}" in result.stderr and "pip install --no-index --find-links wheels datasets" in result.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")

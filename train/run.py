@@ -49,6 +49,7 @@ from train.data import check_enough_images, training_loader, training_patches, v
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
+from train.precision import choose as choose_precision
 from train.step_guard import StepGuard
 from train.cpu_memory import keep_freed_memory
 from train.run_folder import RunFolderLock
@@ -77,9 +78,11 @@ def train(argv=None):
     heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
     run_dir = choose_run_dir(config, state)
     STOP.run_dir = run_dir
+    # auto: the fastest precision this device computes natively (train/precision.py); the reason is logged.
+    precision = choose_precision(config.mixed_precision, device_type=state.device.type)
     accelerator = Accelerator(
         cpu=use_cpu,
-        mixed_precision=None if config.mixed_precision == "auto" else config.mixed_precision,
+        mixed_precision=precision.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         # Accelerate would step a prepared scheduler num_processes times per optimizer step (it assumes the
         # schedule counts single-process batches). Our steps are optimizer steps, so we step it ourselves, once.
@@ -93,6 +96,8 @@ def train(argv=None):
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     accelerator.init_trackers(run_dir.name, config=hparams(config))
+    if precision.warning:
+        accelerator.print(precision.warning)
     log = RunLog(run_dir / "log.jsonl", accelerator)
 
     # ---- data -----------------------------------------------------------------------------------------------
@@ -160,7 +165,7 @@ def train(argv=None):
     log.write({
         "event": "start", "step": start_step, "num_processes": processes, "process_index": accelerator.process_index,
         "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision, "cpu_threads": threads, "samples_per_step": samples_per_step,
+        "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": precision.reason, "cpu_threads": threads, "samples_per_step": samples_per_step,
         "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
         "held_out_images": validator.image_count, "val_sets": list(held_out),
         "left_out_files": left_out["small_names"] + left_out["corrupt_names"],
@@ -169,7 +174,8 @@ def train(argv=None):
     }, to_trackers=False)  # fmt: skip
     accelerator.print(
         f"{config.model} x{config.scale} | {len(patches.usable)} training images, {validator.image_count} held out | "
-        f"{processes} process(es) on {accelerator.device}, {threads} CPU thread(s) each | {samples_per_step} "
+        f"{processes} process(es) on {accelerator.device}, {threads} CPU thread(s) each | mixed precision "
+        f"{accelerator.mixed_precision} ({precision.reason}) | {samples_per_step} "
         f"patches per step ({config.batch_size} x {accumulation} x {processes}) | run folder {run_dir}"
     )
 

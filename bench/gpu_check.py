@@ -21,7 +21,8 @@ Sections
     flops        FLOPs of one training sample (forward + backward, convolutions and matmuls, by
                  torch.utils.flop_counter), the share of the GPU's dense bf16 peak reached by the best toolkit
                  variant, and the wall time of the paper's 1M steps at that rate
-    scaling      launch_configs/cpu_ddp.yaml with 1, 2, 4, 8 CPU processes (GPU hidden): samples/s
+    scaling      launch_configs/cpu_ddp.yaml with 1, 2, 4, 8 CPU processes (GPU hidden): samples/s, in the
+                 precision auto picks on that CPU (bf16 only where it is native)
 """
 
 import argparse
@@ -151,7 +152,7 @@ def prepare_store(check):
 def correctness(check, store):
     configs = [("bf16", "launch_configs/single_gpu.yaml"), ("fp16", "launch_configs/single_gpu_fp16.yaml")]
     for precision, config_file in configs:
-        if check.cpu:  # the same commands on the CPU: bf16 autocast; fp16 loss scaling needs CUDA
+        if check.cpu:  # the same commands on the CPU: bf16 autocast (asked for by name); fp16 loss scaling needs CUDA
             config_file = "launch_configs/cpu.yaml"
             precision_args = ["--mixed-precision", "bf16" if precision == "bf16" else "no"]
         else:  # bf16 asked for by name (auto would pick fp16 on a GPU without it); fp16 from its launch config
@@ -361,9 +362,10 @@ def scaling(check, store):
             continue
         windows = logged_windows(run_dir)[2:]  # the first steps build thread pools and gloo buffers
         rate = statistics.median(w["samples_per_second"] for w in windows)
-        out.append({"processes": processes, "samples_per_s": rate})
+        start = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])  # auto: bf16 only on a native CPU
+        out.append({"processes": processes, "samples_per_s": rate, "mixed_precision": start["mixed_precision"]})
         base = out[0]["samples_per_s"]
-        check.row("cpu scaling", f"{processes} process(es), bf16, batch 4 each", f"{rate:.1f} samples/s "
+        check.row("cpu scaling", f"{processes} process(es), {start['mixed_precision']}, batch 4 each", f"{rate:.1f} samples/s "
                   f"({rate / base:.2f}x one process)")  # fmt: skip
 
 

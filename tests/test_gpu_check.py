@@ -1,8 +1,9 @@
 """bench/gpu_check.sh, shrunk to the CPU (--cpu), end to end: the GPU machine's one prepared command cannot rot.
 
-What it checks there is real on the CPU too: launched training (bf16 autocast) that stops, resumes and lowers its
-loss, ONNX export with parity, toolkit and plain loops of every non-compiled variant, FLOPs counted, and 1- and
-2-process DDP scaling. (Speed and memory figures are not asserted: tests are never timed.)
+What it checks there is real on the CPU too: launched training (bf16 autocast, asked for by name) that stops,
+resumes and lowers its loss, ONNX export with parity, toolkit and plain loops of every non-compiled variant, FLOPs
+counted, and 1- and 2-process DDP scaling in the precision auto picks. (Speed and memory figures are not asserted:
+tests are never timed.) It runs under $PYTHON, the interpreter of the tests, whatever `python` PATH finds first.
 """
 
 import json
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from train.precision import choose
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +49,8 @@ def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
     # 3->8 head conv alone is 2 * 16 * 16 * 8 * 3 * 3 * 3 = 0.11 MFLOP, and backward roughly doubles the total.
     assert 3 * 0.11e6 < figures["flops"]["pan"]["flops_per_sample"] < 1e8
     assert [s["processes"] for s in figures["cpu_scaling"]] == [1, 2]
+    native = choose("auto", device_type="cpu", environ={}).mixed_precision  # the quickstart recipe says auto
+    assert {s["mixed_precision"] for s in figures["cpu_scaling"]} == {native}
     table = result.stdout[result.stdout.index("=" * 100):]
     assert "correctness" in table and "cpu scaling" in table and "gpu_check on CPU only" in table
 

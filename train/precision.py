@@ -65,7 +65,10 @@ def cpu_bf16(features):
 
 def cuda_bf16():
     # including_emulation=False: a pre-Ampere GPU "supports" bf16 only by emulating it, much slower than fp16.
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch older than the argument (2.4) counts native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def choose(requested, *, device_type, environ=None, features=None, cuda_has_bf16=None):
@@ -73,7 +76,9 @@ def choose(requested, *, device_type, environ=None, features=None, cuda_has_bf16
     ...). `environ` defaults to os.environ; `features` and `cuda_has_bf16` to this machine's checks."""
     environ = os.environ if environ is None else environ
     launch = environ.get(LAUNCH_ENV, "").lower()
-    cpu_native, cpu_why = cpu_bf16(cpu_features() if features is None else features) if device_type == "cpu" else (None, None)
+    cpu_native, cpu_why = None, None
+    if device_type == "cpu":
+        cpu_native, cpu_why = cpu_bf16(cpu_features() if features is None else features)
     if requested != "auto":
         choice, reason = requested, "set by --mixed-precision or the recipe"
     elif launch and launch != "no":
@@ -81,7 +86,7 @@ def choose(requested, *, device_type, environ=None, features=None, cuda_has_bf16
     elif device_type == "cuda":
         has_bf16 = cuda_bf16() if cuda_has_bf16 is None else cuda_has_bf16
         choice = "bf16" if has_bf16 else "fp16"
-        reason = "auto: native bf16 on this GPU" if has_bf16 else "auto: this GPU has no native bf16; fp16 with loss scaling"
+        reason = "auto: " + ("native bf16 on this GPU" if has_bf16 else "no native bf16 on this GPU; fp16 with loss scaling")
     elif device_type == "cpu":
         choice, reason = ("bf16" if cpu_native else "no"), f"auto: {cpu_why}"
     else:

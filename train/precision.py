@@ -67,7 +67,7 @@ def cuda_bf16():
     # including_emulation=False: a pre-Ampere GPU "supports" bf16 only by emulating it, much slower than fp16.
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # a torch older than the argument (2.4) counts native support only
+    except TypeError:  # a torch without the argument: its own answer
         return torch.cuda.is_bf16_supported()
 
 

@@ -16,6 +16,8 @@ activations float: at most 0.05 dB on any held-out image), so three steps spend 
   - the input's levels are exactly the 8-bit image's (scale 1/255, zero point 0): quantizing it loses nothing;
   - ops that run in float (the residual adds, the bilinear skip) read the float tensor, not its int8 copy, so
     rounding noise is added once per int8 conv instead of piling up along the residual stream.
+Then the weights are made unsaturable (WEIGHTS, export/kernels.py): on x86 CPUs without VNNI onnxruntime's int8
+kernels add pairs of products in int16 with saturation, so a file checked on one CPU would lose more on another.
 """
 
 import contextlib

@@ -7,6 +7,8 @@
 The model is written under a temporary name beside --output and renamed only once parity passes; on a parity
 failure the command exits 1 naming the image and the figure, no .onnx is left, and the figures go to
 OUTPUT.parity-failed.json. On success they go to OUTPUT.parity.json. Thresholds: export/parity.py.
+int8: the file records the CPU kernel families its check holds for (export/kernels.py); the command prints the
+CPU, and says so when int8 is not faster than fp32 on it.
 """
 
 import argparse

@@ -35,6 +35,7 @@ from bench.held_out import held_out_photos, synthetic_graphics  # noqa: E402
 from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants  # noqa: E402
 from export.content import builtin_images, default_calibration  # noqa: E402
 from export.convert import export_fp32  # noqa: E402
+from export.kernels import detect_cpu, kernel_family  # noqa: E402
 from export.parity import DEFAULT_MAX_INT8_DROP_DB, photos_as_pairs  # noqa: E402
 from export.quantize import PERCENTILE, default_keep_float, default_percentile, to_int8  # noqa: E402
 from export.runtime import OnnxUpscaler  # noqa: E402
@@ -47,13 +48,16 @@ class Choice:
     """One way to build the int8 file. keep: "none", "previous" (PREVIOUS_KEEP_FLOAT), "default" (what
     export/to_onnx.py keeps: export.quantize.KEEP_FLOAT) or N (the N most sensitive convs of the scan).
     percentile: a number, or "default" (export.quantize.default_percentile of the model). new_steps: channel
-    equalization, the exact input levels and float skips (export/quantize.py), all on or all off."""
+    equalization, the exact input levels and float skips (export/quantize.py), all on or all off. weights: plain
+    8-bit, 7-bit, or "paired" (8-bit with a coarser scale for the channels whose same-sign weight pairs could
+    saturate onnxruntime's AVX2 kernels: export/kernels.py)."""
 
     images: str  # "photos" (the training photos) or "mix" (export/content.py: photos and text/graphics)
     method: str
     percentile: float | str
     keep: str | int
     new_steps: bool
+    weights: str = "8bit"  # export.quantize.WEIGHTS; "paired" is the export default
 
 
 # The float convs of the export before channel equalization (four for PAN, three for SRResNet; docs/int8.md).
@@ -72,7 +76,10 @@ CHOICES = {
                                                                              False),
     "+ exact input levels, float skips, channel equalization": Choice("mix", "percentile", 99.999, "previous", True),
     "+ the model's percentile": Choice("mix", "percentile", "default", "previous", True),
-    "+ the model's float convs (export default)": Choice("mix", "percentile", "default", "default", True),
+    "+ the model's float convs (8-bit weights)": Choice("mix", "percentile", "default", "default", True),
+    "+ weights no kernel family saturates (export default)": Choice("mix", "percentile", "default", "default", True,
+                                                                   "paired"),
+    "export default with 7-bit weights": Choice("mix", "percentile", "default", "default", True, "7bit"),
     "export default without the new steps": Choice("mix", "percentile", "default", "default", False),
     "photos+graphics, percentile 99.999, 4 most sensitive float (needs the scan)": Choice("mix", "percentile", 99.999,
                                                                                           4, False),
@@ -122,8 +129,8 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, grap
         percentile = default_percentile(name) if how.percentile == "default" else how.percentile or PERCENTILE
         to_int8(fp32, files[choice], calibration_images=calibration[how.images], method=how.method, exclude=exclude,
                 percentile=percentile, equalize_channels=how.new_steps, exact_input=how.new_steps,
-                float_skips=how.new_steps)  # fmt: skip
-        rows[choice] = {"float convs": exclude, "percentile": percentile}
+                float_skips=how.new_steps, weights=how.weights)  # fmt: skip
+        rows[choice] = {"float convs": exclude, "percentile": percentile, "weights": how.weights}
         for kind, images_of_kind in sets.items():
             drops = int8_drops(fp32_scores[kind], files[choice], images_of_kind)
             worst = int(np.argmax(drops))
@@ -136,8 +143,9 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, grap
     times = time_variants(runners, repeats=repeats)
     del runners
     gc.collect()
-    print(f"\n{name} x{scale}: int8 PSNR_Y drop below fp32 (dB), held-out images; speed {size}x{size} -> "
-          f"x{scale}, onnxruntime fp32 median {times['fp32'][0] * 1000:.0f} ms")  # fmt: skip
+    print(f"\n{name} x{scale}: int8 PSNR_Y drop below fp32 (dB), held-out images, as computed by this CPU's "
+          f"kernels; speed {size}x{size} -> x{scale}, onnxruntime fp32 median {times['fp32'][0] * 1000:.0f} ms; "
+          f"{detect_cpu().describe()}, int8 kernel family {kernel_family(detect_cpu())}")  # fmt: skip
     # CPU time too: on a machine shared with other jobs, wall time swings by tens of percent between variants.
     print(f"| choice | photos worst | photos mean | graphics worst | graphics mean | over {DEFAULT_MAX_INT8_DROP_DB} dB "
           "| int8 ms | speed-up | CPU speed-up |")  # fmt: skip

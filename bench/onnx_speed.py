@@ -21,7 +21,6 @@ import argparse
 import copy
 import gc
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ import torch
 from export.convert import export_fp32
 from export.content import default_calibration
 from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
+from export.kernels import detect_cpu, int8_pays, kernel_family
 from export.runtime import INPUT_NAME, OUTPUT_NAME, create_session
 from sr_models import create_model
 from sr_models.weights import load_model
@@ -84,7 +84,9 @@ def time_variants(runners, *, repeats):
 
 
 def print_table(title, results, reference=None):
-    print(f"\n{title}")
+    """One table; its title names the CPU (model, ISA flags, int8 kernel family): int8's speed-up depends on it."""
+    cpu = detect_cpu()
+    print(f"\n{title}; {cpu.describe()}, int8 kernel family {kernel_family(cpu)}, {THREADS or 'default'} threads")
     print("| variant | median (ms) | min (ms) | CPU median (ms) |" + (" vs reference |" if reference else ""))
     print("|---|---:|---:|---:|" + ("---:|" if reference else ""))
     for name, (median, best, cpu) in results.items():
@@ -108,7 +110,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    cpu = detect_cpu()
+    if not int8_pays(cpu):
+        print(f"{cpu.describe()}: no VNNI/AMX, expect int8 about as fast as fp32 (docs/int8.md)")
+    print(f"machine: {cpu.describe()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"providers {ort.get_available_providers()}")  # fmt: skip
     x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)

@@ -16,6 +16,8 @@ activations float: at most 0.05 dB on any held-out image), so three steps spend 
   - the input's levels are exactly the 8-bit image's (scale 1/255, zero point 0): quantizing it loses nothing;
   - ops that run in float (the residual adds, the bilinear skip) read the float tensor, not its int8 copy, so
     rounding noise is added once per int8 conv instead of piling up along the residual stream.
+Then the weights are made unsaturable (WEIGHTS, export/kernels.py): on x86 CPUs without VNNI onnxruntime's int8
+kernels add pairs of products in int16 with saturation, so a file checked on one CPU would lose more on another.
 """
 
 import contextlib
@@ -25,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from export.equalize import equalize
+from export.kernels import make_unsaturable
 from export.runtime import INPUT_NAME
 
 # Calibration: this many LR patches per image, all of one size (onnxruntime's histogram calibrators need equal
@@ -43,6 +47,13 @@ CALIBRATION_PATCH = 64
 PATCHES_PER_IMAGE = 2
 PERCENTILE = 99.9999
 MODEL_PERCENTILE = {"pan": 99.99999}
+# On x86 CPUs without VNNI, onnxruntime's u8s8 kernels add two uint8 x int8 products in int16 with saturation
+# (VPMADDUBSW): 8-bit weights overflow it (255 * 2 * 127 > 32767). "paired" (default): 8-bit weights, then each
+# same-sign pair of weights that the kernel adds is cut to 128 in magnitude (export/kernels.py), so no pair can
+# saturate; "7bit": every weight in [-64, 64] (onnxruntime's reduce_range), pairing-proof but coarser (PAN x4:
+# worst drawn image 0.38 dB against 0.23); "8bit": the export before, exact only on VNNI, ARM and u8u8 kernels.
+WEIGHTS = ("paired", "7bit", "8bit")
+DEFAULT_WEIGHTS = "paired"
 EXACT_INPUT = {"scale": np.array(1 / 255, dtype=np.float32), "zero_point": np.array(0, dtype=np.uint8)}
 
 
@@ -144,7 +155,7 @@ def default_percentile(model_name):
 
 def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PERCENTILE, exclude=(),
             patches_per_image=PATCHES_PER_IMAGE, calibration_cache=None, equalize_channels=True, exact_input=True,
-            float_skips=True):
+            float_skips=True, weights=DEFAULT_WEIGHTS):
     """Statically quantize the fp32 ONNX file `src` (QDQ, convs only) at `dst`, calibrated on LR images.
 
     Convs with kernels larger than 3x3 (SRResNet's 9x9 head and tail) stay float: onnxruntime's int8 conv unfolds
@@ -153,8 +164,10 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
     sensitive ones, see export/sensitivity.py). `calibration_cache`: a JSON file of activation ranges, written by
     the first call and read by the next ones (the sensitivity scan quantizes one model many times over).
     `equalize_channels`, `exact_input`, `float_skips`: the three steps of the module docstring (off: the export
-    as it was before them, for bench/int8_quality.py).
+    as it was before them, for bench/int8_quality.py). `weights`: one of WEIGHTS (above).
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"int8 weights: one of {', '.join(WEIGHTS)}, not {weights!r}")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sr-int8-") as scratch:
@@ -180,12 +193,16 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
             quantize_static(
                 str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                 nodes_to_exclude=sorted(set(large_kernel_convs(prepared)) | set(exclude)),
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=weights == "7bit", activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[method], calibration_cache_path=calibration_cache,
                 extra_options={"CalibPercentile": percentile, "TensorQuantOverrides": overrides},
             )  # fmt: skip
         if float_skips:
             float_ops_read_float(dst)
+        if weights == "paired":
+            model = onnx.load(str(dst))
+            make_unsaturable(model, {t.name: numpy_helper.to_array(t) for t in onnx.load(str(prepared)).graph.initializer})
+            onnx.save(model, str(dst))
 
 
 def float_ops_read_float(path):

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from export.kernels import warn_unchecked_family  # numpy and onnx only
 from sr_models.ensemble import self_ensemble  # numpy only
 from sr_models.metrics import to_uint8  # numpy only
 
@@ -177,6 +178,8 @@ class OnnxUpscaler:
         self.path = Path(path)
         self.session = create_session(path, device=device, optimization=optimization, threads=threads)
         self.metadata = read_metadata(self.session)
+        if self.session.get_providers()[0] == "CPUExecutionProvider":  # int8 arithmetic differs by CPU family
+            warn_unchecked_family(self.path, self.metadata)
         # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
         # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: docs/export.md).
         self.run_options = ort.RunOptions()

@@ -268,3 +268,50 @@ def test_a_manifest_edited_to_lie_is_named(tmp_path):
     (checkpoint / "extra.pkl").write_bytes(b"added later")  # a file the manifest never listed
     with pytest.raises(CheckpointError, match=r"step-00000002/extra\.pkl: not listed in"):
         resolve_resume(str(checkpoint), run_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounded: training memory is estimated before it is allocated (train/memory_bound.py)
+
+
+def test_a_patch_too_large_for_the_machine_is_refused_in_one_line_before_the_run_folder(tmp_path):
+    result = subprocess.run([sys.executable, "train/run.py", "--lr-patch-size", "4096", "--small-images", "pad",
+                             "--steps", "1", "--val-dataset", "none", "--log-with", "none", "--output-dir",
+                             str(tmp_path / "run")], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training needs about ") and "LR patch 4096x4096, HR 16384x16384" in line
+    assert line.endswith("use a smaller --lr-patch-size or --batch-size (docs/reliability.md)")
+    assert "available (MemAvailable, 1 process(es))" in line
+    assert not (tmp_path / "run").exists()
+
+
+PEAK = """
+import resource, runpy, sys
+sys.argv = ["train/run.py", *sys.argv[1:]]
+try:
+    runpy.run_path("train/run.py", run_name="__main__")
+finally:
+    print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_the_memory_estimate_bounds_a_real_runs_peak_and_is_not_far_above_it(tmp_path):
+    """The estimate of what one micro-batch adds is compared with the peak resident size it really adds: two real
+    runs, one with a tiny batch (the process itself: Python, PyTorch, the data) and one with batch 4 x LR 48."""
+    from train.memory_bound import training_memory
+
+    def peak(name, *args):
+        result = subprocess.run([sys.executable, "-c", PEAK, "--steps", "2", "--val-dataset", "none", "--log-with",
+                                 "none", "--progress", "false", "--num-threads", "1", "--repeat-images", "true",
+                                 "--output-dir", str(tmp_path / name), *args], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                                timeout=600, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return int(result.stdout.split("peak")[-1])
+
+    small, large = ["--lr-patch-size", "8", "--batch-size", "1"], ["--lr-patch-size", "48", "--batch-size", "4"]
+    added = peak("large", *large) - peak("small", *small)
+    estimate = (lambda c: c["device"] + c["host"])(training_memory(parse_args(large)))
+    assert added <= estimate <= 4 * added, (added, estimate)

@@ -1193,6 +1193,7 @@ class Suite:
         cases.append(("ddp nan", self.ddp_nan))
         cases.append(("ddp too small", self.ddp_too_small))
         cases += self.rule_cases()
+        cases += self.validate_cases()
         return cases
 
     def rule_cases(self):
@@ -1264,6 +1265,189 @@ class Suite:
         make_one_pixel(folder / "dot.png")
         outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--device", "cpu"])
         return judge_refusal("1x1 image", "train/evaluate.py", outcome, names=str(folder / "dot.png"))
+
+    # ---- validate structure, not totals; bounded training memory (docs/reliability.md) -----------------------
+
+    def validate_cases(self):
+        """Rule 3 (structure, not totals) and the training half of rule 4 (memory estimated before allocation)."""
+        cases = [(f"validate / store {kind}", lambda k=kind: self.damaged_store(k))
+                 for kind in ("misaligned", "overlap", "beyond", "flipped")]
+        cases += [("validate / manifest edited", self.manifest_edited),
+                  ("validate / init nan non-strict", lambda: self.bad_init_weights("nan")),
+                  ("validate / init int non-strict", lambda: self.bad_init_weights("int")),
+                  ("validate / recipe resume contradiction", self.recipe_resume_contradiction),
+                  ("validate / metadata.jsonl in the folder", self.other_programs_files),
+                  ("validate / huge patch with pad", self.huge_patch)]
+        for where in ("train/run.py --init-weights", "train/evaluate.py"):
+            cases.append((f"validate / pth non-string keys / {where}", lambda w=where: self.non_string_keys(w)))
+        for where in ("train/evaluate.py", "train/run.py"):
+            cases.append((f"validate / metric weights wrong hash / {where}", lambda w=where: self.wrong_hash_metric(w)))
+        return cases
+
+    def store_copy(self, name):
+        """A copy of a decoded store of the good images (prepared once, through the prepare command)."""
+        with self.lock:
+            store = self.root / "good.store"
+            if not store.exists():
+                outcome = run(["-m", "train.data", "prepare", "--dataset", str(self.good), "--output", str(store),
+                               "--store", "--scale", str(SCALE), "--cache-dir", str(self.root / "hf-cache")])
+                if outcome.returncode != 0:
+                    raise RuntimeError("preparing the store failed: " + describe_failure(outcome))
+        copy = self.root / name
+        shutil.copytree(store, copy)
+        return copy, json.loads((copy / "store.json").read_text())
+
+    def damaged_store(self, kind):
+        case = {"misaligned": "store index edited: HR no longer 4 x LR (same byte totals)",
+                "overlap": "store index edited: an image's offset overlaps the previous one",
+                "beyond": "store index edited: the last image ends outside the file",
+                "flipped": "store data: one flipped byte in hr.u8"}[kind]  # fmt: skip
+        store, index = self.store_copy(f"store-{kind}")
+        images = index["images"]
+        names = str(store / "store.json")
+        if kind == "misaligned":
+            height, width = images[1]["hr"]
+            images[1]["hr"] = [height // 2, width * 2]  # as many bytes: the files' totals still agree
+        elif kind == "overlap":
+            images[2]["lr_offset"] -= 30
+        elif kind == "beyond":
+            images[-1]["lr"] = [images[-1]["lr"][0] + 2, images[-1]["lr"][1]]
+            images[-1]["hr"] = [v * SCALE for v in images[-1]["lr"]]
+            names = str(store / "hr.u8")
+        else:
+            data = bytearray((store / "hr.u8").read_bytes())
+            data[images[1]["hr_offset"] + 100] ^= 0x01
+            (store / "hr.u8").write_bytes(bytes(data))
+            names = f"{store / 'hr.u8'}: image 1"
+        if kind != "flipped":
+            (store / "store.json").write_text(json.dumps(index))
+        outcome, run_dir = self.train(f"store-{kind}", "--dataset", str(store), "--val-dataset", "none")
+        result = judge_refusal(case, "train/run.py (decoded store)", outcome, names=names)
+        if result.verdict == "handled" and (run_dir / "model.safetensors").exists():
+            return Result(case, result.where, "lost", "refused, but final weights were written", outcome.seconds)
+        return result
+
+    def manifest_edited(self):
+        case = "checkpoint whose manifest was edited to drop a damaged file's entry"
+        outcome, run_dir = self.train("manifest", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--stop-after", "1", steps=3)  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, "train/run.py --resume", "other", "set-up run failed: " + describe_failure(outcome))
+        checkpoint = run_dir / "checkpoints" / "step-00000001"
+        optimizer = checkpoint / "optimizer.bin"
+        data = bytearray(optimizer.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        optimizer.write_bytes(bytes(data))
+        manifest = json.loads((checkpoint / "manifest.json").read_text())
+        del manifest["optimizer.bin"]  # the lie: the damaged file is no longer listed, the totals of the rest hold
+        (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+        resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir)])
+        return judge_refusal(case, "train/run.py --resume", resumed, names=str(optimizer))
+
+    def tiny_state(self):
+        from sr_models.weights import load_model
+
+        return {k: v.clone().contiguous() for k, v in load_model(self.weights).state_dict().items()}
+
+    def bad_init_weights(self, kind):
+        import torch
+
+        case = {"nan": "init weights holding NaN (--init-strict false)",
+                "int": "init weights with an integer tensor (--init-strict false)"}[kind]  # fmt: skip
+        state = self.tiny_state()
+        if kind == "nan":
+            state["tail.weight"][0, 0, 0, 0] = float("nan")
+        else:
+            state["head.weight"] = state["head.weight"].to(torch.int32)
+        path = self.root / f"init-{kind}.pth"
+        torch.save({"params_ema": state}, path)  # BasicSR's wrapper: unwrapped and checked alike
+        outcome, run_dir = self.train(f"init-{kind}", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--init-weights", str(path), "--init-strict", "false")  # fmt: skip
+        return judge_refusal(case, "train/run.py --init-weights", outcome, names=str(path))
+
+    def non_string_keys(self, where):
+        import torch
+
+        case = ".pth whose state_dict has non-string keys"
+        path = self.root / "int-keys.pth"
+        with self.lock:
+            if not path.exists():
+                torch.save({**self.tiny_state(), 7: torch.zeros(1)}, path)
+        if where == "train/evaluate.py":
+            outcome = run(["train/evaluate.py", "--weights", str(path), "--model", "pan", "--scale", str(SCALE),
+                           "--hr", str(self.good), "--device", "cpu"])  # fmt: skip
+        else:
+            outcome, _ = self.train("int-keys", "--dataset", str(self.good), "--val-dataset", "none", "--init-weights",
+                                    str(path), "--init-strict", "false")  # fmt: skip
+        return judge_refusal(case, where, outcome, names=str(path))
+
+    def wrong_hash_metric(self, where):
+        import torch
+
+        case = "metric weights given locally with a wrong hash (pt_inception-...-6726825d.pth)"
+        folder = self.root / f"metric-weights-{slug(where)}"
+        folder.mkdir()
+        path = folder / "pt_inception-2015-12-05-6726825d.pth"
+        torch.save({"stand-in": torch.zeros(4)}, path)
+        env = {"TORCH_HOME": str(self.root / "torch-home")}  # not the user's hub cache
+        if where == "train/evaluate.py":
+            outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(self.good), "--metrics",
+                           "psnr,fid", "--metrics-weights", str(folder), "--device", "cpu"], env=env)  # fmt: skip
+        else:
+            run_dir = self.root / "runs" / "metric-hash"
+            outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(run_dir), "--dataset",
+                           str(self.good), "--val-dataset", str(self.good), "--val-metrics", "psnr,fid",
+                           "--cache-dir", str(self.root / "hf-cache")],
+                          env={**env, "SR_METRICS_WEIGHTS": str(folder)})  # fmt: skip
+        return judge_refusal(case, where, outcome, names=str(path))
+
+    def recipe_resume_contradiction(self):
+        case = "a recipe's resume: with a key that contradicts the checkpoint (lr)"
+        outcome, run_dir = self.train("recipe-resume", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--stop-after", "1", steps=3)  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, "train/run.py --recipe", "other", "set-up run failed: " + describe_failure(outcome))
+        before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        recipe = self.root / "resume-recipe.yaml"
+        recipe.write_text(f"resume: latest\noutput_dir: {run_dir}\nlr: 0.5\n")
+        resumed = run(["train/run.py", "--recipe", str(recipe)])
+        result = judge_refusal(case, "train/run.py --recipe", resumed, names="-> 0.5")
+        after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        if result.verdict == "handled" and after != before:
+            return Result(case, result.where, "lost", "refused, but the run folder changed", resumed.seconds)
+        return result
+
+    def other_programs_files(self):
+        case = "metadata.jsonl (listing 1 image), metadata.csv, Thumbs.db, .DS_Store, __MACOSX/, .xmp in the photo folder"
+        where = "training data"
+        folder, _ = self.folder("other-programs")
+        (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "good0.png", "text": "x"}) + "\n")
+        (folder / "metadata.csv").write_text("file_name,label\ngood1.png,cat\n")
+        (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (folder / "__MACOSX").mkdir()
+        (folder / "__MACOSX" / "._good0.png").write_bytes(b"\0\5\26\7")
+        (folder / "good0.xmp").write_text("<x:xmpmeta/>")
+        outcome, run_dir = self.train("other-programs", "--dataset", str(folder), "--val-dataset", "none",
+                                      "--repeat-images", "false")  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        start = read_log(run_dir)[0]
+        if start.get("train_images") != 3:
+            return Result(case, where, "lost", f"trained on {start.get('train_images')} of the 3 images", outcome.seconds)
+        if "ignored" not in outcome.stderr:
+            return Result(case, where, "other", "trained on every image, but said nothing of the ignored files")
+        return Result(case, where, "handled", "trains on all 3 images; one line names the 6 files ignored",
+                      outcome.seconds)  # fmt: skip
+
+    def huge_patch(self):
+        case = "--lr-patch-size 4096 --small-images pad"
+        outcome, run_dir = self.train("huge-patch", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--small-images", "pad", "--lr-patch-size", "4096", "--batch-size", "8")
+        result = judge_refusal(case, "train/run.py", outcome, names="--lr-patch-size")
+        if result.verdict == "handled" and run_dir.exists():
+            return Result(case, result.where, "lost", "refused, but a run folder was made", outcome.seconds)
+        return result
 
 
 # train/run.py's main in a child process whose save_state is followed by SIGKILL when it writes the step-4

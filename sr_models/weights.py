@@ -233,6 +233,10 @@ def read_state_dict(path):
                 break
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of names to tensors, found {type(state).__name__}")
+    odd = [key for key in state if not isinstance(key, str)]
+    if odd:
+        raise WeightsError(f"{path}: expected tensor names (strings) as keys, found {len(odd)} other key(s), e.g. "
+                           f"{odd[0]!r} ({type(odd[0]).__name__})")  # fmt: skip
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
 
 
@@ -274,10 +278,12 @@ def load_state_dict_strict(model, state, *, source):
     model.load_state_dict(state, strict=True)
 
 
-def load_matching(model, state):
+def load_matching(model, state, *, source):
     """Load every tensor of `state` whose name and shape fit `model` (non-strict fine-tuning, e.g. an x2 model
     from x4 weights: trunk loaded, upsampling new). Returns (loaded, left_out, fresh): names loaded, names of
-    `state` not used (with the reason), names of `model` that keep their fresh initial values."""
+    `state` not used (with the reason), names of `model` that keep their fresh initial values. Every tensor loaded
+    passes the same check as a strict load (check_tensors: the model's kind, finite): not strict means "not every
+    tensor", never "any values"."""
     if "SCPA_trunk.0.conv1_a.weight" in state:
         state = convert_pan_authors_keys(state)
     expected = model.state_dict()
@@ -285,6 +291,7 @@ def load_matching(model, state):
     left_out = [f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")
                 for k, v in state.items() if k not in loaded]  # fmt: skip
     fresh = [k for k in expected if k not in loaded]
+    check_tensors(loaded, model, source=source)
     model.load_state_dict(loaded, strict=False)
     return sorted(loaded), left_out, fresh
 

@@ -162,3 +162,75 @@ def test_a_store_of_subimages_keeps_their_names_and_pixels(source, tmp_path):
     for i in (0, len(stored) - 1):
         assert all(np.array_equal(a, b) for a, b in zip(stored.load(i), decoded.load(i)))
         assert stored.load(i)[0].shape == (32, 32, 3) and stored.load(i)[1].shape == (8, 8, 3)
+
+
+# ---- the index is validated by structure, the data by a checksum per image (docs/reliability.md) -------------
+
+
+def copy_store(store, folder):
+    folder.mkdir()
+    for name in ("store.json", "hr.u8", "lr.u8"):
+        (folder / name).write_bytes((store / name).read_bytes())
+    return folder, json.loads((store / "store.json").read_text())
+
+
+def edited(store, tmp_path, name, edit):
+    folder, index = copy_store(store, tmp_path / name)
+    edit(index)
+    (folder / "store.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_an_edited_index_is_refused_at_open_naming_the_entry(store, tmp_path):
+    def swap_hr(index):  # same byte count, so the files' totals still agree: HR is no longer 4 x LR
+        index["images"][1]["hr"] = index["images"][1]["hr"][::-1]
+
+    def overlap(index):
+        index["images"][2]["hr_offset"] -= 12
+
+    def beyond(index):  # the last image said to be larger: it would end outside the file
+        index["images"][3]["lr"] = [index["images"][3]["lr"][0] + 1, index["images"][3]["lr"][1]]
+        index["images"][3]["hr"] = [index["images"][3]["lr"][0] * SCALE, index["images"][3]["lr"][1] * SCALE]
+
+    def no_digest(index):
+        del index["images"][0]["lr_sha256"]
+
+    def old(index):  # a store of version 1 (no checksums): prepare it again
+        index["version"] = 1
+
+    cases = {
+        "misaligned": (swap_hr, r"image 1 \(img1\.png\): HR 64x80 is not 4 x its LR 20x16: the pair would be misaligned"),
+        "overlap": (overlap, r"image 2 \(img2\.png\): hr_offset [\d,]+ overlaps the previous image"),
+        "beyond": (beyond, r"hr\.u8: [\d,]+ bytes, but .*store\.json lists [\d,]+ \(the last image would end outside"),
+        "no-digest": (no_digest, r"image 0 \(img0\.png\): lacks lr_sha256"),
+        "old": (old, r"store version 1, this toolkit reads 2 \(with a checksum per image\); prepare it again"),
+    }
+    for name, (edit, expected) in cases.items():
+        with pytest.raises(ImageError, match=expected):
+            StorePairs(edited(store, tmp_path, name, edit), scale=SCALE)
+    StorePairs(edited(store, tmp_path, "untouched", lambda index: None), scale=SCALE).load(3)  # the copy is fine
+
+
+def test_one_flipped_byte_in_the_data_is_named_when_the_image_is_read(store, tmp_path):
+    folder, index = copy_store(store, tmp_path / "flipped.store")
+    data = bytearray((folder / "hr.u8").read_bytes())
+    data[index["images"][2]["hr_offset"] + 5] ^= 1
+    (folder / "hr.u8").write_bytes(bytes(data))
+    pairs = StorePairs(folder, scale=SCALE)  # the index is intact
+    pairs.load(1)
+    with pytest.raises(ImageError, match=rf"^{folder / 'hr.u8'}: image 2 \(img2\.png\): its bytes do not match the "
+                                         r"SHA-256 in .*store\.json: the store is damaged; prepare it again$"):  # fmt: skip
+        pairs.load(2)
+    # An index whose HR and LR sizes were both swapped stays 4 x aligned, but the bytes are not those images.
+    swapped = edited(store, tmp_path, "swapped", lambda index: [index["images"][0].update(hr=index["images"][0]["hr"][::-1],
+                                                                lr=index["images"][0]["lr"][::-1])])  # fmt: skip
+    with pytest.raises(ImageError, match=r"image 0 \(img0\.png\): its bytes do not match"):
+        StorePairs(swapped, scale=SCALE).load(0)
+    # Through the training command: one line, no traceback, no weights.
+    result = subprocess.run([sys.executable, "train/run.py", "--dataset", str(folder), "--steps", "2", "--batch-size",
+                             "4", "--lr-patch-size", "8", "--val-dataset", "none", "--log-with", "none", "--progress",
+                             "false", "--output-dir", str(tmp_path / "run")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {folder / 'hr.u8'}: image 2 (img2.png)")
+    assert not (tmp_path / "run" / "model.safetensors").exists()

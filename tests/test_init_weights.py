@@ -161,3 +161,43 @@ def test_export_recognises_a_foreign_checkpoint_without_flags(tmp_path):
     torch.save(create_model("pan", scale=3, **TINY["pan"]).state_dict(), tmp_path / "pan.pth")
     with pytest.raises(SystemExit, match="pan.pth: a pan checkpoint of scale 2 or 3.*pass --scale"):
         export_main(["--weights", str(tmp_path / "pan.pth"), "--output", str(tmp_path / "p.onnx"), "--no-parity"])
+
+
+# ---- every tensor loaded is checked, strict or not (docs/reliability.md, "Validate structure") ----------------
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("wrapper", [None, "params", "params_ema"])
+def test_init_weights_holding_nan_or_integers_are_refused_strict_or_not(tmp_path, strict, wrapper):
+    source = create_model("pan", scale=4, **TINY["pan"]).state_dict()
+    model = create_model("pan", scale=4, **TINY["pan"])
+    wrap = (lambda state: state) if wrapper is None else (lambda state: {wrapper: state, "iter": 7})
+    good = tmp_path / "good.pth"
+    torch.save(wrap(source), good)
+    assert init_weights(model, good, strict=strict)["loaded"] == len(source)  # the wrappers keep working
+    model = create_model("pan", scale=4, **TINY["pan"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for label, broken, expected in (
+        ("nan", {**source, "tail.weight": source["tail.weight"].clone().fill_(float("nan"))},
+         "tensor tail.weight holds .* NaN or infinite"),
+        ("int", {**source, "head.weight": source["head.weight"].to(torch.int32)},
+         "tensor head.weight has dtype torch.int32, expected floating-point"),
+    ):  # fmt: skip
+        path = tmp_path / f"{label}.pth"
+        torch.save(wrap(broken), path)
+        with pytest.raises(WeightsError, match=f"^{path}: {expected}"):
+            init_weights(model, path, strict=strict)
+        # nothing was loaded: the model keeps its fresh values
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_pth_with_non_string_keys_is_one_line(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({0: torch.zeros(3), "head.weight": torch.zeros(3)}, path)
+    model = create_model("pan", scale=4, **TINY["pan"])
+    for strict in (True, False):
+        with pytest.raises(WeightsError, match=rf"^{path}: expected tensor names \(strings\) as keys, found 1 other "
+                                               r"key\(s\), e.g. 0 \(int\)"):  # fmt: skip
+            init_weights(model, path, strict=strict)
+    with pytest.raises(WeightsError, match="expected tensor names"):
+        load_model(path, name="pan", scale=4)

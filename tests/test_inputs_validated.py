@@ -2,6 +2,7 @@
 schema, tensors (kind, finiteness, integrity), and the same schema for --model-overrides."""
 
 import json
+from pathlib import Path
 import zipfile
 
 import pytest
@@ -144,3 +145,43 @@ def test_a_device_that_cannot_be_used_is_one_line(device, message):
     with pytest.raises(ValueError, match=f"--device '{device}': {message}"):
         resolve_device(device)
     assert resolve_device("cpu") == "cpu"
+
+
+# ---- folders holding other programs' files: they change nothing that is trained -------------------------------
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+def test_other_programs_files_in_a_photo_folder_change_nothing_that_is_trained(tmp_path, capsys):
+    import numpy as np
+
+    from conftest import train_in_process
+    from sr_models.images import save_rgb
+    from train.data import load_source
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    (folder / "__MACOSX").mkdir()
+    rng = np.random.default_rng(0)
+    names = ["a.png", "b.png", "c.png", "more/d.png"]
+    for name in names:
+        save_rgb(folder / name, rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    # What a labelling tool, Windows, macOS and a photo editor leave behind; metadata.jsonl lists one image only.
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "caption": "a cat"}) + "\n")
+    (folder / "metadata.csv").write_text("file_name,label\nb.png,dog\n")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "__MACOSX" / "._a.png").write_bytes(b"\0\5\26\7")
+    (folder / ".c.png").write_bytes(b"\0\5\26\7")  # an AppleDouble file named like an image
+    (folder / "a.xmp").write_text("<x:xmpmeta/>")
+    dataset = load_source(str(folder), split="train", cache_dir=str(tmp_path / "hf"))
+    assert dataset.column_names == ["hr"]
+    assert sorted(str(Path(r["path"]).relative_to(folder)) for r in dataset["hr"]) == names
+    note = capsys.readouterr().err
+    assert f"note: {folder}: 7 file(s) that are not training images ignored (" in note
+    run_dir = train_in_process(["--dataset", str(folder), "--cache-dir", str(tmp_path / "hf"), "--steps", "1",
+                                "--batch-size", "4", "--lr-patch-size", "8", "--val-dataset", "none", "--log-with",
+                                "none", "--progress", "false", "--num-threads", "1", "--model-overrides",
+                                "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--output-dir",
+                                str(tmp_path / "run")])  # fmt: skip
+    start = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+    assert start["train_images"] == 4 and start["left_out_files"] == []

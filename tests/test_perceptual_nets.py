@@ -4,6 +4,8 @@ The real-weight tests run where the files are (--metrics-weights folder in $SR_M
 cache) and are skipped with the reason elsewhere: this project's machines cannot download them.
 """
 
+import dataclasses
+import hashlib
 import importlib.util
 
 import numpy as np
@@ -61,6 +63,8 @@ def fake_weights(tmp_path, monkeypatch):
     """Weight files with the real names, keys and shapes but seeded random values, in an empty weights folder."""
     monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")  # the user's real cache must not count
     monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)  # as offline as this machine
+    # Seeded stand-ins cannot have the published hash (test_metric_weights_with_a_wrong_hash_are_refused tests it)
+    monkeypatch.setattr(perceptual, "check_published_hash", lambda weight, path: None)
     gen = torch.Generator().manual_seed(0)
     alexnet = {}
     for index, (cin, cout, k) in zip((0, 3, 6, 8, 10), [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3),
@@ -280,3 +284,22 @@ def test_download_checks_the_hash_prefix_and_writes_the_file(tmp_path):
         assert perceptual._download(missing, tmp_path / "hub") is None  # HTTP 404 counts as "not downloadable"
     finally:
         server.shutdown()
+
+
+def test_metric_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
+    """A local file under a published name (alexnet-owt-7be5be79.pth) whose SHA-256 does not start with that prefix
+    is refused in one line naming it; one whose hash does start with it is taken."""
+    monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")
+    monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)
+    monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.save(FidInceptionV3().state_dict(), folder / INCEPTION.names[0])  # the right layout, other values
+    with pytest.raises(perceptual.WeightsError) as caught:
+        find_weights(["fid"], folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder / INCEPTION.names[0]}: SHA-256 ") and "6726825d" in message
+    assert "\n" not in message
+    digest = hashlib.sha256((folder / INCEPTION.names[0]).read_bytes()).hexdigest()
+    monkeypatch.setattr(perceptual, "WEIGHTS_FOR", {"fid": (dataclasses.replace(INCEPTION, sha256_prefix=digest[:8]),)})
+    assert list(find_weights(["fid"], folder).values()) == [folder / INCEPTION.names[0]]

@@ -215,3 +215,103 @@ def test_final_weights_that_turned_nan_are_not_written(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="holds .* NaN or infinite value"):
         train(tmp_path / "run", "--steps", "1")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Structure, not totals: a recipe's resume: and a checkpoint's manifest (docs/reliability.md)
+
+
+def test_a_recipes_resume_gets_the_same_contradiction_checks_before_anything_is_written(tmp_path):
+    run_dir = train(tmp_path / "run", "--steps", "4", "--stop-after", "2")
+    before = snapshot(run_dir)
+    recipe = tmp_path / "more.yaml"
+    recipe.write_text(f"resume: latest\noutput_dir: {run_dir}\nsteps: 6\nlr: 0.01\nbatch_size: 3\n")
+    with pytest.raises(ConfigError, match=rf"\(resumed by {recipe}\): a resumed run continues as it was started; "
+                                          r"these overrides contradict it: lr 0.003 -> 0.01, batch_size 2 -> 3"):
+        parse_args(["--recipe", str(recipe)])
+    with pytest.raises(ConfigError, match="contradict it: lr 0.003 -> 0.01"):  # through the command, no folder touched
+        train_in_process(["--recipe", str(recipe)])
+    assert snapshot(run_dir) == before
+    # The recipe's resume: takes the checkpoint's config as its base, as --resume does; the command line still wins.
+    recipe.write_text(f"resume: latest\noutput_dir: {run_dir}\nsteps: 6\n")
+    config = parse_args(["--recipe", str(recipe), "--steps", "5"])
+    assert (config.resume, config.steps, config.lr, config.batch_size, config.schedule_steps) == ("latest", 5, 3e-3, 2, 4)
+
+
+def test_a_manifest_edited_to_lie_is_named(tmp_path):
+    run_dir = train(tmp_path / "run", "--steps", "2")
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    manifest = checkpoint / "manifest.json"
+    original = json.loads(manifest.read_text())
+    resolve_resume(str(checkpoint), run_dir)  # intact
+
+    def lying(edit):
+        entries = json.loads(json.dumps(original))
+        edit(entries)
+        manifest.write_text(json.dumps(entries))
+
+    cases = [
+        (lambda e: e.pop("optimizer.bin"), r"step-00000002/optimizer\.bin: not listed in .*manifest\.json"),
+        (lambda e: e["optimizer.bin"].update(bytes="12"), r"manifest\.json: entry 'optimizer\.bin' is .*not"),
+        (lambda e: e.update({"../../elsewhere": e["config.yaml"]}), r"entry '\.\./\.\./elsewhere' is not a file inside"),
+        (lambda e: e["model.safetensors"].update(sha256="0" * 63), r"entry 'model\.safetensors' is .*not"),
+        (lambda e: e.clear() or e.update({"x": []}), "entry 'x' is"),
+    ]
+    for edit, expected in cases:
+        lying(edit)
+        with pytest.raises(CheckpointError, match=expected):
+            resolve_resume(str(checkpoint), run_dir)
+    manifest.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="manifest.json: not a mapping"):
+        resolve_resume(str(checkpoint), run_dir)
+    manifest.write_text(json.dumps(original))
+    (checkpoint / "extra.pkl").write_bytes(b"added later")  # a file the manifest never listed
+    with pytest.raises(CheckpointError, match=r"step-00000002/extra\.pkl: not listed in"):
+        resolve_resume(str(checkpoint), run_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounded: training memory is estimated before it is allocated (train/memory_bound.py)
+
+
+def test_a_patch_too_large_for_the_machine_is_refused_in_one_line_before_the_run_folder(tmp_path):
+    result = subprocess.run([sys.executable, "train/run.py", "--lr-patch-size", "4096", "--small-images", "pad",
+                             "--steps", "1", "--val-dataset", "none", "--log-with", "none", "--output-dir",
+                             str(tmp_path / "run")], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training needs about ") and "LR patch 4096x4096, HR 16384x16384" in line
+    assert line.endswith("use a smaller --lr-patch-size or --batch-size (docs/reliability.md)")
+    assert "this machine has " in line and ("available (MemAvailable, 1 process(es))" in line or "free on the GPU" in line)
+    assert not (tmp_path / "run").exists()
+
+
+PEAK = """
+import resource, runpy, sys
+sys.argv = ["train/run.py", *sys.argv[1:]]
+try:
+    runpy.run_path("train/run.py", run_name="__main__")
+finally:
+    print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_the_memory_estimate_bounds_a_real_runs_peak_and_is_not_far_above_it(tmp_path):
+    """The estimate of what one micro-batch adds is compared with the peak resident size it really adds: two real
+    runs, one with a tiny batch (the process itself: Python, PyTorch, the data) and one with batch 4 x LR 48."""
+    from train.memory_bound import training_memory
+
+    def peak(name, *args):
+        result = subprocess.run([sys.executable, "-c", PEAK, "--steps", "2", "--val-dataset", "none", "--log-with",
+                                 "none", "--progress", "false", "--num-threads", "1", "--repeat-images", "true",
+                                 "--output-dir", str(tmp_path / name), *args], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                                timeout=600, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return int(result.stdout.split("peak")[-1])
+
+    small, large = ["--lr-patch-size", "8", "--batch-size", "1"], ["--lr-patch-size", "48", "--batch-size", "4"]
+    added = peak("large", *large) - peak("small", *small)
+    estimate = (lambda c: c["device"] + c["host"])(training_memory(parse_args(large)))
+    assert added <= estimate <= 4 * added, (added, estimate)

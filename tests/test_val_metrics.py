@@ -28,6 +28,8 @@ def offline(tmp_path, monkeypatch):
     """No download, no hub cache, no packaged LPIPS layers: only what $SR_METRICS_WEIGHTS holds."""
     monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")
     monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)
+    # Seeded stand-ins cannot have the published hash (test_metric_weights_with_a_wrong_hash_are_refused tests it)
+    monkeypatch.setattr(perceptual, "check_published_hash", lambda weight, path: None)
     monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)
     folder = tmp_path / "weights"
     folder.mkdir()

@@ -151,6 +151,7 @@ def verify_checkpoint(folder):
             entries = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as error:
             raise CheckpointError(f"{manifest_path}: unreadable ({error}): the checkpoint is damaged") from None
+        check_manifest(entries, folder)
         for name, entry in entries.items():
             path = folder / name
             if not path.is_file():
@@ -170,6 +171,41 @@ def verify_checkpoint(folder):
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise CheckpointError(f"{weights}: tensor {key} holds NaN or infinite values: this checkpoint's "
                                       "model is broken; resume from an earlier one")  # fmt: skip
+
+
+REQUIRED = ("model.safetensors", "config.yaml")  # what every checkpoint of this toolkit holds
+
+
+def check_manifest(entries, folder):
+    """CheckpointError naming the manifest and the entry unless it has the structure write_manifest gives: a
+    mapping of relative paths inside the folder to {"bytes": int >= 0, "sha256": 64 hex digits}, listing exactly
+    the folder's files (a file added or an entry removed is named: an unlisted file would be loaded unchecked),
+    the model and config.yaml among them."""
+    manifest = Path(folder) / MANIFEST
+    if not isinstance(entries, dict):
+        raise CheckpointError(f"{manifest}: not a mapping of file names to sizes and digests: the checkpoint is damaged")
+    for name, entry in entries.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts or name == MANIFEST:
+            raise CheckpointError(f"{manifest}: entry {name!r} is not a file inside the checkpoint: the manifest "
+                                  "was edited or damaged")  # fmt: skip
+        ok = (isinstance(entry, dict) and set(entry) == {"bytes", "sha256"} and type(entry["bytes"]) is int
+              and entry["bytes"] >= 0 and isinstance(entry["sha256"], str)
+              and len(entry["sha256"]) == 64 and not set(entry["sha256"]) - set("0123456789abcdef"))  # fmt: skip
+        if not ok:
+            raise CheckpointError(f"{manifest}: entry {name!r} is {entry!r}, not {{'bytes': size, 'sha256': hex "
+                                  "digest}: the manifest was edited or damaged")  # fmt: skip
+    on_disk = {str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST}
+    unlisted = sorted(on_disk - set(entries))
+    if unlisted:
+        raise CheckpointError(f"{Path(folder) / unlisted[0]}: not listed in {manifest}"
+                              f"{f' (nor {len(unlisted) - 1} more)' if len(unlisted) > 1 else ''}: a file added "
+                              "after the checkpoint was written, or a manifest edited; the checkpoint cannot be "
+                              "trusted")  # fmt: skip
+    absent = [name for name in REQUIRED if name not in entries]
+    if absent:
+        raise CheckpointError(f"{manifest}: does not list {', '.join(absent)}: every checkpoint holds them; the "
+                              "manifest was edited or damaged")  # fmt: skip
 
 
 PICKLED = (".pkl", ".bin", ".pt", ".pth")  # what save_state writes besides safetensors

@@ -372,6 +372,17 @@ def parse_args(argv=None):
     overrides = vars(known)
     recipe = overrides.pop("recipe")
     resume = overrides.get("resume")
+    from_recipe = None
+    if not resume:
+        path = recipe_path(recipe or "quickstart")
+        raw = read_yaml(path)
+        apply(raw, source=str(path))  # every key and value checked, naming the recipe file
+        if raw.get("resume") not in (None, "", "none", "null"):
+            # A recipe's `resume:` is --resume: its other keys are overrides of the checkpoint's config, checked
+            # for contradictions like the command line's, before any folder is made.
+            from_recipe, recipe = path, None
+            overrides = {**{str(k).replace("-", "_"): v for k, v in raw.items()}, **overrides}
+            resume = overrides["resume"]
     if resume:
         # The base is the config the run started with; a resumed run lives in its checkpoint's folder
         # (train/run_folder.py), not in the one its saved config names.
@@ -382,10 +393,10 @@ def parse_args(argv=None):
         values["schedule_steps"] = planned.schedule_length  # fixed when the run started, whatever --steps says now
         if recipe is not None:
             overrides["recipe"] = recipe_path(recipe).stem
-        refuse_contradictions(planned, overrides, source=str(saved))
+        source = f"{saved} (resumed by {from_recipe})" if from_recipe else str(saved)
+        refuse_contradictions(planned, overrides, source=source)
     else:
-        path = recipe_path(recipe or "quickstart")
-        values = apply(read_yaml(path), source=str(path))
+        values = apply(raw, source=str(path))
         values["recipe"] = path.stem
     values = apply(overrides, source="command line", base=values)
     return build(values, source="command line")

@@ -33,7 +33,7 @@ def init_weights(model, path, *, strict=True):
                                "fit and starts the rest fresh)") from None  # fmt: skip
         return {"init_weights": str(path), "init_strict": True, "loaded": len(model.state_dict()),
                 "left_out": [], "fresh": []}  # fmt: skip
-    loaded, left_out, fresh = load_matching(model, read_state_dict(path))
+    loaded, left_out, fresh = load_matching(model, read_state_dict(path), source=path)
     if not loaded:
         raise WeightsError(f"{path}: no tensor fits {model.spec} by name and shape (--init-weights)")
     return {"init_weights": str(path), "init_strict": False, "loaded": len(loaded), "left_out": left_out,

@@ -52,6 +52,7 @@ from train.init_weights import init_weights
 from train.precision import choose as choose_precision
 from train.step_guard import StepGuard
 from train.cpu_memory import keep_freed_memory
+from train.memory_bound import memory_error
 from train.run_folder import RunFolderLock
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validation_scorer
@@ -76,6 +77,9 @@ def train(argv=None):
     state = PartialState(cpu=use_cpu)
     threads = set_cpu_threads(config.num_threads, device=state.device)
     heap_reuse = state.device.type == "cpu" and keep_freed_memory()  # train/cpu_memory.py: fewer page faults
+    refusal = memory_error(config, device=state.device, workers=config.num_workers)  # train/memory_bound.py
+    if refusal:  # before the run folder: nothing is written
+        raise ConfigError(refusal)
     run_dir = choose_run_dir(config, state)
     STOP.run_dir = run_dir
     # auto: the fastest precision this device computes natively (train/precision.py); the reason is logged.

@@ -6,6 +6,8 @@
     anything else         a hub data set: `load_dataset(name, split=--split)`
 """
 
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import datasets
 
 from sr_models.benchmark import find_lr_file
 from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
-from sr_models.images import ImageError, list_images
+from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images
 
 
 def builtin_dataset(names):
@@ -41,10 +43,13 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
             dataset = dataset[split]
     elif Path(source).is_dir():
         list_images(source)  # a clear error for a folder without images, before the builder's
-        # data_files names every file as one split: left to itself, the builder reads names like train0.png or
-        # test_1.jpg as split names and silently drops the other files of the folder.
+        # data_files names every image file as one split, explicitly: left to itself, the builder reads names like
+        # train0.png or test_1.jpg as split names and silently drops the other files of the folder, and a
+        # metadata.jsonl/.csv it finds limits the data set to the files it lists (and adds its columns).
+        files, ignored = folder_images(source)
+        say_ignored(source, ignored)
         with local_files_quietly():
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(source), data_files={"train": "**"},
+            dataset = datasets.load_dataset("imagefolder", data_files={"train": [str(f) for f in files]},
                                             split="train", cache_dir=cache_dir)  # fmt: skip
     elif Path(source).exists():
         raise ValueError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
@@ -58,6 +63,38 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
     if lr_dataset is not None:
         dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
     return dataset
+
+
+def folder_images(folder):
+    """(image files, other files) of a folder and its subfolders, both sorted. Only files with an image suffix
+    (IMAGE_SUFFIXES) are training images; hidden files and folders (".DS_Store", "._x.png" resource forks, our own
+    partial writes) and folders starting with "__" ("__MACOSX") never are. What other programs leave in a photo
+    folder (metadata.jsonl, metadata.csv, Thumbs.db, .xmp sidecars) changes nothing that is trained."""
+    folder = Path(folder)
+    files, ignored = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            relative = path.relative_to(folder)
+            special = any(part.startswith((".", "__")) for part in relative.parts[:-1]) or name.startswith(".")
+            if not special and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                files.append(path)
+            else:
+                ignored.append(relative.as_posix())
+    return files, ignored
+
+
+SHOWN = 4
+
+
+def say_ignored(folder, ignored):
+    """One line naming what of a folder is not trained on (by the main process only, once)."""
+    if not ignored or int(os.environ.get("RANK", "0")) != 0:
+        return
+    shown = ", ".join(ignored[:SHOWN]) + (f", ... ({len(ignored)} in all)" if len(ignored) > SHOWN else "")
+    print(f"note: {folder}: {len(ignored)} file(s) that are not training images ignored ({shown}); metadata files "
+          "of other programs select or label nothing here", file=sys.stderr)  # fmt: skip
 
 
 @contextmanager

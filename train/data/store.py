@@ -5,7 +5,8 @@ training process and DataLoader worker maps read-only.
     accelerate launch ... train/run.py --recipe pan_x4_paper --dataset /data/DF2K_x4.store
 
 A store is a folder:
-    store.json  the index: format, version, scale, and per image its name and HR/LR (height, width)
+    store.json  the index: format, version, scale, dtype, channels, and per image its name, HR/LR (height, width),
+                the byte offset of each in its file and the SHA-256 of each image's bytes
     hr.u8       the HR images one after the other, each (height, width, 3) uint8 RGB, in index order
     lr.u8       the LR images likewise (the official LR files when given, else the MATLAB bicubic of the HR)
 
@@ -16,12 +17,17 @@ the map. `--cache-images`, by contrast, decodes the whole data set in every proc
 Patches stay a pure function of (seed, index): StorePairs is read by the same PatchDataset as any other source.
 
 The files are written under a temporary folder name and renamed when complete, so a store folder is always
-whole; opening one checks the index against the files' sizes and names the damaged file otherwise.
+whole. Opening one validates the index's structure (`check_index`: every HR exactly scale times its LR, offsets
+contiguous, in order and within the files, the files' sizes); each image's bytes are checked against their
+SHA-256 the first time a process reads that image, so damage inside the data (a flipped byte) is named instead of
+trained on, at the cost of hashing each image once per process (about 0.75 GB/s, docs/gpu-and-data-store.md).
 """
 
+import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,7 +38,7 @@ from tqdm.auto import tqdm
 from sr_models.images import ImageError
 from train.data.pairs import ImagePairs
 
-FORMAT, VERSION = "sr-toolkit decoded store", 1
+FORMAT, VERSION = "sr-toolkit decoded store", 2  # 2: offsets and a SHA-256 per image
 INDEX, HR_FILE, LR_FILE = "store.json", "hr.u8", "lr.u8"
 
 
@@ -51,21 +57,18 @@ class StorePairs:
         if index["scale"] != scale:
             raise ImageError(f"{self.path / INDEX}: the store holds x{index['scale']} pairs, but the scale is {scale}")
         self.scale = scale
-        self.names = [image["name"] for image in index["images"]]
-        self.hr_shapes = [tuple(image["hr"]) + (3,) for image in index["images"]]
-        self.lr_shapes = [tuple(image["lr"]) + (3,) for image in index["images"]]
+        images = index["images"]
+        self.names = [image["name"] for image in images]
+        self.hr_shapes = [tuple(image["hr"]) + (3,) for image in images]
+        self.lr_shapes = [tuple(image["lr"]) + (3,) for image in images]
         self.hr_offsets = offsets(self.hr_shapes)
         self.lr_offsets = offsets(self.lr_shapes)
-        for name, offs in ((HR_FILE, self.hr_offsets), (LR_FILE, self.lr_offsets)):
-            size = (self.path / name).stat().st_size if (self.path / name).is_file() else None
-            if size != offs[-1]:
-                found = "missing" if size is None else f"{size:,} bytes"
-                raise ImageError(f"{self.path / name}: {found}, but {self.path / INDEX} lists {offs[-1]:,}: "
-                                 "the store is damaged or incomplete; prepare it again")  # fmt: skip
+        self.digests = [(image["hr_sha256"], image["lr_sha256"]) for image in images]
+        self.verified = set()  # images whose bytes this process has checked against their digests
         self.maps = None  # opened on first use in each process (a DataLoader worker maps the files itself)
 
     def __getstate__(self):  # pickled into spawned workers: the file names travel, never the mapped data
-        return {**self.__dict__, "maps": None}
+        return {**self.__dict__, "maps": None, "verified": set()}
 
     def __len__(self):
         return len(self.names)
@@ -85,7 +88,21 @@ class StorePairs:
         hr_map, lr_map = self.maps
         hr = hr_map[self.hr_offsets[index] : self.hr_offsets[index + 1]].reshape(self.hr_shapes[index])
         lr = lr_map[self.lr_offsets[index] : self.lr_offsets[index + 1]].reshape(self.lr_shapes[index])
+        if index not in self.verified:
+            for file, array, expected in ((HR_FILE, hr, self.digests[index][0]), (LR_FILE, lr, self.digests[index][1])):
+                if image_digest(array) != expected:
+                    raise ImageError(f"{self.path / file}: image {index} ({self.names[index]}): its bytes do not match "
+                                     f"the SHA-256 in {self.path / INDEX}: the store is damaged; prepare it again")  # fmt: skip
+            self.verified.add(index)
         return hr, lr
+
+
+def image_digest(array):
+    """SHA-256 of an image's shape and bytes: an index whose sizes were swapped (same byte count, another shape)
+    fails it as a flipped byte does."""
+    digest = hashlib.sha256("x".join(map(str, array.shape)).encode() + b"|")
+    digest.update(array.data)
+    return digest.hexdigest()
 
 
 def offsets(shapes):
@@ -103,9 +120,75 @@ def read_index(path):
     if not ok:
         raise ImageError(f"{index_path}: not a decoded store's index (no {FORMAT!r} format field)")
     if index.get("version") != VERSION:
-        raise ImageError(f"{index_path}: store version {index.get('version')}, this toolkit reads {VERSION}; "
-                         "prepare it again")  # fmt: skip
+        raise ImageError(f"{index_path}: store version {index.get('version')}, this toolkit reads {VERSION} (with a "
+                         "checksum per image); prepare it again")  # fmt: skip
+    check_index(index, path)
     return index
+
+
+_SHA256 = re.compile("[0-9a-f]{64}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_size(value):
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
+
+
+def check_index(index, path):
+    """ImageError naming the store file and the entry unless the index describes the files exactly: every image an
+    HR of exactly scale x its LR (both mod-cropped at prepare time, as ImagePairs crops), each image's bytes at the
+    offset that follows the previous image's (in order, no overlap, no gap), the files' sizes the sum, uint8 RGB,
+    a SHA-256 per image. Totals alone would let an edited index train on misaligned pairs."""
+    index_path = path / INDEX
+    scale = index.get("scale")
+    if not _is_int(scale) or scale < 1:
+        raise ImageError(f"{index_path}: scale {scale!r} is not a positive integer")
+    if index.get("dtype") != "uint8" or index.get("channels") != 3:
+        raise ImageError(f"{index_path}: dtype {index.get('dtype')!r} and channels {index.get('channels')!r}; a store "
+                         "holds uint8 RGB (3 channels)")  # fmt: skip
+    ends = {"hr": 0, "lr": 0}
+    for number, image in enumerate(index["images"]):
+        where = f"{index_path}: image {number}"
+        if not isinstance(image, dict):
+            raise ImageError(f"{where}: not an entry (a mapping), but {type(image).__name__}")
+        if isinstance(image.get("name"), str):
+            where = f"{where} ({image['name']})"
+        missing = [key for key in ("name", "hr", "lr", "hr_offset", "lr_offset", "hr_sha256", "lr_sha256")
+                   if key not in image]  # fmt: skip
+        if missing:
+            raise ImageError(f"{where}: lacks {', '.join(missing)}")
+        if not isinstance(image["name"], str):
+            raise ImageError(f"{where}: the name is not a string")
+        for role in ("hr", "lr"):
+            if not _is_size(image[role]):
+                raise ImageError(f"{where}: {role} size {image[role]!r} is not [height, width] of positive integers")
+            digest = image[f"{role}_sha256"]
+            if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+                raise ImageError(f"{where}: {role}_sha256 {digest!r} is not a SHA-256 hex digest")
+        (hr_h, hr_w), (lr_h, lr_w) = image["hr"], image["lr"]
+        if (hr_h, hr_w) != (lr_h * scale, lr_w * scale):
+            raise ImageError(f"{where}: HR {hr_w}x{hr_h} is not {scale} x its LR {lr_w}x{lr_h}: the pair would be "
+                             "misaligned; the index was edited or damaged, prepare the store again")  # fmt: skip
+        for role in ("hr", "lr"):
+            offset = image[f"{role}_offset"]
+            if offset != ends[role] or not _is_int(offset):
+                overlap = _is_int(offset) and offset < ends[role]
+                how = "overlaps the previous image" if overlap else "is not where the previous image ends"
+                raise ImageError(f"{where}: {role}_offset {offset!r} {how} ({ends[role]:,}): the index was edited or "
+                                 "damaged; prepare the store again")  # fmt: skip
+            height, width = image[role]
+            ends[role] += height * width * 3
+    for role, name in (("hr", HR_FILE), ("lr", LR_FILE)):
+        file = path / name
+        size = file.stat().st_size if file.is_file() else None
+        if size != ends[role]:
+            found = "missing" if size is None else f"{size:,} bytes"
+            raise ImageError(f"{file}: {found}, but {index_path} lists {ends[role]:,} (the last image would end "
+                             "outside the file, or bytes are unaccounted for): the store is damaged or incomplete; "
+                             "prepare it again")  # fmt: skip
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -135,15 +218,19 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
                 print(f"warning: skipped {pair}", file=sys.stderr)
                 skipped += 1
                 continue
-            hr, lr = pair
-            hr_file.write(np.ascontiguousarray(hr).data)
-            lr_file.write(np.ascontiguousarray(lr).data)
+            hr, lr = (np.ascontiguousarray(a) for a in pair)
             # The name only serves messages: where an image came from.
-            images.append({"name": names[index], "hr": list(hr.shape[:2]), "lr": list(lr.shape[:2])})
+            entry = {"name": names[index], "hr": list(hr.shape[:2]), "lr": list(lr.shape[:2])}
+            for role, array, f in (("hr", hr, hr_file), ("lr", lr, lr_file)):
+                entry[f"{role}_offset"] = f.tell()
+                entry[f"{role}_sha256"] = image_digest(array)
+                f.write(array.data)
+            images.append(entry)
         for f in (hr_file, lr_file):
             f.flush()
             os.fsync(f.fileno())
-    index = {"format": FORMAT, "version": VERSION, "scale": scale, "source": label, "images": images}
+    index = {"format": FORMAT, "version": VERSION, "scale": scale, "dtype": "uint8", "channels": 3, "source": label,
+             "images": images}
     (partial / INDEX).write_text(json.dumps(index) + "\n")
     if output.exists():
         output.rmdir()  # empty (checked above)

@@ -160,4 +160,5 @@ def test_evaluate_refuses_what_does_not_fit_before_running_the_model(tmp_path):
     with pytest.raises(SystemExit) as stop:
         main(["--weights", str(weights), "--hr", str(folder), "--device", "cpu", "--max-memory", "8M"])
     message = str(stop.value.code)
-    assert message.startswith("error: wide: evaluating this 256x256 image") and "--max-memory 8.0 MiB" in message
+    assert message.startswith(f"error: {folder / 'wide.png'}: evaluating this 256x256 image")
+    assert "--max-memory 8.0 MiB" in message

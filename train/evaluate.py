@@ -28,6 +28,7 @@ from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmar
 from sr_models.ensemble import self_ensemble
 from sr_models.files import OutputError, atomic_write_text, check_output
 from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, check_fits, gib, parse_memory
+from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
@@ -101,22 +102,24 @@ def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensembl
 SCORING_BYTES_PER_OUTPUT_PIXEL = 160
 
 
-def check_evaluation_memory(upscaler, samples, *, max_memory=None):
-    """Refuse, before the model runs, a set whose largest image would not fit: the model's activations (on the
-    whole image for PyTorch models, on tiles for ONNX ones), the outputs and the metrics, with the decoded set."""
-    if not samples:
-        return
-    held = sum(sample.hr.nbytes + sample.lr.nbytes for sample in samples)
-    largest = max(samples, key=lambda sample: sample.hr.shape[0] * sample.hr.shape[1])
-    height, width = largest.hr.shape[:2]
+def check_evaluation_memory(upscaler, hr, *, max_memory=None):
+    """Refuse, from the HR files' headers and before anything is decoded, a set whose largest image would not
+    fit: the set's images (HR and LR), the model's activations (on the whole image for PyTorch models, on tiles
+    for ONNX ones), the outputs and the metrics."""
+    folder = Path(hr, "HR") if is_benchmark_root(hr) else Path(hr)
+    headers = [read_header(path, name=str(path), max_memory=max_memory) for path in list_images(folder)]
+    s = upscaler.scale
+    held = sum(h.width * h.height * 3 * (1 + 1 / s**2) for h in headers)
+    largest = max(headers, key=lambda h: h.width * h.height)
+    width, height = largest.width, largest.height
     tile = getattr(upscaler, "tile", None)
     if tile:  # OnnxUpscaler: the model runs on tiles of `tile` LR pixels plus their context
-        side_h, side_w = (min(tile + 2 * upscaler.tile_pad, n) * upscaler.scale for n in largest.lr.shape[:2])
+        side_h, side_w = (min(tile + 2 * upscaler.tile_pad, n // s) * s for n in (height, width))
         run, where = side_h * side_w * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, f"tiles of {tile}"
     else:
-        run, where = height * width * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image"
-    scoring = height * width * SCORING_BYTES_PER_OUTPUT_PIXEL
-    check_fits(held + run + scoring, name=largest.name, max_memory=max_memory,
+        run, where = width * height * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image"
+    scoring = width * height * SCORING_BYTES_PER_OUTPUT_PIXEL
+    check_fits(int(held) + run + scoring, name=largest.name, max_memory=max_memory,
                what=f"evaluating this {width}x{height} image (the set's images {gib(held)}, the model on {where} "
                f"{gib(run)}, outputs and metrics {gib(scoring)})",
                change="pass a larger --max-memory if the machine has it, evaluate an ONNX export (tiled), or "
@@ -234,8 +237,8 @@ def main(argv=None):
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
         upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device,
                                  self_ensemble=args.self_ensemble)  # fmt: skip
+        check_evaluation_memory(upscaler, args.hr, max_memory=args.max_memory)
         samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr, max_memory=args.max_memory)
-        check_evaluation_memory(upscaler, samples, max_memory=args.max_memory)
         perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,
                                  patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)

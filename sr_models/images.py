@@ -284,6 +284,9 @@ def check_output_holds(path, header, source):
     if header.alpha and image_format not in _ALPHA_FORMATS:
         raise ImageError(f"{path}: {image_format} cannot hold the alpha channel of {source}; write .png, .tif or "
                          ".webp (alpha is kept, never dropped)")  # fmt: skip
+    if header.icc is not None and _icc_space(header.icc) not in ("RGB", "CMYK", "GRAY"):
+        raise ImageError(f"{source}: its ICC profile is for the {_icc_space(header.icc)!r} colour space, which "
+                         "upscaling cannot apply nor carry to an RGB output; convert the image to RGB first")  # fmt: skip
     if header.icc is not None and _icc_space(header.icc) == "RGB" and image_format not in _ICC_FORMATS:
         raise ImageError(f"{path}: {image_format} cannot hold the ICC profile of {source}; write .png, .jpg, .tif "
                          "or .webp (the profile is kept, never dropped)")  # fmt: skip

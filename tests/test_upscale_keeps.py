@@ -180,3 +180,17 @@ def test_max_memory_is_parsed_and_checked():
     for bad in ("lots", "-1G", "0", "nanG"):
         with pytest.raises(ValueError, match="--max-memory"):
             parse_memory(bad)
+
+
+def test_a_profile_that_can_be_neither_carried_nor_applied_is_refused(onnx_model, tmp_path, capsys):
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.fromarray(colour(7)).save(tmp_path / "in.png", icc_profile=lab)
+    message = refused(onnx_model, capsys, tmp_path / "in.png", tmp_path / "out.png")
+    assert "in.png" in message and "'Lab' colour space" in message
+
+
+def test_an_rgb_profile_into_bmp_is_refused(onnx_model, tmp_path, capsys):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(colour(8)).save(tmp_path / "in.png", icc_profile=icc)
+    message = refused(onnx_model, capsys, tmp_path / "in.png", tmp_path / "out.bmp")
+    assert "cannot hold the ICC profile" in message

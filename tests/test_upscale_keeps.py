@@ -2,6 +2,7 @@
 one line; the references are computed here, independently (Pillow's own bicubic on the alpha, ICC bytes)."""
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -194,3 +195,41 @@ def test_an_rgb_profile_into_bmp_is_refused(onnx_model, tmp_path, capsys):
     Image.fromarray(colour(8)).save(tmp_path / "in.png", icc_profile=icc)
     message = refused(onnx_model, capsys, tmp_path / "in.png", tmp_path / "out.bmp")
     assert "cannot hold the ICC profile" in message
+
+
+def s15(x): return struct.pack(">i", round(x * 65536))
+def gray_profile(gamma=2.2):
+    """A minimal ICC v2 display profile for the GRAY colour space: white point and one gamma curve."""
+    wtpt = b"XYZ " + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249)
+    ktrc = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    desc_text = b"gray\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    desc += b"\0" * (-len(desc) % 4)
+    tags = [(b"desc", desc), (b"wtpt", wtpt), (b"kTRC", ktrc)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"GRAY" + b"XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 4 + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + b"\0" * 4
+              + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28)
+    assert len(header) == 128, len(header)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_a_gray_profile_is_applied_giving_srgb(onnx_model, tmp_path, capsys):
+    """A profile that cannot describe an RGB output is applied (LittleCMS), never carried nor dropped unsaid."""
+    profile = gray_profile(gamma=1.0)  # linear gray: sRGB's curve makes every mid-tone brighter
+    gray = np.random.default_rng(9).integers(0, 256, (20, 28), dtype=np.uint8)
+    alpha = np.random.default_rng(10).integers(0, 256, (20, 28), dtype=np.uint8)
+    Image.fromarray(np.dstack([gray, alpha]), "LA").save(tmp_path / "in.png", icc_profile=profile)
+    reference = np.array(ImageCms.profileToProfile(Image.fromarray(gray, "L"), ImageCms.ImageCmsProfile(
+        io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"))  # fmt: skip
+    assert not np.array_equal(reference[:, :, 0], gray)
+    mode, out, carried = upscale(onnx_model, tmp_path / "in.png", tmp_path / "out.png")
+    assert mode == "RGBA" and carried is None
+    assert np.array_equal(out[:, :, :3], OnnxUpscaler(onnx_model, device="cpu")(reference))
+    assert np.array_equal(out[:, :, 3], bicubic(alpha))
+    assert "ICC profile was applied" in capsys.readouterr().err

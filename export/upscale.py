@@ -9,7 +9,7 @@ Images open through sr_models.images' one opener (PNG, JPEG, BMP, TIFF, WEBP; EX
 grayscale replicated to RGB). What 8-bit RGB does not hold is kept on purpose: alpha (RGBA, LA, PA, palette
 transparency) is upscaled beside the colour with Pillow's bicubic and written as RGBA (an output format without
 alpha, JPEG or BMP, is refused); an RGB ICC profile is written to the output byte for byte, a CMYK or gray one is
-applied (sRGB out); 16-bit is rounded to 8 bits (said); a file of several frames is refused. The output format
+applied (sRGB out); 16-bit is reduced to 8 bits (said); a file of several frames is refused. The output format
 follows the output suffix (a folder keeps each input's name). Large images run in overlapping tiles (--tile,
 --tile-pad); the memory of each image (decoding, the whole output, the model on one tile or the whole image) is
 estimated from its header before anything is allocated and refused beyond --max-memory or the machine's available
@@ -100,7 +100,7 @@ def upscale_file(upscaler, source, target, *, max_memory=None):
     save_image(target, sr, alpha=alpha, icc=picture.icc)
     warnings = []
     if picture.header.sixteen_bit:
-        warnings.append(f"warning: {source}: 16-bit: rounded to 8 bits (65535 -> 255); {target} is 8-bit")
+        warnings.append(f"warning: {source}: 16-bit: reduced to 8 bits (65535 -> 255); {target} is 8-bit")
     if picture.header.icc is not None and picture.icc is None:
         warnings.append(f"note: {source}: its ICC profile was applied; {target} holds sRGB pixels")
     return warnings

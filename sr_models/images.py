@@ -11,7 +11,8 @@ before any pixel is decoded. What a file holds beyond 8-bit RGB is handled on pu
     alpha (RGBA, LA, PA, palette tRNS)  upscale: upscaled beside the colour and written as RGBA (a format without
                                         alpha is refused); training and evaluation: the stored colour, alpha
                                         ignored (not composited), with one warning per kind (DecodeNotes)
-    16-bit                              rounded to 8 bits (65535 -> 255), everywhere, with a warning
+    16-bit                              reduced to 8 bits (65535 -> 255; gray rounded, RGB keeps Pillow's high
+                                        byte), everywhere, with a warning
     ICC profile                         upscale: an RGB profile is written to the output byte for byte, another
                                         (CMYK, gray) is applied, giving sRGB; training/evaluation: not applied
     several frames (APNG, animated      upscale: refused (it writes one image); training/evaluation: the first
@@ -78,11 +79,8 @@ class Header:
     mode: str
     frames: int
     alpha: bool
+    sixteen_bit: bool  # 16 bits per sample stored (16-bit gray, 48/64-bit RGB/RGBA), whatever Pillow's mode
     icc: bytes = field(default=None, repr=False)
-
-    @property
-    def sixteen_bit(self):
-        return self.mode in _SIXTEEN_BIT_MODES
 
     @property
     def kinds(self):
@@ -91,9 +89,16 @@ class Header:
                                            ("icc", self.icc is not None), ("frames", self.frames > 1)) if present]  # fmt: skip
 
     def decoded_bytes(self):
-        """Upper bound of what decoding takes: Pillow's pixels, its RGBA conversion, our RGB and alpha arrays."""
-        per_pixel = {"I": 4, "F": 4}.get(self.mode, 2 if self.sixteen_bit else len(self.mode))
+        """Upper bound of what decoding takes: Pillow's pixels (4 bytes a pixel for every multi-band mode, as Pillow
+        stores them), its RGBA conversion, our RGB and alpha arrays."""
+        per_pixel = 1 if self.mode in ("1", "L", "P") else 2 if self.mode in _SIXTEEN_BIT_MODES[:4] else 4
         return self.width * self.height * (per_pixel + 4 + 3 + 1)
+
+
+def _stores_sixteen_bits(image):
+    """16 bits per sample in the file: Pillow's 16-bit modes, or an 8-bit mode decoded from a 16-bit raw mode
+    (a 48-bit RGB PNG is mode RGB, raw mode "RGB;16B": Pillow keeps the high byte)."""
+    return image.mode in _SIXTEEN_BIT_MODES or any(";16" in str(tile.args) for tile in image.tile)
 
 
 def _has_alpha(image):
@@ -142,7 +147,7 @@ def open_image(source, *, name, max_memory=None):
         try:
             header = Header(name=name, format=image.format, width=image.size[0], height=image.size[1],
                             mode=image.mode, frames=getattr(image, "n_frames", 1), alpha=_has_alpha(image),
-                            icc=image.info.get("icc_profile") or None)  # fmt: skip
+                            sixteen_bit=_stores_sixteen_bits(image), icc=image.info.get("icc_profile") or None)  # fmt: skip
         except (OSError, SyntaxError, EOFError, ValueError) as error:
             raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(error)})") from None
         if header.width == 0 or header.height == 0:
@@ -325,7 +330,7 @@ def save_rgb(path, array):
 DECODE_KINDS = {
     "alpha": "have alpha (RGBA, LA, PA or palette transparency): the stored colour is used, alpha ignored "
     "(not composited onto a background)",
-    "16-bit": "are 16-bit: rounded to 8 bits (65535 -> 255)",
+    "16-bit": "are 16-bit: reduced to 8 bits (65535 -> 255)",
     "icc": "carry an ICC profile: the pixels are used as stored, the profile is not applied",
     "frames": "have several frames (animated or multi-page): only the first frame is used",
 }

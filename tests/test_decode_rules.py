@@ -87,6 +87,21 @@ def test_a_datasets_image_column_is_kept_undecoded_and_decoded_by_our_opener(tmp
         decode({"bytes": eps_bytes, "path": None}, name="row 1")
 
 
+def rgb48_png(rgb):
+    """A 48-bit RGB PNG (Pillow decodes it as mode RGB, keeping the high byte, and cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    height, width, _ = rgb.shape
+    wide = rgb.astype(">u2") * 257
+    raw = b"".join(b"\0" + wide[row].tobytes() for row in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
 def odd_folder(folder):
     """One file of each kind 8-bit RGB does not hold, plus a plain one."""
     folder.mkdir()
@@ -97,13 +112,14 @@ def odd_folder(folder):
     Image.fromarray(rgb).quantize(colors=8).save(folder / "p.png", transparency=0)
     gray = rng.integers(0, 65536, (32, 32)).astype(np.uint16)
     Image.frombytes("I;16", (32, 32), gray.astype("<u2").tobytes()).save(folder / "deep.png")
+    (folder / "rgb48.png").write_bytes(rgb48_png(rgb))
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     Image.fromarray(rgb).save(folder / "icc.jpg", icc_profile=icc, quality=95)
     Image.fromarray(rgb).save(folder / "anim.png", save_all=True, append_images=[Image.fromarray(255 - rgb)])
     return folder, rgb
 
 
-EXPECTED_LINES = {"have alpha": 2, "are 16-bit: rounded to 8 bits": 1, "ICC profile: the pixels are used as stored": 1,
+EXPECTED_LINES = {"have alpha": 2, "are 16-bit: reduced to 8 bits": 2, "ICC profile: the pixels are used as stored": 1,
                   "several frames": 1}  # fmt: skip
 
 
@@ -119,13 +135,14 @@ def test_evaluation_says_each_kind_once_and_uses_the_stored_colour(tmp_path, cap
     samples = {sample.name: sample for sample in load_benchmark(folder, scale=4)}
     check_warnings(capsys.readouterr().err)
     assert np.array_equal(samples["a"].hr, rgb) and np.array_equal(samples["anim"].hr, rgb)  # colour, first frame
+    assert np.array_equal(samples["rgb48"].hr, rgb)  # the high byte of v * 257 is v
 
 
 def test_training_says_each_kind_once(tmp_path, capsys):
     folder, _ = odd_folder(tmp_path / "hr")
     pairs = ImagePairs(load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache")), scale=4)
     check_warnings(capsys.readouterr().err)
-    assert len(pairs) == 6
+    assert len(pairs) == 7
 
 
 def test_training_and_upscale_read_the_same_colour(tmp_path):

@@ -134,7 +134,7 @@ def test_sixteen_bit_is_rounded_and_said(onnx_model, tmp_path, capsys):
     _, out, _ = upscale(onnx_model, tmp_path / "in.png", tmp_path / "out.png")
     expected = np.repeat(np.rint(gray / 257).astype(np.uint8)[:, :, None], 3, axis=2)
     assert np.array_equal(out, OnnxUpscaler(onnx_model, device="cpu")(expected))
-    assert "16-bit: rounded to 8 bits" in capsys.readouterr().err
+    assert "16-bit: reduced to 8 bits" in capsys.readouterr().err
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_with_the_size_and_the_option(onnx_model, tmp_path, capsys,

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
 from sr_models.files import check_output, check_output_folder
-from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, check_fits, gib, parse_memory
+from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import (
     IMAGE_SUFFIXES, ImageError, check_output_holds, decode_image, list_images, read_header, save_image,
 )  # fmt: skip
@@ -119,7 +119,7 @@ def parse_args(argv=None):
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations of each tile (EDSR's x8 self-ensemble: 8x the time)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    parser.add_argument("--max-memory", type=memory_argument,
+    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
                         help="memory one image may take, e.g. 8G (default 4G; never more than MemAvailable)")
     args = parser.parse_args(argv)
     if args.tile is not None and not 0 <= args.tile <= 65536:

@@ -1,7 +1,7 @@
 """Memory a command will need for an image, estimated before it is allocated (issue 19, rule 4: images).
 
-Plain Python (no PyTorch): `export/upscale.py` uses it. The limit is the smaller of `--max-memory` (default
-DEFAULT_MAX_MEMORY) and what the machine has available (`MemAvailable` in /proc/meminfo, where there is one).
+Plain Python (no PyTorch): `export/upscale.py` uses it. The limit is the smaller of `--max-memory` (upscale and
+evaluate, default DEFAULT_MAX_MEMORY) and what the machine has available (`MemAvailable` in /proc/meminfo, where there is one).
 """
 
 DEFAULT_MAX_MEMORY = 4 * 2**30
@@ -42,13 +42,17 @@ def parse_memory(text):
 
 
 def memory_limit(max_memory=None):
-    """(bytes, how to say it): the smaller of max_memory (default DEFAULT_MAX_MEMORY) and MemAvailable."""
-    chosen = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
-    said = f"--max-memory {gib(chosen)}" + (" (the default)" if max_memory is None else "")
+    """(bytes, how to say it): the smaller of max_memory and MemAvailable. None: MemAvailable alone (training and
+    prepare have no --max-memory; their decoding is bounded by the machine), unbounded where it is unknown."""
     available = available_memory()
-    if available is not None and available < chosen:
+    if max_memory is None:
+        if available is None:
+            return float("inf"), "no known limit"
         return available, f"this machine's available memory, {gib(available)} (MemAvailable)"
-    return chosen, said
+    said = f"--max-memory {gib(max_memory)}" + (" (the default)" if max_memory == DEFAULT_MAX_MEMORY else "")
+    if available is not None and available < max_memory:
+        return available, f"this machine's available memory, {gib(available)} (MemAvailable)"
+    return max_memory, said
 
 
 def check_fits(need, *, name, what, max_memory=None, change):

@@ -155,7 +155,8 @@ def open_image(source, *, name, max_memory=None):
         check_mode(image, name)
         check_fits(header.decoded_bytes(), name=name, max_memory=max_memory,
                    what=f"decoding this {header.width}x{header.height} {header.mode} image",
-                   change="pass a larger --max-memory if the machine has it, or use a smaller image")  # fmt: skip
+                   change="use a smaller image, or a larger --max-memory where the command has one (upscale, "
+                   "evaluate) and the machine has the memory")  # fmt: skip
         yield image, header
 
 

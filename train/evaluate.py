@@ -27,7 +27,7 @@ from tqdm import tqdm
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
 from sr_models.files import OutputError, atomic_write_text, check_output
-from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, check_fits, gib, parse_memory
+from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
@@ -220,7 +220,7 @@ def parse_args(argv=None):
     parser.add_argument("--metrics-weights", type=Path,
                         help="folder of the LPIPS/Inception weight files (default: $SR_METRICS_WEIGHTS, then torch's "
                         "hub cache)")  # fmt: skip
-    parser.add_argument("--max-memory", type=memory_argument,
+    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
                         help="memory evaluation may take, e.g. 8G (default 4G; never more than MemAvailable)")
     parser.add_argument("--fid-patch", type=int, default=DEFAULT_PATCH,
                         help=f"FID/IS: non-overlapping patches of this many HR pixels (default {DEFAULT_PATCH})")

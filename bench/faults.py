@@ -1526,12 +1526,10 @@ class Suite:
         return result
 
     def decode_icc_kept(self):
-        from PIL import ImageCms
-
-        case, where = "ICC profile (RGB)", "export/upscale.py"
+        case, where = "ICC profile (Adobe RGB)", "export/upscale.py"
         folder = self.root / "decode-icc"
         folder.mkdir()
-        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        icc = adobe_rgb_profile()
         Image.fromarray(base_image(32, 32, seed=30)).save(folder / "in.jpg", icc_profile=icc, quality=95)
         outcome = run(["export/upscale.py", str(self.onnx), str(folder / "in.jpg"), str(folder / "out.png"),
                        "--device", "cpu"])  # fmt: skip
@@ -1553,8 +1551,9 @@ class Suite:
         make_sixteen_bit(folder / "deep.png")
         from PIL import ImageCms
 
-        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-        Image.fromarray(base_image(seed=31)).save(folder / "icc.jpg", icc_profile=icc, quality=95)
+        Image.fromarray(base_image(seed=31)).save(folder / "icc.jpg", icc_profile=adobe_rgb_profile(), quality=95)
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        Image.fromarray(base_image(seed=34)).save(folder / "srgb.png", icc_profile=srgb)  # sRGB: nothing to say
         frames = [Image.fromarray(base_image(seed=32)), Image.fromarray(base_image(seed=33))]
         frames[0].save(folder / "anim.png", save_all=True, append_images=frames[1:])
         outcome = self.decode_command(where, folder, None)
@@ -1567,8 +1566,8 @@ class Suite:
             return Result(case, where, "lost", f"not said once with its count: {', '.join(missing)}", outcome.seconds)
         if where == "training data":
             start = read_log(self.root / "runs" / f"decode-{slug(folder.name)}")[0]
-            if start["train_images"] != 3 + 6:
-                return Result(case, where, "lost", f"trained on {start['train_images']} images, not 9", outcome.seconds)
+            if start["train_images"] != 3 + 7:
+                return Result(case, where, "lost", f"trained on {start['train_images']} images, not 10", outcome.seconds)
         return Result(case, where, "handled", f"{'trains' if where == 'training data' else 'scores'} on every image; "
                       "one warning line per kind: `" + shorten(said[0]) + "`", outcome.seconds)  # fmt: skip
 
@@ -1631,6 +1630,14 @@ def make_la(path):
 
 # Images with alpha that upscale keeps: maker -> (stored colour, alpha).
 DECODE_ALPHA = {"RGBA PNG": make_rgba_alpha, "palette PNG with tRNS": make_trns_palette, "LA PNG": make_la}
+
+
+def adobe_rgb_profile():
+    """The Adobe RGB (1998) ICC profile of scikit-image's rocket.jpg: an RGB profile other than sRGB."""
+    from sr_models.builtin import builtin_folder
+
+    with Image.open(builtin_folder() / "rocket.jpg") as image:
+        return image.info["icc_profile"]
 
 
 def make_png_bomb(path, side=9400):

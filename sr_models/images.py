@@ -15,6 +15,7 @@ before any pixel is decoded. What a file holds beyond 8-bit RGB is handled on pu
                                         byte), everywhere, with a warning
     ICC profile                         upscale: an RGB profile is written to the output byte for byte, another
                                         (CMYK, gray) is applied, giving sRGB; training/evaluation: not applied
+                                        (said unless it is sRGB, what untagged pixels are taken to be)
     several frames (APNG, animated      upscale: refused (it writes one image); training/evaluation: the first
     WEBP, TIFF pages)                   frame, with a warning
 
@@ -86,7 +87,7 @@ class Header:
     def kinds(self):
         """The DECODE_KINDS this file has (what 8-bit RGB does not hold)."""
         return [kind for kind, present in (("alpha", self.alpha), ("16-bit", self.sixteen_bit),
-                                           ("icc", self.icc is not None), ("frames", self.frames > 1)) if present]  # fmt: skip
+                                           ("icc", not _is_srgb(self.icc)), ("frames", self.frames > 1)) if present]  # fmt: skip
 
     def decoded_bytes(self):
         """Upper bound of what decoding takes: Pillow's pixels (4 bytes a pixel for every multi-band mode, as Pillow
@@ -245,6 +246,17 @@ def _to_arrays(image, name):
         raise ImageError(f"{name}: unsupported pixel mode {image.mode} ({_one_line(error)})") from None
 
 
+def _is_srgb(icc):
+    """True for no profile or an sRGB one: what an untagged image is taken to be, so not applying it changes
+    nothing (the profile is still written with an upscaled image)."""
+    if icc is None:
+        return True
+    try:
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).startswith("sRGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return False
+
+
 def _icc_space(icc):
     """The colour space an ICC profile describes ("RGB", "CMYK", "GRAY", ...), from its header (bytes 16-19)."""
     return icc[16:20].decode("ascii", "replace").strip()
@@ -332,7 +344,7 @@ DECODE_KINDS = {
     "alpha": "have alpha (RGBA, LA, PA or palette transparency): the stored colour is used, alpha ignored "
     "(not composited onto a background)",
     "16-bit": "are 16-bit: reduced to 8 bits (65535 -> 255)",
-    "icc": "carry an ICC profile: the pixels are used as stored, the profile is not applied",
+    "icc": "carry an ICC profile other than sRGB: the pixels are used as stored, the profile is not applied",
     "frames": "have several frames (animated or multi-page): only the first frame is used",
 }
 

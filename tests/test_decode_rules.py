@@ -87,6 +87,15 @@ def test_a_datasets_image_column_is_kept_undecoded_and_decoded_by_our_opener(tmp
         decode({"bytes": eps_bytes, "path": None}, name="row 1")
 
 
+def adobe_rgb():
+    """The Adobe RGB (1998) profile of scikit-image's rocket.jpg: an RGB profile that is not sRGB."""
+    from sr_models.builtin import builtin_folder
+
+    icc = read_header(builtin_folder() / "rocket.jpg", name="rocket.jpg").icc
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(__import__("io").BytesIO(icc))).startswith("Adobe")
+    return icc
+
+
 def rgb48_png(rgb):
     """A 48-bit RGB PNG (Pillow decodes it as mode RGB, keeping the high byte, and cannot write one)."""
     import struct
@@ -113,13 +122,14 @@ def odd_folder(folder):
     gray = rng.integers(0, 65536, (32, 32)).astype(np.uint16)
     Image.frombytes("I;16", (32, 32), gray.astype("<u2").tobytes()).save(folder / "deep.png")
     (folder / "rgb48.png").write_bytes(rgb48_png(rgb))
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    Image.fromarray(rgb).save(folder / "icc.jpg", icc_profile=icc, quality=95)
+    Image.fromarray(rgb).save(folder / "icc.jpg", icc_profile=adobe_rgb(), quality=95)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(rgb).save(folder / "srgb.png", icc_profile=srgb)  # sRGB: what untagged pixels are; not said
     Image.fromarray(rgb).save(folder / "anim.png", save_all=True, append_images=[Image.fromarray(255 - rgb)])
     return folder, rgb
 
 
-EXPECTED_LINES = {"have alpha": 2, "are 16-bit: reduced to 8 bits": 2, "ICC profile: the pixels are used as stored": 1,
+EXPECTED_LINES = {"have alpha": 2, "are 16-bit: reduced to 8 bits": 2, "ICC profile other than sRGB": 1,
                   "several frames": 1}  # fmt: skip
 
 
@@ -142,7 +152,7 @@ def test_training_says_each_kind_once(tmp_path, capsys):
     folder, _ = odd_folder(tmp_path / "hr")
     pairs = ImagePairs(load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache")), scale=4)
     check_warnings(capsys.readouterr().err)
-    assert len(pairs) == 7
+    assert len(pairs) == 8
 
 
 def test_training_and_upscale_read_the_same_colour(tmp_path):

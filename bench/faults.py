@@ -1194,6 +1194,7 @@ class Suite:
         cases.append(("ddp too small", self.ddp_too_small))
         cases += self.rule_cases()
         cases += self.validate_cases()
+        cases += self.decode_cases()
         return cases
 
     def rule_cases(self):
@@ -1449,6 +1450,209 @@ class Suite:
             return Result(case, result.where, "lost", "refused, but a run folder was made", outcome.seconds)
         return result
 
+    # ---- decode only what is meant; bounded image memory (issue 19, rules 2 and 4) ---------------------------
+
+    def decode_cases(self):
+        """Rule 2 (one opener, explicit formats, alpha/16-bit/ICC/frames on purpose) and rule 4 for images."""
+        cases = []
+        for kind in DECODE_REFUSED:
+            for where in ("training data", "train/evaluate.py", "export/upscale.py"):
+                cases.append((f"decode / {kind} / {where}", lambda k=kind, w=where: self.decode_refused(k, w)))
+        for kind in ("RGBA PNG", "palette PNG with tRNS", "LA PNG"):
+            cases.append((f"decode / {kind} / export/upscale.py", lambda k=kind: self.decode_alpha_kept(k)))
+        cases += [("decode / RGBA PNG to .jpg / export/upscale.py", lambda: self.decode_alpha_refused(".jpg")),
+                  ("decode / RGBA PNG to .bmp / export/upscale.py", lambda: self.decode_alpha_refused(".bmp")),
+                  ("decode / ICC profile / export/upscale.py", self.decode_icc_kept),
+                  ("decode / kinds said once / training data", lambda: self.decode_kinds_said("training data")),
+                  ("decode / kinds said once / train/evaluate.py", lambda: self.decode_kinds_said("train/evaluate.py")),
+                  ("decode / 9400x9400 PNG bomb / export/upscale.py", lambda: self.decode_bomb("export/upscale.py")),
+                  ("decode / 9400x9400 PNG bomb / train/evaluate.py", lambda: self.decode_bomb("train/evaluate.py")),
+                  ("decode / 7000x7000 BMP header bomb / export/upscale.py",
+                   lambda: self.decode_bomb("export/upscale.py", bmp=True)),
+                  ("decode / 7000x7000 BMP header bomb / train/evaluate.py",
+                   lambda: self.decode_bomb("train/evaluate.py", bmp=True))]  # fmt: skip
+        return cases
+
+    def decode_command(self, where, folder, file):
+        if where == "training data":
+            return self.train(f"decode-{slug(folder.name)}", "--dataset", str(folder), "--val-dataset", "none")[0]
+        if where == "train/evaluate.py":
+            return run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--device", "cpu"])
+        return run(["export/upscale.py", str(self.onnx), str(file), str(folder.parent / f"{folder.name}-out.png"),
+                    "--device", "cpu"])  # fmt: skip
+
+    def decode_refused(self, kind, where):
+        maker, file_name = DECODE_REFUSED[kind]
+        folder, _ = self.folder(f"decode-{slug(kind)}-{slug(where)}")
+        maker(folder / file_name)
+        outcome = self.decode_command(where, folder, folder / file_name)
+        result = judge_refusal(kind, where, outcome, names=str(folder / file_name))
+        if where == "export/upscale.py" and (folder.parent / f"{folder.name}-out.png").exists():
+            return Result(kind, where, "lost", "refused, but an output was written", outcome.seconds)
+        return result
+
+    def decode_alpha_kept(self, kind):
+        folder = self.root / f"decode-{slug(kind)}"
+        folder.mkdir()
+        rgb, alpha = DECODE_ALPHA[kind](folder / "in.png")
+        target = folder / "out.png"
+        outcome = run(["export/upscale.py", str(self.onnx), str(folder / "in.png"), str(target), "--device", "cpu"])
+        where = "export/upscale.py"
+        if outcome.returncode != 0:
+            return Result(kind, where, "other", describe_failure(outcome), outcome.seconds)
+        from export.runtime import OnnxUpscaler
+
+        with Image.open(target) as image:
+            mode, got = image.mode, np.array(image.convert("RGBA"))
+        height, width = alpha.shape
+        reference = np.asarray(Image.fromarray(alpha).resize((width * SCALE, height * SCALE), Image.BICUBIC))
+        if mode != "RGBA" or not np.array_equal(got[:, :, 3], reference):
+            return Result(kind, where, "lost", f"output {mode}: alpha not the bicubic upscale of the input's",
+                          outcome.seconds)  # fmt: skip
+        if not np.array_equal(got[:, :, :3], OnnxUpscaler(self.onnx, device="cpu")(rgb)):
+            return Result(kind, where, "lost", "colour differs from the model's upscale", outcome.seconds)
+        return Result(kind, where, "handled", f"upscales to RGBA {got.shape[1]}x{got.shape[0]}: colour equal to the "
+                      "model's, alpha equal to a bicubic upscale of the input's", outcome.seconds)  # fmt: skip
+
+    def decode_alpha_refused(self, suffix):
+        folder = self.root / f"decode-alpha-{suffix[1:]}"
+        folder.mkdir()
+        DECODE_ALPHA["RGBA PNG"](folder / "in.png")
+        target = folder / f"out{suffix}"
+        outcome = run(["export/upscale.py", str(self.onnx), str(folder / "in.png"), str(target), "--device", "cpu"])
+        result = judge_refusal(f"RGBA PNG to {suffix}", "export/upscale.py", outcome, names=str(target))
+        if target.exists():
+            return Result(result.case, result.where, "lost", "refused, but the output was written", outcome.seconds)
+        return result
+
+    def decode_icc_kept(self):
+        case, where = "ICC profile (Adobe RGB)", "export/upscale.py"
+        folder = self.root / "decode-icc"
+        folder.mkdir()
+        icc = adobe_rgb_profile()
+        Image.fromarray(base_image(32, 32, seed=30)).save(folder / "in.jpg", icc_profile=icc, quality=95)
+        outcome = run(["export/upscale.py", str(self.onnx), str(folder / "in.jpg"), str(folder / "out.png"),
+                       "--device", "cpu"])  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        with Image.open(folder / "out.png") as image:
+            carried = image.info.get("icc_profile")
+        if carried != icc:
+            return Result(case, where, "lost", "the output does not carry the input's ICC profile", outcome.seconds)
+        return Result(case, where, "handled", "upscales; the output carries the input's ICC profile, byte for byte",
+                      outcome.seconds)  # fmt: skip
+
+    def decode_kinds_said(self, where):
+        """Alpha, palette tRNS, 16-bit, ICC and several frames in one folder: used, and each kind said in one line."""
+        case = "alpha, tRNS, 16-bit, ICC, frames in one folder"
+        folder, _ = self.folder(f"decode-kinds-{slug(where)}")
+        for kind, maker in DECODE_ALPHA.items():
+            maker(folder / f"{slug(kind)}.png")
+        make_sixteen_bit(folder / "deep.png")
+        from PIL import ImageCms
+
+        Image.fromarray(base_image(seed=31)).save(folder / "icc.jpg", icc_profile=adobe_rgb_profile(), quality=95)
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        Image.fromarray(base_image(seed=34)).save(folder / "srgb.png", icc_profile=srgb)  # sRGB: nothing to say
+        frames = [Image.fromarray(base_image(seed=32)), Image.fromarray(base_image(seed=33))]
+        frames[0].save(folder / "anim.png", save_all=True, append_images=frames[1:])
+        outcome = self.decode_command(where, folder, None)
+        if outcome.returncode != 0:
+            return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
+        said = [line for line in outcome.stderr.splitlines() if line.startswith("warning: ")]
+        wanted = {"have alpha": 3, "are 16-bit": 1, "ICC profile": 1, "several frames": 1}
+        missing = [w for w, n in wanted.items() if sum(w in line and f" {n} file(s) " in line for line in said) != 1]
+        if missing:
+            return Result(case, where, "lost", f"not said once with its count: {', '.join(missing)}", outcome.seconds)
+        if where == "training data":
+            start = read_log(self.root / "runs" / f"decode-{slug(folder.name)}")[0]
+            if start["train_images"] != 3 + 7:
+                return Result(case, where, "lost", f"trained on {start['train_images']} images, not 10", outcome.seconds)
+        return Result(case, where, "handled", f"{'trains' if where == 'training data' else 'scores'} on every image; "
+                      "one warning line per kind: `" + shorten(said[0]) + "`", outcome.seconds)  # fmt: skip
+
+    def decode_bomb(self, where, bmp=False):
+        case = "7000x7000 BMP header (118 bytes)" if bmp else "9400x9400 PNG of about 260 KB"
+        folder = self.root / f"decode-bomb-{'bmp' if bmp else 'png'}-{slug(where)}"
+        folder.mkdir()
+        file = folder / ("bomb.bmp" if bmp else "bomb.png")
+        (make_bmp_bomb if bmp else make_png_bomb)(file)
+        outcome = self.decode_command(where, folder, file)
+        result = judge_refusal(case, where, outcome, names=str(file))
+        line = error_line(outcome) or ""
+        if result.verdict == "handled" and not ("GiB" in line and "--max-memory" in line):
+            return Result(case, where, "other", f"refused without the size and the option: {line[:160]}",
+                          outcome.seconds)  # fmt: skip
+        return result
+
+
+def make_eps(path):
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(path, format="EPS")  # Pillow writes EPS without Ghostscript
+
+
+def make_gif(path):
+    frames = [Image.fromarray(base_image(seed=40)), Image.fromarray(base_image(seed=41))]
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+
+
+def make_pdf(path):
+    Image.fromarray(base_image(seed=42)).save(path, format="PDF")
+
+
+# Files of formats the opener does not accept, under an image name: (maker, file name).
+DECODE_REFUSED = {
+    "EPS file named .png": (make_eps, "cat.png"),
+    "animated GIF named .png": (make_gif, "anim.png"),
+    "PDF file named .tif": (make_pdf, "page.tif"),
+}
+
+
+def make_rgba_alpha(path):
+    rgb = base_image(32, 40, seed=43)
+    alpha = np.random.default_rng(44).integers(0, 256, rgb.shape[:2], dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(path)
+    return rgb, alpha
+
+
+def make_trns_palette(path):
+    image = Image.fromarray(base_image(32, 40, seed=45)).quantize(colors=16)
+    hidden = int(np.asarray(image)[0, 0])
+    image.save(path, transparency=hidden)
+    return np.array(image.convert("RGB")), np.where(np.asarray(image) == hidden, 0, 255).astype(np.uint8)
+
+
+def make_la(path):
+    gray = base_image(32, 40, seed=46)[:, :, 0]
+    alpha = np.random.default_rng(47).integers(0, 256, gray.shape, dtype=np.uint8)
+    Image.fromarray(np.dstack([gray, alpha]), "LA").save(path)
+    return np.repeat(gray[:, :, None], 3, axis=2), alpha
+
+
+# Images with alpha that upscale keeps: maker -> (stored colour, alpha).
+DECODE_ALPHA = {"RGBA PNG": make_rgba_alpha, "palette PNG with tRNS": make_trns_palette, "LA PNG": make_la}
+
+
+def adobe_rgb_profile():
+    """The Adobe RGB (1998) ICC profile of scikit-image's rocket.jpg: an RGB profile other than sRGB."""
+    from sr_models.builtin import builtin_folder
+
+    with Image.open(builtin_folder() / "rocket.jpg") as image:
+        return image.info["icc_profile"]
+
+
+def make_png_bomb(path, side=9400):
+    """A PNG of about 260 KB that decodes to side x side RGB: under Pillow's own MAX_IMAGE_PIXELS."""
+    rows = zlib.compressobj(9)
+    data = b"".join(rows.compress(b"\0" * (side * 3 + 1)) for _ in range(side)) + rows.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def make_bmp_bomb(path, side=7000):
+    """A 118-byte BMP whose header claims side x side 24-bit pixels."""
+    header = struct.pack("<2sIHHI", b"BM", 54 + side * side * 3, 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 24, 0, side * side * 3, 2835, 2835, 0, 0)
+    path.write_bytes(header + info + b"\0" * 64)
 
 # train/run.py's main in a child process whose save_state is followed by SIGKILL when it writes the step-4
 # checkpoint: the kill lands after the files are written and before the folder is renamed complete.

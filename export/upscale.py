@@ -5,20 +5,31 @@
     sr-upscale MODEL.onnx photo.jpg photo_x4.png                    # the same, as the installed console script
     python export/upscale.py MODEL.onnx photo.jpg out.png --self-ensemble   # mean of 8 flips/rotations, 8x time
 
-Images are read as the training side reads them (EXIF orientation applied, grayscale replicated to RGB, alpha
-dropped); the output format follows the output suffix (a folder keeps each input's name). Large images run in
-overlapping tiles, so memory stays bounded (--tile, --tile-pad). CUDA is used when onnxruntime has it.
+Images open through sr_models.images' one opener (PNG, JPEG, BMP, TIFF, WEBP; EXIF orientation applied,
+grayscale replicated to RGB). What 8-bit RGB does not hold is kept on purpose: alpha (RGBA, LA, PA, palette
+transparency) is upscaled beside the colour with Pillow's bicubic and written as RGBA (an output format without
+alpha, JPEG or BMP, is refused); an RGB ICC profile is written to the output byte for byte, a CMYK or gray one is
+applied (sRGB out); 16-bit is reduced to 8 bits (said); a file of several frames is refused. The output format
+follows the output suffix (a folder keeps each input's name). Large images run in overlapping tiles (--tile,
+--tile-pad); the memory of each image (decoding, the whole output, the model on one tile or the whole image) is
+estimated from its header before anything is allocated and refused beyond --max-memory or the machine's available
+memory. CUDA is used when onnxruntime has it.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
 from sr_models.files import check_output, check_output_folder
-from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb, save_rgb
+from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
+from sr_models.images import (
+    IMAGE_SUFFIXES, ImageError, check_output_holds, decode_image, list_images, read_header, save_image,
+)  # fmt: skip
 
 
 def plan(source, target, *, overwrite=False):
@@ -44,6 +55,57 @@ def plan(source, target, *, overwrite=False):
     return jobs
 
 
+def upscale_memory(header, *, scale, tile, tile_pad):
+    """(bytes, what they are) one image takes in this command: decoding, the whole output (colour and alpha,
+    and Pillow's copy when it is saved), and the model's activations on one tile (or the whole image)."""
+    output_pixels = header.width * header.height * scale * scale
+    output = output_pixels * ((3 + 1 + 1 + 4 + 4) if header.alpha else (3 + 3))
+    if tile:
+        side_h, side_w = min(tile + 2 * tile_pad, header.height), min(tile + 2 * tile_pad, header.width)
+        run, where = side_h * side_w * scale * scale * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, f"tiles of {tile}"
+    else:
+        run, where = output_pixels * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image at once (--tile 0)"
+    decoding = header.decoded_bytes()
+    return decoding + output + run, (f"decoding {gib(decoding)}, the {header.width * scale}x{header.height * scale}"
+                                     f" output {gib(output)}, the model on {where} {gib(run)}")  # fmt: skip
+
+
+def check_inputs(jobs, *, scale, tile, tile_pad, max_memory):
+    """Every input's header, checked before the first image is run: one image per file, an output format that
+    holds what it keeps (alpha, ICC profile), and the memory it needs (refused with the size and the option)."""
+    for source, target in jobs:
+        header = read_header(source, name=str(source), max_memory=max_memory)
+        if header.frames > 1:
+            raise ImageError(f"{source}: has {header.frames} frames (animated or multi-page); upscale.py writes one "
+                             "image per file: save the frame to upscale as its own file")  # fmt: skip
+        check_output_holds(target, header, source)
+        need, parts = upscale_memory(header, scale=scale, tile=tile, tile_pad=tile_pad)
+        change = ("tile it (--tile 256) or pass a larger --max-memory if the machine has it" if not tile else
+                  "pass a larger --max-memory if the machine has it (tiles bound only the model's share)")  # fmt: skip
+        check_fits(need, name=str(source), what=f"upscaling x{scale} ({parts})", max_memory=max_memory, change=change)
+
+
+def upscale_alpha(alpha, scale):
+    """An (h, w) uint8 alpha upscaled to (h*scale, w*scale) with Pillow's bicubic: the model is trained on
+    colour photographs, not on masks, so its output on an alpha channel is not what it was made for."""
+    height, width = alpha.shape
+    return np.asarray(Image.fromarray(alpha).resize((width * scale, height * scale), Image.Resampling.BICUBIC))
+
+
+def upscale_file(upscaler, source, target, *, max_memory=None):
+    """Read, upscale and write one image, keeping its alpha and ICC profile; returns the warnings to print."""
+    picture = decode_image(source, name=str(source), max_memory=max_memory, apply_icc=True)
+    sr = upscaler(picture.rgb)
+    alpha = None if picture.alpha is None else upscale_alpha(picture.alpha, upscaler.scale)
+    save_image(target, sr, alpha=alpha, icc=picture.icc)
+    warnings = []
+    if picture.header.sixteen_bit:
+        warnings.append(f"warning: {source}: 16-bit: reduced to 8 bits (65535 -> 255); {target} is 8-bit")
+    if picture.header.icc is not None and picture.icc is None:
+        warnings.append(f"note: {source}: its ICC profile was applied; {target} holds sRGB pixels")
+    return warnings
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="an .onnx file written by export/to_onnx.py")
@@ -57,12 +119,21 @@ def parse_args(argv=None):
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations of each tile (EDSR's x8 self-ensemble: 8x the time)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
+                        help="memory one image may take, e.g. 8G (default 4G; never more than MemAvailable)")
     args = parser.parse_args(argv)
     if args.tile is not None and not 0 <= args.tile <= 65536:
         parser.error(f"--tile {args.tile}: must be 0 (whole image) or a tile side of at most 65536 input pixels")
     if not 0 <= args.tile_pad <= 1024:
         parser.error(f"--tile-pad {args.tile_pad}: must be in 0..1024")
     return args
+
+
+def memory_argument(text):
+    try:
+        return parse_memory(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv=None):
@@ -73,8 +144,10 @@ def main(argv=None):
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
                                 self_ensemble=args.self_ensemble)
+        check_inputs(jobs, scale=upscaler.scale, tile=upscaler.tile, tile_pad=args.tile_pad, max_memory=args.max_memory)
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
-            save_rgb(target, upscaler(load_rgb(source)))
+            for line in upscale_file(upscaler, source, target, max_memory=args.max_memory):
+                tqdm.write(line, file=sys.stderr)
             written += 1
             if upscaler.suspect:
                 tqdm.write(f"warning: {source}: {upscaler.suspect.describe()}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb
+from sr_models.images import IMAGE_SUFFIXES, DecodeNotes, ImageError, list_images, load_rgb
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
 
@@ -49,24 +49,25 @@ def find_lr_file(lr_dir, stem, scale):
     raise ImageError(f"{lr_dir}: no LR image for {stem!r} (looked for {stem}x{scale}.* and {stem}.*)")
 
 
-def load_benchmark(hr_dir, *, scale, lr_dir=None):
+def load_benchmark(hr_dir, *, scale, lr_dir=None, max_memory=None):
     """HR images of a folder with their LR: matched by file stem in `lr_dir`, or made by MATLAB bicubic."""
-    samples = []
+    samples, notes = [], DecodeNotes()
     for hr_path in list_images(hr_dir):
-        hr = mod_crop(load_rgb(hr_path), scale)
+        hr = mod_crop(load_rgb(hr_path, notes=notes, max_memory=max_memory), scale)
         if hr.size == 0:
             raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
         if lr_dir is None:
             lr = downscale_image(hr, scale)
         else:
             lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
-            lr = load_rgb(lr_path)
+            lr = load_rgb(lr_path, notes=notes, max_memory=max_memory)
             if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
                 raise ImageError(
                     f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
                     f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
                 )
         samples.append(Sample(hr_path.stem, lr, hr))
+    notes.warn(hr_dir)  # alpha, 16-bit, ICC, frames: one line per kind, the same rule as training's
     return samples
 
 
@@ -74,7 +75,8 @@ def is_benchmark_root(folder):
     return Path(folder, "HR").is_dir()
 
 
-def load_benchmark_root(folder, *, scale):
+def load_benchmark_root(folder, *, scale, max_memory=None):
     """A benchmark root (HR/ + LR_bicubic/X<scale>/): the official LR files where present, else bicubic LR."""
     lr_dir = Path(folder, "LR_bicubic", f"X{scale}")
-    return load_benchmark(Path(folder, "HR"), scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None)
+    return load_benchmark(Path(folder, "HR"), scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None,
+                          max_memory=max_memory)

@@ -135,7 +135,7 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(hr_folder, tmp_path):
 
     (hr_folder / "not_an_image.png").write_bytes(b"this is text")
     pairs = ImagePairs(load_source(str(hr_folder), split="train", cache_dir=str(tmp_path / "cache")), scale=SCALE)
-    with pytest.raises(ImageError, match=r"not_an_image\.png: not a readable image"):
+    with pytest.raises(ImageError, match=r"not_an_image\.png: not an image file"):
         usable_images(pairs, lr_patch_size=8, small_images="error", skip_corrupt=False)
     usable, left_out = usable_images(pairs, lr_patch_size=8, small_images="error", skip_corrupt=True)
     assert left_out["small"] == 0 and left_out["corrupt"] == 1 and len(usable) == len(pairs) - 1

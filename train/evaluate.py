@@ -27,6 +27,8 @@ from tqdm import tqdm
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
 from sr_models.files import OutputError, atomic_write_text, check_output
+from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
+from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
@@ -95,6 +97,35 @@ def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensembl
     return TorchUpscaler(net, device=device, self_ensemble=self_ensemble)
 
 
+# Scoring one image, per output pixel: the float32 model output, its uint8 rounding, the bicubic baseline and the
+# float64 Y channels and SSIM windows of both (sr_models.metrics): an upper bound, measured loosely.
+SCORING_BYTES_PER_OUTPUT_PIXEL = 160
+
+
+def check_evaluation_memory(upscaler, hr, *, max_memory=None):
+    """Refuse, from the HR files' headers and before anything is decoded, a set whose largest image would not
+    fit: the set's images (HR and LR), the model's activations (on the whole image for PyTorch models, on tiles
+    for ONNX ones), the outputs and the metrics."""
+    folder = Path(hr, "HR") if is_benchmark_root(hr) else Path(hr)
+    headers = [read_header(path, name=str(path), max_memory=max_memory) for path in list_images(folder)]
+    s = upscaler.scale
+    held = sum(h.width * h.height * 3 * (1 + 1 / s**2) for h in headers)
+    largest = max(headers, key=lambda h: h.width * h.height)
+    width, height = largest.width, largest.height
+    tile = getattr(upscaler, "tile", None)
+    if tile:  # OnnxUpscaler: the model runs on tiles of `tile` LR pixels plus their context
+        side_h, side_w = (min(tile + 2 * upscaler.tile_pad, n // s) * s for n in (height, width))
+        run, where = side_h * side_w * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, f"tiles of {tile}"
+    else:
+        run, where = width * height * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image"
+    scoring = width * height * SCORING_BYTES_PER_OUTPUT_PIXEL
+    check_fits(int(held) + run + scoring, name=largest.name, max_memory=max_memory,
+               what=f"evaluating this {width}x{height} image (the set's images {gib(held)}, the model on {where} "
+               f"{gib(run)}, outputs and metrics {gib(scoring)})",
+               change="pass a larger --max-memory if the machine has it, evaluate an ONNX export (tiled), or "
+               "use smaller images")  # fmt: skip
+
+
 def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, perceptual=None):
     """Per-image and mean figures of the upscaler and of bicubic upscaling of the same LR.
 
@@ -159,11 +190,18 @@ def metrics_argument(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def benchmark_samples(hr, *, scale, lr_dir=None):
+def benchmark_samples(hr, *, scale, lr_dir=None, max_memory=None):
     """--hr as an HR folder (LR from --lr or bicubic) or a benchmark root (its LR_bicubic/X<scale>/ if present)."""
     if lr_dir is None and is_benchmark_root(hr):
-        return load_benchmark_root(hr, scale=scale)
-    return load_benchmark(hr, scale=scale, lr_dir=lr_dir)
+        return load_benchmark_root(hr, scale=scale, max_memory=max_memory)
+    return load_benchmark(hr, scale=scale, lr_dir=lr_dir, max_memory=max_memory)
+
+
+def memory_argument(text):
+    try:
+        return parse_memory(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv=None):
@@ -182,6 +220,8 @@ def parse_args(argv=None):
     parser.add_argument("--metrics-weights", type=Path,
                         help="folder of the LPIPS/Inception weight files (default: $SR_METRICS_WEIGHTS, then torch's "
                         "hub cache)")  # fmt: skip
+    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
+                        help="memory evaluation may take, e.g. 8G (default 4G; never more than MemAvailable)")
     parser.add_argument("--fid-patch", type=int, default=DEFAULT_PATCH,
                         help=f"FID/IS: non-overlapping patches of this many HR pixels (default {DEFAULT_PATCH})")
     return parser.parse_args(argv)
@@ -197,7 +237,8 @@ def main(argv=None):
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
         upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device,
                                  self_ensemble=args.self_ensemble)  # fmt: skip
-        samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr)
+        check_evaluation_memory(upscaler, args.hr, max_memory=args.max_memory)
+        samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr, max_memory=args.max_memory)
         perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,
                                  patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)

@@ -1,11 +1,6 @@
-"""Decoding undecoded image records, and HR/LR image pairs of a data set."""
+"""Decoding undecoded image records, and HR/LR image pairs of a data set (through sr_models.images' opener)."""
 
-import io
-import warnings
-
-from PIL import Image, ImageOps
-
-from sr_models.images import ImageError, _to_rgb_array, check_mode, load_rgb
+from sr_models.images import DecodeNotes, ImageError, decode_image, read_header
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
 
@@ -14,43 +9,44 @@ def record_name(record, fallback):
     return record.get("path") or fallback
 
 
-def decode(record, *, name):
-    """An undecoded image record {"bytes", "path"} as HxWx3 uint8 RGB; ImageError naming `name` otherwise."""
+def _source(record, name):
     if record is None:
         raise ImageError(f"{name}: no image in this row")
     if record.get("bytes"):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(record["bytes"])) as image:
-                    image.load()
-                    image = ImageOps.exif_transpose(image)
-        except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as error:  # fmt: skip
-            raise ImageError(f"{name}: truncated or corrupt image data ({' '.join(str(error).split())})") from None
-        return _to_rgb_array(image, name)
+        return record["bytes"]
     if record.get("path"):
-        return load_rgb(record["path"])
+        return record["path"]
     raise ImageError(f"{name}: row has neither image bytes nor a file path")
+
+
+def decode(record, *, name):
+    """An undecoded image record {"bytes", "path"} as HxWx3 uint8 RGB; ImageError naming `name` otherwise."""
+    return decode_image(_source(record, name), name=name).rgb
+
+
+def header(record, *, name):
+    """The Header of a record (sr_models.images.read_header): size, mode, alpha, ICC, frames; nothing decoded."""
+    return read_header(_source(record, name), name=name)
+
+
+def say_what_is_not_kept(dataset, *, label):
+    """One warning line per kind of content 8-bit RGB does not hold (alpha, 16-bit, ICC, frames) among the
+    images of a Dataset's `hr` [`lr`] columns, from their headers. Unreadable files are left to the checks that
+    name them (usable_images, --skip-corrupt)."""
+    notes = DecodeNotes()
+    for column in [c for c in ("hr", "lr") if c in dataset.column_names]:
+        for index, record in enumerate(dataset[column]):
+            try:
+                notes.add(header(record, name=record_name(record or {}, f"{label}[{index}]")))
+            except ImageError:
+                pass
+    notes.warn(label)
 
 
 def image_size(record, *, name):
     """(width, height) from the image header only: cheap enough to check every image before training."""
-    try:
-        source = io.BytesIO(record["bytes"]) if record.get("bytes") else record["path"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                check_mode(image, name)
-                return image.size
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's limit stays on: a header claiming billions of pixels is refused before any decoding.
-        raise ImageError(f"{name}: too many pixels to decode safely ({' '.join(str(error).split())}); "
-                         "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None
-    except (OSError, SyntaxError, ValueError, TypeError, KeyError) as error:
-        raise ImageError(f"{name}: not a readable image ({' '.join(str(error).split())})") from None
+    found = header(record, name=name)
+    return found.width, found.height
 
 
 class ImagePairs:

@@ -16,6 +16,7 @@ import datasets
 from sr_models.benchmark import find_lr_file
 from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images
+from train.data.pairs import say_what_is_not_kept
 
 
 def builtin_dataset(names):
@@ -62,6 +63,7 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
     dataset = select_columns(dataset, source=source, image_column=image_column, lr_column=lr_column)
     if lr_dataset is not None:
         dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
+    say_what_is_not_kept(dataset, label=source)  # training and prepare alike
     return dataset
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
+from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
+from sr_models.errors import user_errors
 from sr_models.files import check_output, check_output_folder
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb, save_rgb
 
@@ -66,7 +67,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with user_errors():  # ImageError, OnnxModelError, OutputError, bad options: one line, exit 1
+        upscale_command(parse_args(argv))
+
+
+def upscale_command(args):
     written = 0
     try:
         jobs = plan(args.input, args.output, overwrite=args.overwrite)
@@ -74,12 +79,10 @@ def main(argv=None):
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
                                 self_ensemble=args.self_ensemble)
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
-            save_rgb(target, upscaler(load_rgb(source)))
+            save_rgb(target, upscaler(load_rgb(source), image=source))
             written += 1
             if upscaler.suspect:
                 tqdm.write(f"warning: {source}: {upscaler.suspect.describe()}", file=sys.stderr)
-    except (ImageError, OnnxModelError, ValueError) as error:
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:  # each image is written whole or not at all (sr_models.files)
         print(f"\ninterrupted: {written} image(s) written, no partial file left", file=sys.stderr)
         sys.exit(130)

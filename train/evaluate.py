@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
-from sr_models.files import OutputError, atomic_write_text, check_output
+from sr_models.errors import UserError, user_errors
+from sr_models.files import atomic_write_text, check_output
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
@@ -54,7 +55,7 @@ class TorchUpscaler:
         return self.model(torch.from_numpy(batch).to(self.device, parameter.dtype)).float().cpu().numpy()
 
     @torch.inference_mode()
-    def __call__(self, lr):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8
+    def __call__(self, lr, *, image=None):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8 (`image`: OnnxUpscaler's)
         x = lr.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
         sr = self_ensemble(self.run, x) if self.self_ensemble else self.run(x)
         return to_uint8(sr[0].transpose(1, 2, 0))
@@ -67,15 +68,15 @@ def resolve_device(device):
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
     if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {device!r}: only cpu and cuda devices are supported")
+        raise UserError(f"--device {device!r}: only cpu and cuda devices are supported")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"--device {device!r}: no CUDA GPU is visible to PyTorch on this machine; use cpu or auto")
+            raise UserError(f"--device {device!r}: no CUDA GPU is visible to PyTorch on this machine; use cpu or auto")
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+            raise UserError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return device
 
 
@@ -103,9 +104,9 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
     """
     rows = []
     for sample in tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False):
-        sr = upscaler(sample.lr)
+        sr = upscaler(sample.lr, image=sample.name)
         if sr.shape != sample.hr.shape:
-            raise ValueError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
+            raise UserError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
         bicubic_sr = upscale_bicubic(sample.lr, scale)
         figures = image_metrics(sr, sample.hr, scale=scale)
         bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
@@ -120,7 +121,7 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
             }
         )
     if not rows:
-        raise ValueError("no images to evaluate")
+        raise UserError("no images to evaluate")
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "name"}
     report = {"model": upscaler.name, "scale": scale, "metrics": list(metrics), "mean": mean, "images": rows}
     if perceptual:
@@ -188,7 +189,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with user_errors():  # ImageError, WeightsError, OnnxModelError, OutputError, bad options: one line, exit 1
+        score_command(parse_args(argv))
+
+
+def score_command(args):
     try:
         if args.json:  # checked before minutes of scoring, not after
             check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
@@ -201,16 +206,11 @@ def main(argv=None):
         perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,
                                  patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)
-    except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit("\ninterrupted: nothing written")
     print(format_table(report))
     if args.json:
-        try:
-            atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        except OutputError as error:
-            sys.exit(f"error: {error}")
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

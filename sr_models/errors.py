@@ -1,0 +1,50 @@
+"""Errors a user can cause, and the one place where they become the `error: <file or option>: <problem>` line.
+
+Every command wraps its work in `with user_errors():`. A `UserError` (a bad file, option or input: its message
+names it and the problem) is printed as one line and the command exits 1; anything else, a plain ValueError
+included, is a bug in the toolkit and keeps its traceback. The toolkit's own error classes (ImageError,
+WeightsError, ConfigError, CheckpointError, OnnxModelError, OutputError, ParityError, ExportError, ...) derive
+from UserError; raise one of them, or UserError itself, for anything the user can fix.
+"""
+
+import hashlib
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+
+class UserError(ValueError):
+    """Something the user can fix (a file, an option, an input); the message names it and says what is wrong."""
+
+
+def one_line(error):
+    """The message of `error` on one line (a message quoting another library's multi-line text included)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def user_errors():
+    """Turn a UserError raised inside into `error: ...` on stderr and exit status 1; let every other error through."""
+    try:
+        yield
+    except UserError as error:
+        say_once(f"error: {one_line(error)}")
+        raise SystemExit(1) from None
+
+
+def say_once(line):
+    """Print `line` on stderr, once per launch: in a multi-process run every process usually meets the same bad
+    file or option, and the user should read its line once, not once per process. A line only one process
+    meets (its own shard of data) is still printed, by that process."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        digest = hashlib.sha256(f"{run}\0{line}".encode()).hexdigest()[:24]
+        marker = os.path.join(tempfile.gettempdir(), f"sr-toolkit-said-{digest}")
+        try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return
+        except OSError:
+            pass  # no writable temporary folder: printing twice beats printing nothing
+    print(line, file=sys.stderr, flush=True)

@@ -37,9 +37,9 @@ def say_once(line):
     """Print `line` on stderr, once per launch: in a multi-process run every process usually meets the same bad
     file or option, and the user should read its line once, not once per process. A line only one process
     meets (its own shard of data) is still printed, by that process."""
-    run = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        digest = hashlib.sha256(f"{run}\0{line}".encode()).hexdigest()[:24]
+    launch = _launch_id()
+    if launch:
+        digest = hashlib.sha256(f"{launch}\0{line}".encode()).hexdigest()[:24]
         marker = os.path.join(tempfile.gettempdir(), f"sr-toolkit-said-{digest}")
         try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -48,3 +48,18 @@ def say_once(line):
         except OSError:
             pass  # no writable temporary folder: printing twice beats printing nothing
     print(line, file=sys.stderr, flush=True)
+
+
+def _launch_id():
+    """What the processes of one torchrun launch on this machine share and no other launch has: the agent (their
+    parent) and its start time, so a reused pid is another launch. None outside a multi-process launch, or
+    without /proc (then each process prints its own line)."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))) < 2:
+        return None
+    agent = os.getppid()
+    try:
+        with open(f"/proc/{agent}/stat") as stat:  # field 22, after the parenthesised command name: start time
+            started = stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}:{agent}:{started}"

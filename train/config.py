@@ -263,7 +263,7 @@ def coerce(key, value, *, source):
     if annotation is dict:
         if from_text:
             try:
-                value = load_yaml_text(value, source=source) if value.strip() else {}
+                value = load_yaml_text(value, source=f"{source}: {key}") if value.strip() else {}
             except yaml.YAMLError:
                 raise wrong from None
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):

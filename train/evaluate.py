@@ -103,23 +103,25 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
     `perceptual` (a PerceptualScorer) adds LPIPS per image and FID/IS per set ("set" in the report).
     """
     rows = []
-    for sample in tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False):
-        sr = upscaler(sample.lr, image=sample.name)
-        if sr.shape != sample.hr.shape:
-            raise UserError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
-        bicubic_sr = upscale_bicubic(sample.lr, scale)
-        figures = image_metrics(sr, sample.hr, scale=scale)
-        bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
-        rows.append(
-            {
-                "name": sample.name,
-                **figures,
-                "bicubic_psnr_y": bicubic["psnr_y"],
-                "bicubic_ssim_y": bicubic["ssim_y"],
-                "bicubic_psnr_rgb": bicubic["psnr_rgb"],
-                **(perceptual.image(sr, bicubic_sr, sample.hr, crop=scale) if perceptual else {}),
-            }
-        )
+    bar = tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False)
+    with bar:  # closed (cleared) before an error line is printed, not when the interpreter exits
+        for sample in bar:
+            sr = upscaler(sample.lr, image=sample.source or sample.name)
+            if sr.shape != sample.hr.shape:
+                raise UserError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
+            bicubic_sr = upscale_bicubic(sample.lr, scale)
+            figures = image_metrics(sr, sample.hr, scale=scale)
+            bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
+            rows.append(
+                {
+                    "name": sample.name,
+                    **figures,
+                    "bicubic_psnr_y": bicubic["psnr_y"],
+                    "bicubic_ssim_y": bicubic["ssim_y"],
+                    "bicubic_psnr_rgb": bicubic["psnr_rgb"],
+                    **(perceptual.image(sr, bicubic_sr, sample.hr, crop=scale) if perceptual else {}),
+                }
+            )
     if not rows:
         raise UserError("no images to evaluate")
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "name"}

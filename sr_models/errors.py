@@ -9,7 +9,6 @@ from UserError; raise one of them, or UserError itself, for anything the user ca
 
 import hashlib
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 
@@ -29,14 +28,15 @@ def user_errors():
     try:
         yield
     except UserError as error:
-        say_once(f"error: {one_line(error)}")
-        raise SystemExit(1) from None
+        line = f"error: {one_line(error)}"
+        # SystemExit with a message: Python prints it on stderr and exits 1 (sys.exit's convention).
+        raise SystemExit(line if first_to_say(line) else 1) from None
 
 
-def say_once(line):
-    """Print `line` on stderr, once per launch: in a multi-process run every process usually meets the same bad
-    file or option, and the user should read its line once, not once per process. A line only one process
-    meets (its own shard of data) is still printed, by that process."""
+def first_to_say(line):
+    """Whether this process prints `line`: once per launch. In a multi-process run every process usually meets the
+    same bad file or option, and the user should read its line once, not once per process. A line only one
+    process meets (its own shard of data) is still printed, by that process."""
     launch = _launch_id()
     if launch:
         digest = hashlib.sha256(f"{launch}\0{line}".encode()).hexdigest()[:24]
@@ -44,10 +44,10 @@ def say_once(line):
         try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
-            return
+            return False
         except OSError:
             pass  # no writable temporary folder: printing twice beats printing nothing
-    print(line, file=sys.stderr, flush=True)
+    return True
 
 
 def _launch_id():

@@ -111,11 +111,10 @@ def files(tmp_path_factory):
     return {"root": root, "photos": photos, "weights": weights, "photo": photos / "p0.png"}
 
 
-def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback():
     with pytest.raises(SystemExit) as stopped, user_errors():
         raise UserError("some.yaml: line 1\n  of a multi-line message")
-    assert stopped.value.code == 1
-    assert capsys.readouterr().err == "error: some.yaml: line 1 of a multi-line message\n"
+    assert stopped.value.code == "error: some.yaml: line 1 of a multi-line message"  # printed by Python, exit 1
     with pytest.raises(ValueError, match="a bug"), user_errors():  # a plain ValueError is the toolkit's bug
         raise ValueError("a bug")
 

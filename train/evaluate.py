@@ -55,7 +55,7 @@ class TorchUpscaler:
         return self.model(torch.from_numpy(batch).to(self.device, parameter.dtype)).float().cpu().numpy()
 
     @torch.inference_mode()
-    def __call__(self, lr, *, image=None):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8 (`image`: OnnxUpscaler's)
+    def __call__(self, lr):  # (h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8
         x = lr.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
         sr = self_ensemble(self.run, x) if self.self_ensemble else self.run(x)
         return to_uint8(sr[0].transpose(1, 2, 0))
@@ -106,7 +106,10 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
     bar = tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False)
     with bar:  # closed (cleared) before an error line is printed, not when the interpreter exits
         for sample in bar:
-            sr = upscaler(sample.lr, image=sample.source or sample.name)
+            try:
+                sr = upscaler(sample.lr)
+            except UserError as error:  # e.g. onnxruntime failing on this image (its size, memory): name the image too
+                raise UserError(f"{sample.source or sample.name}: {error}") from None
             if sr.shape != sample.hr.shape:
                 raise UserError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
             bicubic_sr = upscale_bicubic(sample.lr, scale)

@@ -106,15 +106,15 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
     bar = tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False)
     with bar:  # closed (cleared) before an error line is printed, not when the interpreter exits
         for sample in bar:
-            try:
+            try:  # onnxruntime failing on this image, an image too small to score: name the image too
                 sr = upscaler(sample.lr)
-            except UserError as error:  # e.g. onnxruntime failing on this image (its size, memory): name the image too
+                if sr.shape != sample.hr.shape:
+                    raise UserError(f"model output is {sr.shape}, HR is {sample.hr.shape}")
+                bicubic_sr = upscale_bicubic(sample.lr, scale)
+                figures = image_metrics(sr, sample.hr, scale=scale)
+                bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
+            except UserError as error:
                 raise UserError(f"{sample.source or sample.name}: {error}") from None
-            if sr.shape != sample.hr.shape:
-                raise UserError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
-            bicubic_sr = upscale_bicubic(sample.lr, scale)
-            figures = image_metrics(sr, sample.hr, scale=scale)
-            bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
             rows.append(
                 {
                     "name": sample.name,

@@ -219,3 +219,12 @@ def test_plain_accelerate_launch_still_refuses(files):
                str(files["root"] / "r4"))  # fmt: skip
     assert done.returncode != 0
     assert "error: command line: steps: must be positive, got -5" in done.stderr.splitlines()
+
+
+def test_an_image_too_small_to_score_is_one_line(files):
+    """Errors met deep inside (the metrics' crop) are still the user's, and name the image."""
+    folder = files["root"] / "tiny-hr"
+    folder.mkdir()
+    save_rgb(folder / "t.png", np.zeros((4, 4, 3), np.uint8))
+    done = run("train/evaluate.py", "--weights", str(files["weights"]), "--hr", str(folder), "--device", "cpu")
+    assert "leaves nothing" in assert_one_line(done, folder / "t.png")

@@ -228,3 +228,14 @@ def test_an_image_too_small_to_score_is_one_line(files):
     save_rgb(folder / "t.png", np.zeros((4, 4, 3), np.uint8))
     done = run("train/evaluate.py", "--weights", str(files["weights"]), "--hr", str(folder), "--device", "cpu")
     assert "leaves nothing" in assert_one_line(done, folder / "t.png")
+
+
+def test_sr_launch_keeps_a_bugs_traceback_and_exit_status(files):
+    """Only the launcher's own traceback goes: the child's output, a bug's traceback included, is all there."""
+    script = files["root"] / "bug.py"
+    script.write_text("print('child output')\nraise ValueError('a bug in the toolkit')\n")
+    done = run("-m", "train.launch", str(script))
+    assert done.returncode == 1
+    assert "child output" in done.stdout
+    assert "Traceback" in done.stderr and "ValueError: a bug in the toolkit" in done.stderr
+    assert "CalledProcessError" not in done.stderr

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 from accelerate.commands.launch import launch_command, launch_command_parser
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 # Launcher messages that repeat what the failing process already printed, or announce defaults we chose.
 QUIETED = {
@@ -49,11 +50,7 @@ def main(argv=None):
         launch_command(args)
     except subprocess.CalledProcessError as failed:  # one process: it printed its own error
         sys.exit(child_status(failed.returncode))
-    except Exception as failed:  # several processes: torchrun's ChildFailedError lists each one's exit status
-        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-        if not isinstance(failed, ChildFailedError):
-            raise
+    except ChildFailedError as failed:  # several processes (torchrun): each one's exit status, the first one's passed on
         _, first = failed.get_first_failure()
         sys.exit(child_status(first.exitcode) or 1)
 

@@ -28,6 +28,7 @@ import concurrent.futures
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -1195,6 +1196,7 @@ class Suite:
         cases += self.rule_cases()
         cases += self.validate_cases()
         cases += self.decode_cases()
+        cases += self.oneline_cases()
         return cases
 
     def rule_cases(self):
@@ -1449,6 +1451,142 @@ class Suite:
         if result.verdict == "handled" and run_dir.exists():
             return Result(case, result.where, "lost", "refused, but a run folder was made", outcome.seconds)
         return result
+
+    # --- one line (issue 19, rule 5) and bounded ONNX opening (rule 4, models): tests/test_one_line.py tests them
+    def oneline_cases(self):
+        cases = [("one line / deep YAML recipe", self.deep_yaml_recipe),
+                 ("one line / deep --model-overrides", self.deep_model_overrides),
+                 ("one line / deep JSON in weights metadata", self.deep_json_metadata),
+                 ("one line / --opset 16", lambda: self.opset_out_of_range(16)),
+                 ("one line / --opset 21", lambda: self.opset_out_of_range(21)),
+                 ("one line / sr-launch, 1 process", lambda: self.launched_user_error(1)),
+                 ("one line / sr-launch, 2 processes", lambda: self.launched_user_error(2))]
+        for where in ("export/upscale.py", "train/evaluate.py"):
+            cases.append((f"one line / ONNX failing on an image / {where}", lambda w=where: self.onnx_fails_on_image(w)))
+            cases.append((f"one line / ONNX with a 2^62-trip Loop / {where}", lambda w=where: self.looping_onnx(w)))
+        return cases
+
+    def judge_one_line(self, case, where, outcome, *, names):
+        """judge_refusal, and stderr (progress bars aside) is that one line and nothing else."""
+        result = judge_refusal(case, where, outcome, names=names)
+        shown = [line for line in re.split(r"[\r\n]", outcome.stderr)
+                 if line.strip() and not re.search(r"\d+/\d+ \[[^]]*/s\]", line)]  # fmt: skip
+        if result.verdict == "handled" and len(shown) != 1:
+            return Result(case, where, "other", f"{len(shown)} lines on stderr, not one: {shown[0][:120]}",
+                          outcome.seconds)  # fmt: skip
+        return result
+
+    def deep_yaml_recipe(self):
+        recipe = self.root / "deep.yaml"
+        recipe.write_text("steps: " + "[" * 5000 + "]" * 5000 + "\n")
+        outcome = run(["train/run.py", "--recipe", str(recipe), "--output-dir", str(self.root / "runs" / "deep")],
+                      timeout=60)  # fmt: skip
+        return self.judge_one_line("recipe YAML nested 5000 deep", "train/run.py", outcome, names=str(recipe))
+
+    def deep_model_overrides(self):
+        outcome = run(["train/run.py", "--model-overrides", "{a: " * 3000 + "}" * 3000, "--output-dir",
+                       str(self.root / "runs" / "deep-overrides")], timeout=60)  # fmt: skip
+        return self.judge_one_line("--model-overrides nested 3000 deep", "train/run.py", outcome,
+                                   names="model_overrides")  # fmt: skip
+
+    def deep_json_metadata(self):
+        import torch
+        from safetensors.torch import save_file
+
+        path = self.root / "deep-json.safetensors"
+        save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "sr-toolkit/1", "model": "pan", "scale": "4",
+                                                              "hyperparameters": "[" * 100000 + "]" * 100000})
+        outcome = run(["train/evaluate.py", "--weights", str(path), "--hr", str(self.good), "--device", "cpu"])
+        return self.judge_one_line("safetensors metadata JSON nested 100000 deep", "train/evaluate.py", outcome,
+                                   names=str(path))  # fmt: skip
+
+    def opset_out_of_range(self, opset):
+        target = self.root / f"opset-{opset}.onnx"
+        outcome = run(["export/to_onnx.py", "--weights", str(self.weights), "--output", str(target), "--opset",
+                       str(opset)])  # fmt: skip
+        result = self.judge_one_line(f"--opset {opset}", "export/to_onnx.py", outcome, names=f"--opset {opset}")
+        if result.verdict == "handled" and target.exists():
+            return Result(result.case, result.where, "lost", "refused, yet wrote the model", outcome.seconds)
+        return result
+
+    def launched_user_error(self, processes):
+        recipe = self.root / f"deep-launched-{processes}.yaml"
+        recipe.write_text("steps: " + "[" * 2000 + "]" * 2000 + "\n")
+        config = ["--config_file", str(REPO / "launch_configs" / "cpu_ddp.yaml"), "--main_process_port",
+                  str(free_port())] if processes == 2 else []  # fmt: skip
+        outcome = run(["-m", "train.launch", *config, "train/run.py", "--recipe", str(recipe), "--output-dir",
+                       str(self.root / "runs" / f"launched-{processes}")])  # fmt: skip
+        return self.judge_one_line("user error under the launcher", f"sr-launch ({processes} process(es))", outcome,
+                                   names=str(recipe))  # fmt: skip
+
+    def onnx_graph(self, path, nodes, initializers=()):
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                                  [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["n", 3, "H", "W"])],
+                                  list(initializers))  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+        return path
+
+    def onnx_x4(self, source, target):  # x4 by channel repetition and DepthToSpace: runs on any input size
+        from onnx import helper
+
+        return [helper.make_node("Concat", [source] * 16, [target + "_cat"], axis=1),
+                helper.make_node("DepthToSpace", [target + "_cat"], [target], blocksize=4)]
+
+    def onnx_fails_on_image(self, where):
+        """Valid ONNX that runs on the small inputs probed at open and fails in onnxruntime on the real image."""
+        from onnx import TensorProto as T
+        from onnx import helper
+
+        out = [helper.make_tensor_value_info("out", T.FLOAT, None)]
+        fail = helper.make_graph([helper.make_node("Reshape", ["lr", "rows"], ["bad"]), *self.onnx_x4("bad", "out")],
+                                 "fail", [], out)  # fmt: skip
+        fine = helper.make_graph(self.onnx_x4("lr", "out"), "fine", [], out)
+        path = self.onnx_graph(self.root / f"size-limit-{slug(where)}.onnx", [
+            helper.make_node("Size", ["lr"], ["size"]), helper.make_node("Greater", ["size", "limit"], ["large"]),
+            helper.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine)],
+            [helper.make_tensor("limit", T.INT64, [], [1000]), helper.make_tensor("rows", T.INT64, [4], [1, 3, 7, -1])])
+        image = self.good / "good0.png"
+        if where == "export/upscale.py":
+            target = self.root / "size-limit.png"
+            outcome = run(["export/upscale.py", str(path), str(image), str(target), "--device", "cpu"])
+            if target.exists():
+                return Result("ONNX model failing in onnxruntime on an image", where, "lost", "wrote an image",
+                              outcome.seconds)  # fmt: skip
+        else:
+            outcome = run(["train/evaluate.py", "--weights", str(path), "--hr", str(self.good), "--device", "cpu"])
+        result = self.judge_one_line("ONNX model failing in onnxruntime on an image", where, outcome, names=str(path))
+        if result.verdict == "handled" and str(image) not in error_line(outcome):
+            return Result(result.case, where, "other", "one line, but the image is not named", outcome.seconds)
+        return result
+
+    def looping_onnx(self, where):
+        """A 500-byte model whose Loop runs 2^62 times: refused at open, not run."""
+        from onnx import TensorProto as T
+        from onnx import helper
+
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "b",
+            [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("c", T.BOOL, []),
+             helper.make_tensor_value_info("v", T.FLOAT, None)],
+            [helper.make_tensor_value_info("c_out", T.BOOL, []), helper.make_tensor_value_info("v_out", T.FLOAT, None)])
+        path = self.onnx_graph(self.root / f"loop-{slug(where)}.onnx", [
+            helper.make_node("Constant", [], ["M"], value=helper.make_tensor("M", T.INT64, [], [2**62])),
+            helper.make_node("Constant", [], ["go"], value=helper.make_tensor("go", T.BOOL, [], [True])),
+            helper.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body), *self.onnx_x4("looped", "sr")])
+        if where == "export/upscale.py":
+            outcome = run(["export/upscale.py", str(path), str(self.good / "good0.png"), str(self.root / "loop.png"),
+                           "--device", "cpu"], timeout=60)  # fmt: skip
+        else:
+            outcome = run(["train/evaluate.py", "--weights", str(path), "--hr", str(self.good), "--device", "cpu"],
+                          timeout=60)  # fmt: skip
+        return self.judge_one_line(f"ONNX model ({path.stat().st_size} bytes) with a 2^62-trip Loop", where, outcome,
+                                   names=str(path))  # fmt: skip
+
 
     # ---- decode only what is meant; bounded image memory (issue 19, rules 2 and 4) ---------------------------
 

@@ -43,6 +43,7 @@ import torch
 from train_common import logged_windows, make_2k_images, run_training
 from train_speed import plain_loop
 
+from sr_models.errors import user_errors
 from sr_models import create_model
 from train.data import load_source, write_store
 from train.step_guard import StepGuard
@@ -439,4 +440,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():  # a bad file or option: one line, exit 1 (sr_models/errors.py)
+        main()

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/in
 import bench.onnx_speed  # noqa: E402
 from bench.held_out import held_out_photos, synthetic_graphics  # noqa: E402
 from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants  # noqa: E402
+from sr_models.errors import user_errors  # noqa: E402
 from export.content import builtin_images, default_calibration  # noqa: E402
 from export.convert import export_fp32  # noqa: E402
 from export.kernels import detect_cpu, kernel_family  # noqa: E402
@@ -196,4 +197,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():  # a bad file or option: one line, exit 1 (sr_models/errors.py)
+        main()

@@ -30,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from sr_models.errors import user_errors
 from export.convert import export_fp32
 from export.content import default_calibration
 from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
@@ -186,4 +187,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():  # a bad file or option: one line, exit 1 (sr_models/errors.py)
+        main()

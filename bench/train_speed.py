@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sr_models.errors import user_errors
 from sr_models import create_model
 from train.config import load_recipe
 from train.data import (
@@ -310,4 +311,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():  # a bad file or option: one line, exit 1 (sr_models/errors.py)
+        main()

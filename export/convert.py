@@ -19,6 +19,7 @@ from einops.layers.torch import Rearrange
 from torch import nn
 
 from export.runtime import INPUT_NAME, LAYOUT, METADATA_FORMAT, OUTPUT_NAME, VALUE_RANGE
+from sr_models.errors import UserError
 from sr_models.layers import PixelShuffle
 from sr_models.pan import SCPA
 from sr_models.srresnet import SRResNet
@@ -26,13 +27,16 @@ from sr_models.srresnet import SRResNet
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
+# The newest opset each exporter of this torch writes (torch.onnx's own limits: past them it fails after
+# a page of warnings, or writes a graph onnxruntime cannot load).
+MAX_OPSET = {"torchscript": 20, "dynamo": 23}
 # The export example: its values do not matter, its shape must differ from what parity runs (and batch > 1
 # so that no exporter can specialize the batch axis to 1).
 EXAMPLE_SHAPE = (2, 3, 32, 32)
 PIXEL_SHUFFLE_PATTERN = PixelShuffle(2).pattern
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):  # RuntimeError: what it was before UserError
     """The export itself failed; the message says at which step."""
 
 
@@ -147,12 +151,20 @@ def set_metadata(path, props):
     onnx.save(model, str(path))
 
 
+def check_opset(opset, exporter):
+    """ExportError naming --opset (or --exporter) unless this exporter writes that opset: checked before any work."""
+    if exporter not in EXPORTERS:
+        raise ExportError(f"--exporter {exporter!r}: not an exporter; valid: {', '.join(EXPORTERS)}")
+    if opset < MIN_OPSET:
+        raise ExportError(f"--opset {opset}: too old: at least {MIN_OPSET} (Resize and DepthToSpace semantics)")
+    if opset > MAX_OPSET[exporter]:
+        raise ExportError(f"--opset {opset}: the {exporter} exporter writes opsets {MIN_OPSET} to {MAX_OPSET[exporter]}"
+                          + ("; for newer ones use --exporter dynamo" if opset <= MAX_OPSET["dynamo"] else ""))
+
+
 def export_fp32(model, path, *, opset=DEFAULT_OPSET, exporter="torchscript", graph_friendly_forms=True):
     """Write `model` (eval mode, CPU, float32) as ONNX at `path` with dynamic N, H, W and fp32 metadata."""
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old: at least {MIN_OPSET} (Resize and DepthToSpace semantics)")
-    if exporter not in EXPORTERS:
-        raise ExportError(f"unknown exporter {exporter!r}; valid: {', '.join(EXPORTERS)}")
+    check_opset(opset, exporter)
     model = (graph_friendly(model) if graph_friendly_forms else model).cpu().float().eval()
     example = torch.rand(EXAMPLE_SHAPE)
     try:

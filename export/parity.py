@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
+from sr_models.errors import UserError
 from sr_models.benchmark import is_benchmark_root, load_benchmark_root
 from sr_models.images import list_images, load_rgb
 from sr_models.metrics import mod_crop, psnr, to_uint8
@@ -30,7 +31,7 @@ MAX_REPORTED_DB = 200.0
 BATCH_CROP = (40, 56)  # (h, w) LR crop per image in the batch check: non-square, and smaller than every photo
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):  # RuntimeError: what it was before UserError
     """The exported model does not match; the message names the image and the figure."""
 
 
@@ -95,14 +96,14 @@ def check_parity(model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_M
     if precision == "int8" and not all(image.hr is not None for image in images):
         raise ParityError("int8 parity is judged on PSNR_Y against HR: --parity-data needs HR images")
 
-    def both(batch):  # (N, 3, h, w) float32 -> the two outputs, clamped as every consumer clamps them
-        ours = np.clip(onnx_model.run(batch), 0, 1)
+    def both(batch, image):  # (N, 3, h, w) float32 -> the two outputs, clamped as every consumer clamps them
+        ours = np.clip(onnx_model.run(batch, image=image), 0, 1)
         reference = model(torch.from_numpy(batch)).clamp(0, 1).numpy()
         return ours, reference
 
     rows = []
     for image in tqdm(images, desc=f"parity {precision}", unit="image", disable=not progress):
-        ours, reference = both(to_batch([image.lr]))
+        ours, reference = both(to_batch([image.lr]), image.name)
         row = {"name": image.name, "size": f"{image.lr.shape[1]}x{image.lr.shape[0]}",
                "parity_psnr_db": float_psnr(ours, reference), "psnr_y_onnx": None, "psnr_y_torch": None}  # fmt: skip
         if image.hr is not None:
@@ -115,7 +116,7 @@ def check_parity(model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_M
     crops = [(image.name, image.lr[:crop_h, :crop_w]) for image in images]
     crops = [c for c in crops if c[1].shape[:2] == (crop_h, crop_w)] * (3 if len(images) == 1 else 1)
     if len(crops) >= 2:
-        ours, reference = both(to_batch([crop for _, crop in crops]))
+        ours, reference = both(to_batch([crop for _, crop in crops]), f"a batch of crops of {', '.join(name for name, _ in crops)}")
         for index, (name, _) in enumerate(crops):
             rows.append({"name": f"{name} (batch item {index + 1}/{len(crops)})", "size": f"{crop_w}x{crop_h}",
                          "parity_psnr_db": float_psnr(ours[index], reference[index]),

@@ -32,6 +32,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
+from sr_models.errors import UserError
 from export.equalize import equalize
 from export.kernels import make_unsaturable
 from export.runtime import INPUT_NAME
@@ -86,7 +87,7 @@ def calibration_patches(images, *, patch=CALIBRATION_PATCH, per_image=PATCHES_PE
     p = min(patch, the smallest image side).
     """
     if not images:
-        raise ValueError("int8 calibration needs at least one image")
+        raise UserError("int8 calibration needs at least one image")
     size = min(patch, *(min(image.shape[:2]) for image in images))
     rng = np.random.default_rng(seed)
     patches = []
@@ -167,7 +168,7 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
     as it was before them, for bench/int8_quality.py). `weights`: one of WEIGHTS (above).
     """
     if weights not in WEIGHTS:
-        raise ValueError(f"int8 weights: one of {', '.join(WEIGHTS)}, not {weights!r}")
+        raise UserError(f"int8 weights: one of {', '.join(WEIGHTS)}, not {weights!r}")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sr-int8-") as scratch:
@@ -177,8 +178,8 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
         convs = {node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"}
         unknown = sorted(set(exclude) - convs)
         if unknown:
-            raise ValueError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
-                             f"like {min(convs)!r})")  # fmt: skip
+            raise UserError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
+                            f"like {min(convs)!r})")  # fmt: skip
         patches = calibration_patches(calibration_images, per_image=patches_per_image)
         if equalize_channels:
             equalized = Path(scratch) / "equalized.onnx"

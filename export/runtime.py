@@ -11,6 +11,7 @@ The ONNX contract of our exports (export/to_onnx.py writes it, `check_model` enf
 """
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from export.kernels import warn_unchecked_family  # numpy and onnx only
+from sr_models.errors import UserError
 from sr_models.ensemble import self_ensemble  # numpy only
 from sr_models.metrics import to_uint8  # numpy only
 
@@ -38,6 +40,12 @@ DEFAULT_TILE_PAD = 16
 
 # Inputs run once when a model is opened, to check what the graph does (odd, non-square, two batch sizes).
 PROBE_SHAPES = ((1, 3, 9, 7), (2, 3, 6, 10))
+# Those tiny inputs take milliseconds through any SR network (PAN x4: ~5 ms, SRResNet x4: ~10 ms on one core); a
+# probe still running after this long is a graph that loops, not a model that computes (a 500-byte file with a
+# Loop of 2^62 trips otherwise hangs the command at open). Generous, for a slow or loaded machine.
+PROBE_SECONDS = 30
+# A Loop whose trip count is a constant above this is refused before anything runs (no SR network iterates).
+MAX_LOOP_TRIPS = 10_000
 
 # A raw output this far outside [0, 1] is not a slightly bright pixel but a model failing on its input (the PAN
 # authors' x4 weights reach +-2e6 on part of skimage's coffee.png): warn instead of clamping it silently.
@@ -51,7 +59,7 @@ def default_tile(scale):
 PYTORCH_WEIGHTS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
 
-class OnnxModelError(ValueError):
+class OnnxModelError(UserError):
     """An ONNX file that cannot be deployed; the message names the file and the problem."""
 
 
@@ -87,6 +95,7 @@ def check_model(path):
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # checker.ValidationError, protobuf DecodeError, OSError: all mean "not usable"
         raise OnnxModelError(f"{path}: not a valid ONNX model ({_one_line(error)})") from None
+    check_loops(path, model.graph)
     initializers = {tensor.name for tensor in model.graph.initializer}
     rank = lambda value: len(value.type.tensor_type.shape.dim)  # noqa: E731
     check_io(
@@ -94,6 +103,25 @@ def check_model(path):
         [(v.name, rank(v)) for v in model.graph.input if v.name not in initializers],
         [(v.name, rank(v)) for v in model.graph.output],
     )
+
+
+def check_loops(path, graph):
+    """Refuse a Loop with a constant trip count above MAX_LOOP_TRIPS, in the graph or any subgraph, before it runs.
+    (A trip count computed at run time is bounded by the probe's time limit instead: OnnxUpscaler._probe.)"""
+    import onnx
+
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    constants.update({node.output[0]: attribute.t for node in graph.node if node.op_type == "Constant"
+                      for attribute in node.attribute if attribute.name == "value"})  # fmt: skip
+    for node in graph.node:
+        if node.op_type == "Loop" and node.input and node.input[0] in constants:
+            trips = onnx.numpy_helper.to_array(constants[node.input[0]])
+            if trips.size == 1 and int(trips.reshape(-1)[0]) > MAX_LOOP_TRIPS:
+                raise OnnxModelError(f"{path}: a Loop node ({node.name or 'unnamed'}) runs {int(trips.reshape(-1)[0]):,} "
+                                     f"times (more than {MAX_LOOP_TRIPS:,}): not an upscaling network")  # fmt: skip
+        for attribute in node.attribute:
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                check_loops(path, subgraph)
 
 
 def choose_providers(device=None):
@@ -108,10 +136,10 @@ def choose_providers(device=None):
     kind, _, index = device.partition(":")
     if kind == "cuda" and (index == "" or index.isdigit()):
         if "CUDAExecutionProvider" not in available:
-            raise ValueError(f"--device {device!r}: this onnxruntime has no CUDA provider (pip install "
-                             "onnxruntime-gpu on a CUDA machine); use --device cpu or auto")  # fmt: skip
+            raise UserError(f"--device {device!r}: this onnxruntime has no CUDA provider (pip install "
+                            "onnxruntime-gpu on a CUDA machine); use --device cpu or auto")  # fmt: skip
         return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
-    raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N")
+    raise UserError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N")
 
 
 OPTIMIZATION_LEVELS = {
@@ -155,6 +183,13 @@ def read_metadata(session):
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
+def run_options():
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    options.log_severity_level = 4  # a failed run is raised to us (and reported in one line), not logged too
+    return options
+
+
 def split_evenly(length, tile):
     """[(start, stop)] covering range(length) in ceil(length / tile) near-equal parts (no thin last sliver)."""
     count = max(1, -(-length // tile))
@@ -182,8 +217,7 @@ class OnnxUpscaler:
             warn_unchecked_family(self.path, self.metadata)
         # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
         # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: docs/export.md).
-        self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.run_options = run_options()
         # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.scale = self._checked_scale()
@@ -206,13 +240,7 @@ class OnnxUpscaler:
         observed = set()
         for shape in PROBE_SHAPES:
             batch, _, height, width = shape
-            try:
-                out_shape = self.run(np.zeros(shape, np.float32)).shape
-            except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
-                raise OnnxModelError(
-                    f"{self.path}: the model does not run on a {batch}x3x{height}x{width} input ({_one_line(error)}); "
-                    "it needs dynamic batch, height and width: export it with export/to_onnx.py"
-                ) from None
+            out_shape = self._probe(np.zeros(shape, np.float32)).shape
             scale = out_shape[2] // height if len(out_shape) == 4 else 0
             if len(out_shape) != 4 or out_shape != (batch, 3, height * scale, width * scale) or scale < 1:
                 raise OnnxModelError(f"{self.path}: a {batch}x3x{height}x{width} input gave an output of shape "
@@ -227,6 +255,30 @@ class OnnxUpscaler:
                                  f"{scale}; the file is mislabelled, re-export it with export/to_onnx.py")  # fmt: skip
         return scale
 
+    def _probe(self, batch):
+        """One run of a probe input, stopped (onnxruntime's RunOptions.terminate) after PROBE_SECONDS."""
+        options = run_options()
+        stopped = threading.Event()
+
+        def stop():
+            stopped.set()
+            options.terminate = True
+
+        timer = threading.Timer(PROBE_SECONDS, stop)
+        timer.start()
+        try:
+            (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(self.input_dtype)}, options)
+        except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
+            shape = "x".join(map(str, batch.shape))
+            if stopped.is_set():
+                raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
+                                     "(a loop in the graph?): not an upscaling network") from None  # fmt: skip
+            raise OnnxModelError(f"{self.path}: the model does not run on a {shape} input ({_one_line(error)}); it "
+                                 "needs dynamic batch, height and width: export it with export/to_onnx.py") from None
+        finally:
+            timer.cancel()
+        return np.asarray(output)
+
     @property
     def spec(self):
         """The model spec stored at export: {"name", "scale", **hyper-parameters} ({} when not ours)."""
@@ -234,10 +286,17 @@ class OnnxUpscaler:
             return {}
         return {"name": self.metadata["model"], "scale": self.scale, **json.loads(self.metadata.get("spec", "{}"))}
 
-    def run(self, batch):
-        """(N, 3, h, w) float32 in [0, 1] -> (N, 3, h*scale, w*scale) float32, one onnxruntime call, unclamped."""
+    def run(self, batch, *, image=None):
+        """(N, 3, h, w) float32 in [0, 1] -> (N, 3, h*scale, w*scale) float32, one onnxruntime call, unclamped.
+
+        A failure in onnxruntime (an op that rejects this size, memory, a broken graph) is an OnnxModelError naming
+        the model and `image` (the file the batch comes from, when the caller knows it)."""
         feed = {INPUT_NAME: batch.astype(self.input_dtype, copy=False)}
-        (output,) = self.session.run([OUTPUT_NAME], feed, self.run_options)
+        try:
+            (output,) = self.session.run([OUTPUT_NAME], feed, self.run_options)
+        except Exception as error:  # onnxruntime's own exception types (Fail, RuntimeException, InvalidArgument)
+            on = f"{image} ({'x'.join(map(str, batch.shape))} input)" if image else f"a {'x'.join(map(str, batch.shape))} input"
+            raise OnnxModelError(f"{self.path}: onnxruntime failed on {on}: {_one_line(error)}") from None
         return output.astype(np.float32, copy=False)
 
     def tiles(self, height, width):
@@ -247,7 +306,8 @@ class OnnxUpscaler:
         rows, columns = split_evenly(height, self.tile), split_evenly(width, self.tile)
         return [(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in columns]
 
-    def __call__(self, lr):
+    def __call__(self, lr, *, image=None):
+        """`image`: the file `lr` was read from, named if onnxruntime fails on it."""
         lr = np.asarray(lr)
         if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
             raise ValueError(f"{self.path.name}: expected an (h, w, 3) uint8 image, got {lr.shape} {lr.dtype}")
@@ -261,7 +321,8 @@ class OnnxUpscaler:
             # The tile plus up to `pad` pixels of real context (none past the image border, as in a whole run).
             cy0, cy1, cx0, cx1 = max(y0 - pad, 0), min(y1 + pad, height), max(x0 - pad, 0), min(x1 + pad, width)
             x = lr[cy0:cy1, cx0:cx1].transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
-            out = (self_ensemble(self.run, x) if self.self_ensemble else self.run(x))[0]  # (3, h*s, w*s)
+            run = lambda batch: self.run(batch, image=image)  # noqa: E731
+            out = (self_ensemble(run, x) if self.self_ensemble else run(x))[0]  # (3, h*s, w*s)
             keep = out[:, (y0 - cy0) * s : (y1 - cy0) * s, (x0 - cx0) * s : (x1 - cx0) * s]
             self.suspect.add(keep, top=y0 * s, left=x0 * s)
             # Clamp, *255, round exactly as the evaluation protocol (and TorchUpscaler) does, per tile.

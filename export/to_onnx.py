@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 
 from export.content import default_calibration
-from export.convert import DEFAULT_OPSET, EXPORTERS, ExportError, export_fp32, metadata_props, set_metadata
+from export.convert import DEFAULT_OPSET, EXPORTERS, check_opset, export_fp32, metadata_props, set_metadata
 from export.parity import (
     DEFAULT_MAX_INT8_DROP_DB,
     ParityError,
@@ -30,7 +30,8 @@ from export.parity import (
 )
 from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
 from export.kernels import FAMILIES_KEY, checked_families, detect_cpu, int8_pays, kernel_family
-from export.runtime import OnnxModelError, check_model
+from export.runtime import check_model
+from sr_models.errors import user_errors
 from sr_models.files import OutputError, atomic_write_text, check_output, partial_path, publish
 from sr_models.images import list_images, load_rgb
 from sr_models.weights import load_model
@@ -154,8 +155,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with user_errors():  # WeightsError, ImageError, ParityError, ExportError, OnnxModelError, ...: one line, exit 1
+        export_command(parse_args(argv))
+
+
+def export_command(args):
     try:
+        check_opset(args.opset, args.exporter)  # before the weights are read: a wrong number costs nothing
         check_output(args.output, inputs=[args.weights], overwrite=args.overwrite)
         model = load_model(args.weights, name=args.model, scale=args.scale)
         report = export(
@@ -164,8 +170,6 @@ def main(argv=None):
             exporter=args.exporter,
             graph_friendly_forms=not args.einops_graph,
         )
-    except (ParityError, ExportError, OnnxModelError, ValueError) as error:  # WeightsError, ImageError are ValueErrors
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:  # the model is renamed into place only after parity: nothing half-written is left
         sys.exit(f"\ninterrupted: {args.output} not written")
     if report is not None:

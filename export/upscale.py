@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
+from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
+from sr_models.errors import user_errors
 from sr_models.files import check_output, check_output_folder
 from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import (
@@ -95,7 +96,7 @@ def upscale_alpha(alpha, scale):
 def upscale_file(upscaler, source, target, *, max_memory=None):
     """Read, upscale and write one image, keeping its alpha and ICC profile; returns the warnings to print."""
     picture = decode_image(source, name=str(source), max_memory=max_memory, apply_icc=True)
-    sr = upscaler(picture.rgb)
+    sr = upscaler(picture.rgb, image=source)
     alpha = None if picture.alpha is None else upscale_alpha(picture.alpha, upscaler.scale)
     save_image(target, sr, alpha=alpha, icc=picture.icc)
     warnings = []
@@ -137,7 +138,11 @@ def memory_argument(text):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with user_errors():  # ImageError, OnnxModelError, OutputError, bad options: one line, exit 1
+        upscale_command(parse_args(argv))
+
+
+def upscale_command(args):
     written = 0
     try:
         jobs = plan(args.input, args.output, overwrite=args.overwrite)
@@ -151,8 +156,6 @@ def main(argv=None):
             written += 1
             if upscaler.suspect:
                 tqdm.write(f"warning: {source}: {upscaler.suspect.describe()}", file=sys.stderr)
-    except (ImageError, OnnxModelError, ValueError) as error:
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:  # each image is written whole or not at all (sr_models.files)
         print(f"\ninterrupted: {written} image(s) written, no partial file left", file=sys.stderr)
         sys.exit(130)

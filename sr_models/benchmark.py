@@ -21,6 +21,7 @@ class Sample:
     name: str
     lr: np.ndarray  # (h, w, 3) uint8
     hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
+    source: Path | None = None  # the file the LR comes from (given, or made from this HR), named in errors
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,7 +58,7 @@ def load_benchmark(hr_dir, *, scale, lr_dir=None, max_memory=None):
         if hr.size == 0:
             raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
         if lr_dir is None:
-            lr = downscale_image(hr, scale)
+            lr, lr_path = downscale_image(hr, scale), hr_path
         else:
             lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
             lr = load_rgb(lr_path, notes=notes, max_memory=max_memory)
@@ -66,7 +67,7 @@ def load_benchmark(hr_dir, *, scale, lr_dir=None, max_memory=None):
                     f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
                     f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
                 )
-        samples.append(Sample(hr_path.stem, lr, hr))
+        samples.append(Sample(hr_path.stem, lr, hr, source=lr_path))
     notes.warn(hr_dir)  # alpha, 16-bit, ICC, frames: one line per kind, the same rule as training's
     return samples
 

@@ -13,8 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
+from sr_models.errors import UserError
 
-class OutputError(ValueError):
+
+class OutputError(UserError):
     """An output that cannot or must not be written; the message names the path and the problem."""
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from sr_models.errors import UserError
 from sr_models.files import atomic_write
 from sr_models.image_memory import check_fits
 
@@ -57,7 +58,7 @@ _SIGNATURES = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PD
                (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"), (b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"))  # fmt: skip
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image file that cannot be read or written; the message names the file and the problem."""
 
 

@@ -9,6 +9,8 @@ the valid region only, mean of the map; the RGB variant is the mean of the per-c
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from sr_models.errors import UserError
+
 # ITU-R BT.601 luma for R, G, B in [0, 255], as MATLAB's rgb2ycbcr: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255.
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
 
@@ -69,7 +71,7 @@ def _planes(a, b, crop, y_channel):
     if a.shape != b.shape:
         raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
     if crop < 0 or 2 * crop >= min(a.shape[:2]):
-        raise ValueError(f"crop {crop} leaves nothing of a {a.shape[0]}x{a.shape[1]} image")
+        raise UserError(f"crop {crop} leaves nothing of a {a.shape[0]}x{a.shape[1]} image")  # a tiny image: the user's
     if crop:
         a, b = a[crop:-crop, crop:-crop], b[crop:-crop, crop:-crop]
     if y_channel:
@@ -101,7 +103,7 @@ def ssim(a, b, *, crop=0, y_channel=True):
     """Mean SSIM (Wang et al. 2004) on Y, or the mean of the three per-channel SSIMs on RGB."""
     x, y = _planes(a, b, crop, y_channel)
     if min(x.shape[1:]) < len(_TAPS):
-        raise ValueError(f"SSIM needs at least {len(_TAPS)}x{len(_TAPS)} pixels after cropping, got {x.shape[1:]}")
+        raise UserError(f"SSIM needs at least {len(_TAPS)}x{len(_TAPS)} pixels after cropping, got {x.shape[1:]}")
     mu_x, mu_y, xx, yy, xy = _filter_valid(np.stack([x, y, x * x, y * y, x * y]))  # each (C, H-10, W-10)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + _C1) * (2 * cov + _C2)) / ((mu_x**2 + mu_y**2 + _C1) * (var_x + var_y + _C2))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sr_models.errors import UserError
 from sr_models.feature_nets import AlexNetFeatures, FidInceptionV3, Lpips
 from sr_models.weights import WeightsError, load_state_dict_strict, read_state_dict
 
@@ -42,7 +43,7 @@ def parse_metrics(text):
     names = tuple(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in METRICS]
     if unknown or not names:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown) or repr(text)}; choose from {','.join(METRICS)}")
+        raise UserError(f"unknown metric(s) {', '.join(unknown) or repr(text)}; choose from {','.join(METRICS)}")
     return names
 
 
@@ -75,7 +76,7 @@ INCEPTION = WeightFile(
 WEIGHTS_FOR = {"lpips": (ALEXNET, LPIPS_LINEAR), "fid": (INCEPTION,), "is": (INCEPTION,)}
 
 
-class MissingWeightsError(ValueError):
+class MissingWeightsError(UserError):
     """Weight files that are nowhere to be found; the message has one line per file."""
 
 
@@ -237,7 +238,7 @@ class RunningGaussian:
 
     def stats(self):
         if self.count < 2:
-            raise ValueError(f"FID needs at least 2 patches, got {self.count}: use a smaller --fid-patch")
+            raise UserError(f"FID needs at least 2 patches, got {self.count}: use a smaller --fid-patch")
         mean = self.total / self.count
         return mean, (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
 
@@ -266,7 +267,7 @@ class PerceptualScorer:
         else:
             self.inception = None
         if patch < 16:
-            raise ValueError(f"--fid-patch {patch}: use at least 16 HR pixels (each patch is resized to 299)")
+            raise UserError(f"--fid-patch {patch}: use at least 16 HR pixels (each patch is resized to 299)")
         self.patch, self.batch_size = patch, batch_size
         self._reset()
 
@@ -307,7 +308,7 @@ class PerceptualScorer:
             result["bicubic_fid"] = frechet_distance(*self.gaussians["bicubic"].stats(), *reference)
         if "is" in self.metrics:
             if count < 2:
-                raise ValueError(f"IS needs at least 2 patches, got {count}: use a smaller --fid-patch")
+                raise UserError(f"IS needs at least 2 patches, got {count}: use a smaller --fid-patch")
             for column, prefix in (("sr", ""), ("bicubic", "bicubic_"), ("hr", "hr_")):
                 result[f"{prefix}is"], result[f"{prefix}is_std"] = inception_score(np.concatenate(self.logits[column]))
         self._reset()

@@ -2,6 +2,7 @@
 
 import inspect
 
+from sr_models.errors import UserError
 from sr_models.pan import PAN
 from sr_models.srresnet import SRResNet
 
@@ -17,7 +18,7 @@ def list_models():
 
 def model_class(name):
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     return MODELS[name]
 
 
@@ -28,24 +29,24 @@ def check_spec(name, scale, overrides, *, source="model"):
     --model-overrides.
     """
     if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"{source}: unknown model {name!r}; valid models: {', '.join(list_models())}")
+        raise UserError(f"{source}: unknown model {name!r}; valid models: {', '.join(list_models())}")
     cls = MODELS[name]
     if type(scale) is not int or scale not in cls.supported_scales:
-        raise ValueError(f"{source}: {name} does not support scale {scale!r}; valid scales: {list(cls.supported_scales)}")
+        raise UserError(f"{source}: {name} does not support scale {scale!r}; valid scales: {list(cls.supported_scales)}")
     if not isinstance(overrides, dict):
-        raise ValueError(f"{source}: hyper-parameters must be a mapping like {{channels: 8}}, got {overrides!r}")
+        raise UserError(f"{source}: hyper-parameters must be a mapping like {{channels: 8}}, got {overrides!r}")
     valid = [p for p in inspect.signature(cls).parameters if p != "scale"]
     unknown = sorted(str(key) for key in set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f"{source}: {name} has no hyper-parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
+        raise UserError(f"{source}: {name} has no hyper-parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
     for key, value in overrides.items():
         low, high = cls.hyperparameter_ranges[key]
         if type(value) is not int:
-            raise ValueError(f"{source}: {name} {key} must be an integer, got {value!r}")
+            raise UserError(f"{source}: {name} {key} must be an integer, got {value!r}")
         if not low <= value <= high:
-            raise ValueError(f"{source}: {name} {key} must be in {low}..{high}, got {value}")
+            raise UserError(f"{source}: {name} {key} must be in {low}..{high}, got {value}")
         if key in cls.even_hyperparameters and value % 2:
-            raise ValueError(f"{source}: {name} {key} must be even, got {value}")
+            raise UserError(f"{source}: {name} {key} must be even, got {value}")
 
 
 def create_model(name, *, scale=4, **overrides):

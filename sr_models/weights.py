@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from sr_models.errors import UserError
 from sr_models.files import atomic_write
 from sr_models.pan import UPSAMPLE_STAGES as PAN_STAGES
 from sr_models.registry import check_spec, create_model, model_class
@@ -26,7 +27,7 @@ from sr_models.srresnet import UPSAMPLE_STAGES as SRRESNET_STAGES
 FORMAT = "sr-toolkit/1"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 
@@ -83,7 +84,7 @@ def spec_from_metadata(metadata, *, source):
         raise WeightsError(f"{source}: metadata scale must be an integer, got {metadata['scale']!r}") from None
     try:
         hyperparameters = json.loads(metadata["hyperparameters"])
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
         raise WeightsError(f"{source}: metadata hyperparameters are not valid JSON ({error})") from None
     try:
         check_spec(metadata["model"], scale, hyperparameters, source=f"{source}: metadata")
@@ -224,7 +225,7 @@ def read_state_dict(path):
                 f"{path}: refused: the file holds pickled objects other than tensors, which could run code "
                 f"when loaded ({str(error).splitlines()[0]})"
             ) from None
-        except (RuntimeError, EOFError, OSError) as error:
+        except (RuntimeError, EOFError, OSError) as error:  # RecursionError is a RuntimeError: a pickle nested too deep
             raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
     if isinstance(state, dict):
         for wrapper in ("params_ema", "params", "state_dict", "model"):  # BasicSR prefers the EMA weights

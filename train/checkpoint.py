@@ -23,11 +23,12 @@ from accelerate.utils.other import load as accelerate_load
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from sr_models.errors import UserError
 from sr_models.files import atomic_write_text
 from train.config import ConfigError, latest_checkpoint, save_config
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that could not be written (full disk, lost mount); the previous ones are untouched."""
 
 
@@ -149,7 +150,7 @@ def verify_checkpoint(folder):
     if manifest_path.is_file():
         try:
             entries = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
             raise CheckpointError(f"{manifest_path}: unreadable ({error}): the checkpoint is damaged") from None
         check_manifest(entries, folder)
         for name, entry in entries.items():

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from sr_models.errors import UserError
 from sr_models.files import atomic_write_text
 from sr_models.registry import check_spec
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot be used; the message names the key (and file) and the problem."""
 
 
@@ -262,7 +263,7 @@ def coerce(key, value, *, source):
     if annotation is dict:
         if from_text:
             try:
-                value = load_yaml_text(value, source=source) if value.strip() else {}
+                value = load_yaml_text(value, source=f"{source}: {key}") if value.strip() else {}
             except yaml.YAMLError:
                 raise wrong from None
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
@@ -292,19 +293,33 @@ def recipe_path(recipe):
     return path
 
 
+# Our configs are a flat mapping with a few small nested values (model_overrides, betas); yaml.safe_load builds
+# nested values recursively, so a file nested thousands deep would end in a RecursionError.
+MAX_YAML_DEPTH = 32
+
+
 def load_yaml_text(text, *, source):
-    """yaml.safe_load, refusing aliases: none of our files needs them, and a few nested aliases can expand to
-    gigabytes (a "billion laughs" file); events are scanned first, so nothing is expanded."""
+    """yaml.safe_load, refusing aliases and deep nesting: none of our files needs them, a few nested aliases can
+    expand to gigabytes (a "billion laughs" file), and deep nesting exhausts the stack; events are scanned first
+    (iteratively), so nothing is expanded or built before the refusal."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             raise ConfigError(f"{source}: YAML aliases (*{event.anchor}) are not accepted; write the values out")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep (line "
+                                  f"{event.start_mark.line + 1}); a config is a mapping of keys to plain values")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
     return yaml.safe_load(text)
 
 
 def read_yaml(path):
     try:
         values = load_yaml_text(Path(path).read_text(), source=path) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys to values, found {type(values).__name__}")

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
-from sr_models.files import OutputError, atomic_write_text, check_output
+from sr_models.errors import UserError, user_errors
+from sr_models.files import atomic_write_text, check_output
 from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
@@ -69,15 +70,15 @@ def resolve_device(device):
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
     if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {device!r}: only cpu and cuda devices are supported")
+        raise UserError(f"--device {device!r}: only cpu and cuda devices are supported")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"--device {device!r}: no CUDA GPU is visible to PyTorch on this machine; use cpu or auto")
+            raise UserError(f"--device {device!r}: no CUDA GPU is visible to PyTorch on this machine; use cpu or auto")
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+            raise UserError(f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return device
 
 
@@ -133,25 +134,30 @@ def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, p
     `perceptual` (a PerceptualScorer) adds LPIPS per image and FID/IS per set ("set" in the report).
     """
     rows = []
-    for sample in tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False):
-        sr = upscaler(sample.lr)
-        if sr.shape != sample.hr.shape:
-            raise ValueError(f"{sample.name}: model output is {sr.shape}, HR is {sample.hr.shape}")
-        bicubic_sr = upscale_bicubic(sample.lr, scale)
-        figures = image_metrics(sr, sample.hr, scale=scale)
-        bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
-        rows.append(
-            {
-                "name": sample.name,
-                **figures,
-                "bicubic_psnr_y": bicubic["psnr_y"],
-                "bicubic_ssim_y": bicubic["ssim_y"],
-                "bicubic_psnr_rgb": bicubic["psnr_rgb"],
-                **(perceptual.image(sr, bicubic_sr, sample.hr, crop=scale) if perceptual else {}),
-            }
-        )
+    bar = tqdm(samples, desc=f"evaluating {upscaler.name} x{scale}", disable=not progress, leave=False)
+    with bar:  # closed (cleared) before an error line is printed, not when the interpreter exits
+        for sample in bar:
+            try:  # onnxruntime failing on this image, an image too small to score: name the image too
+                sr = upscaler(sample.lr)
+                if sr.shape != sample.hr.shape:
+                    raise UserError(f"model output is {sr.shape}, HR is {sample.hr.shape}")
+                bicubic_sr = upscale_bicubic(sample.lr, scale)
+                figures = image_metrics(sr, sample.hr, scale=scale)
+                bicubic = image_metrics(bicubic_sr, sample.hr, scale=scale)
+            except UserError as error:
+                raise UserError(f"{sample.source or sample.name}: {error}") from None
+            rows.append(
+                {
+                    "name": sample.name,
+                    **figures,
+                    "bicubic_psnr_y": bicubic["psnr_y"],
+                    "bicubic_ssim_y": bicubic["ssim_y"],
+                    "bicubic_psnr_rgb": bicubic["psnr_rgb"],
+                    **(perceptual.image(sr, bicubic_sr, sample.hr, crop=scale) if perceptual else {}),
+                }
+            )
     if not rows:
-        raise ValueError("no images to evaluate")
+        raise UserError("no images to evaluate")
     mean = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "name"}
     report = {"model": upscaler.name, "scale": scale, "metrics": list(metrics), "mean": mean, "images": rows}
     if perceptual:
@@ -228,7 +234,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    with user_errors():  # ImageError, WeightsError, OnnxModelError, OutputError, bad options: one line, exit 1
+        score_command(parse_args(argv))
+
+
+def score_command(args):
     try:
         if args.json:  # checked before minutes of scoring, not after
             check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
@@ -242,16 +252,11 @@ def main(argv=None):
         perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,
                                  patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)
-    except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit("\ninterrupted: nothing written")
     print(format_table(report))
     if args.json:
-        try:
-            atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        except OutputError as error:
-            sys.exit(f"error: {error}")
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
+from sr_models.errors import UserError, user_errors
 from sr_models.files import atomic_write_text
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
@@ -451,7 +452,7 @@ def as_float(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError):
     """Too many optimizer steps in a row with a NaN/inf loss (config.max_nonfinite_steps)."""
 
 
@@ -555,9 +556,8 @@ def weights_digest(model):
 if __name__ == "__main__":
     STOP.install()
     try:
-        main()
-    except ValueError as error:  # ConfigError, ImageError, WeightsError, CheckpointError: one line
-        sys.exit(f"error: {error}")
+        with user_errors():  # ConfigError, ImageError, WeightsError, CheckpointError, ...: one line, exit 1
+            main()
     except Interrupted as stopped:
         if int(os.environ.get("RANK", "0")) == 0:  # every process stopped at the same step: one line says so
             print(f"error: {stopped}", file=sys.stderr)

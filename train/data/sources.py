@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 
+from sr_models.errors import UserError
 from sr_models.benchmark import find_lr_file
 from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images
@@ -40,7 +41,7 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
         dataset = datasets.load_from_disk(source)
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
-                raise ValueError(f"{source}: no split {split!r}; splits: {', '.join(dataset)}")
+                raise UserError(f"{source}: no split {split!r}; splits: {', '.join(dataset)}")
             dataset = dataset[split]
     elif Path(source).is_dir():
         list_images(source)  # a clear error for a folder without images, before the builder's
@@ -53,13 +54,13 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
             dataset = datasets.load_dataset("imagefolder", data_files={"train": [str(f) for f in files]},
                                             split="train", cache_dir=cache_dir)  # fmt: skip
     elif Path(source).exists():
-        raise ValueError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
+        raise UserError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
     else:
         try:
             dataset = datasets.load_dataset(source, split=split, cache_dir=cache_dir)
         except Exception as error:  # offline, unknown name, no such split: one line, not the Hub's traceback
-            raise ValueError(f"{source}: not a local folder, and loading it from the Hugging Face Hub failed "
-                             f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None  # fmt: skip
+            raise UserError(f"{source}: not a local folder, and loading it from the Hugging Face Hub failed "
+                            f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None  # fmt: skip
     dataset = select_columns(dataset, source=source, image_column=image_column, lr_column=lr_column)
     if lr_dataset is not None:
         dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
@@ -118,7 +119,7 @@ def select_columns(dataset, *, source, image_column, lr_column):
     def pick(name, default, role):
         if name is not None:
             if name not in dataset.column_names:
-                raise ValueError(f"{source}: no column {name!r} for the {role} images; columns: {dataset.column_names}")
+                raise UserError(f"{source}: no column {name!r} for the {role} images; columns: {dataset.column_names}")
             return name
         return default
 
@@ -130,8 +131,8 @@ def select_columns(dataset, *, source, image_column, lr_column):
             hr = image_columns[0]
         else:
             found = ", ".join(image_columns) or "none"
-            raise ValueError(f"{source}: cannot tell which column holds the HR images (image columns: {found}); "
-                             "name it with --image-column")  # fmt: skip
+            raise UserError(f"{source}: cannot tell which column holds the HR images (image columns: {found}); "
+                            "name it with --image-column")  # fmt: skip
     lr = pick(lr_column, "lr" if "lr" in image_columns and hr != "lr" else None, "LR")
     keep = {hr: "hr", **({lr: "lr"} if lr else {})}
     dataset = dataset.select_columns(list(keep))
@@ -151,6 +152,6 @@ def pair_with_folder(dataset, lr_dir, *, scale):
     lr_paths = []
     for record in dataset["hr"]:
         if not record.get("path"):
-            raise ValueError("--lr-dataset pairs by file name, but these HR images have no file names")
+            raise UserError("--lr-dataset pairs by file name, but these HR images have no file names")
         lr_paths.append(str(find_lr_file(lr_dir, Path(record["path"]).stem, scale)))
     return dataset.add_column("lr", lr_paths).cast_column("lr", datasets.Image(decode=False))

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sr_models.errors import UserError
 from sr_models.images import ImageError
 from train.data.pairs import ImagePairs
 
@@ -115,7 +116,7 @@ def read_index(path):
     try:
         index = json.loads(index_path.read_text())
         ok = index.get("format") == FORMAT and isinstance(index.get("images"), list)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError) as error:
         raise ImageError(f"{index_path}: not a readable store index ({' '.join(str(error).split())})") from None
     if not ok:
         raise ImageError(f"{index_path}: not a decoded store's index (no {FORMAT!r} format field)")
@@ -201,7 +202,7 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
     """
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ValueError(f"{output}: already exists; remove it or choose another --output")
+        raise UserError(f"{output}: already exists; remove it or choose another --output")
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted earlier attempt left
     partial.mkdir(parents=True)

@@ -13,6 +13,7 @@ import datasets
 import torch
 from PIL import Image
 
+from sr_models.errors import UserError, user_errors
 from sr_models.files import atomic_write_tree, check_output_tree
 from sr_models.images import ImageError
 from sr_models.metrics import mod_crop
@@ -83,7 +84,7 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     run (or the other processes of this one) reads it back instead of cutting again.
     """
     if size % scale or step % scale:
-        raise ValueError(f"subimage_size ({size}) and subimage_step ({step}) must be multiples of the scale {scale}")
+        raise UserError(f"subimage_size ({size}) and subimage_step ({step}) must be multiples of the scale {scale}")
     cache_root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "sr-toolkit-subimages"
     cache_root.mkdir(parents=True, exist_ok=True)
     key = datasets.fingerprint.Hasher.hash([dataset._fingerprint, scale, size, step, skip_corrupt, "v1"])
@@ -105,6 +106,11 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
 
 
 def main(argv=None):
+    with user_errors():  # ImageError, OutputError, a bad --dataset: one line naming the file, exit 1
+        prepare_command(argv)
+
+
+def prepare_command(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m train.data",
         description="Cut a data set of large images (DIV2K, DF2K) into aligned HR/LR sub-images, once.",
@@ -154,8 +160,6 @@ def main(argv=None):
             atomic_write_tree(args.output, write)
         else:
             atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
-    except ValueError as error:  # ImageError and OutputError included: one line naming the file
-        sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: {args.output} not written")
     if args.store:

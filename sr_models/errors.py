@@ -1,0 +1,65 @@
+"""Errors a user can cause, and the one place where they become the `error: <file or option>: <problem>` line.
+
+Every command wraps its work in `with user_errors():`. A `UserError` (a bad file, option or input: its message
+names it and the problem) is printed as one line and the command exits 1; anything else, a plain ValueError
+included, is a bug in the toolkit and keeps its traceback. The toolkit's own error classes (ImageError,
+WeightsError, ConfigError, CheckpointError, OnnxModelError, OutputError, ParityError, ExportError, ...) derive
+from UserError; raise one of them, or UserError itself, for anything the user can fix.
+"""
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+
+
+class UserError(ValueError):
+    """Something the user can fix (a file, an option, an input); the message names it and says what is wrong."""
+
+
+def one_line(error):
+    """The message of `error` on one line (a message quoting another library's multi-line text included)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def user_errors():
+    """Turn a UserError raised inside into `error: ...` on stderr and exit status 1; let every other error through."""
+    try:
+        yield
+    except UserError as error:
+        line = f"error: {one_line(error)}"
+        # SystemExit with a message: Python prints it on stderr and exits 1 (sys.exit's convention).
+        raise SystemExit(line if first_to_say(line) else 1) from None
+
+
+def first_to_say(line):
+    """Whether this process prints `line`: once per launch. In a multi-process run every process usually meets the
+    same bad file or option, and the user should read its line once, not once per process. A line only one
+    process meets (its own shard of data) is still printed, by that process."""
+    launch = _launch_id()
+    if launch:
+        digest = hashlib.sha256(f"{launch}\0{line}".encode()).hexdigest()[:24]
+        marker = os.path.join(tempfile.gettempdir(), f"sr-toolkit-said-{digest}")
+        try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        except OSError:
+            pass  # no writable temporary folder: printing twice beats printing nothing
+    return True
+
+
+def _launch_id():
+    """What the processes of one torchrun launch on this machine share and no other launch has: the agent (their
+    parent) and its start time, so a reused pid is another launch. None outside a multi-process launch, or
+    without /proc (then each process prints its own line)."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))) < 2:
+        return None
+    agent = os.getppid()
+    try:
+        with open(f"/proc/{agent}/stat") as stat:  # field 22, after the parenthesised command name: start time
+            started = stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}:{agent}:{started}"

@@ -1,0 +1,241 @@
+"""Issue 19, rule 5 (one line) and the model half of rule 4 (bounded time): the real commands, run as a user runs
+them, end a user's mistake with exactly one `error: <file or option>: <problem>` line on stderr and exit 1 (no
+traceback, no launcher noise), single- and multi-process; a bug keeps its traceback; opening an ONNX model that
+loops is refused, not waited for."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto as T
+from onnx import helper as h
+from safetensors.torch import save_file
+
+from sr_models import create_model
+from sr_models.errors import UserError, user_errors
+from sr_models.images import save_rgb
+from sr_models.weights import save_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model-overrides", "{channels: 4, upsample_channels: 4, num_blocks: 1}", "--scale", "2", "--lr-patch-size",
+        "8", "--batch-size", "1", "--steps", "1", "--num-threads", "1", "--progress", "false", "--log-with", "none",
+        "--val-dataset", "none"]  # fmt: skip
+
+
+def run(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": REPO, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line(done, *names):
+    """The whole stderr is one `error:` line naming each of `names`, and the exit status is 1."""
+    lines = shown(done.stderr)
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for name in names:
+        assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
+PROGRESS = re.compile(r"\d+/\d+ \[[^]]*(it|image|tile)/s\]")
+
+
+def shown(stderr):
+    """stderr without progress bars (tqdm's, which a terminal redraws in place and clears): the error lines."""
+    return [line for line in re.split(r"[\r\n]", stderr) if line.strip() and not PROGRESS.search(line)]
+
+
+# ONNX models a user might be handed: graphs with our "lr"/"sr" interface that are valid ONNX, yet hang or fail.
+
+
+def onnx_model(path, nodes, *, initializers=()):
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("lr", T.FLOAT, ["n", 3, "h", "w"])],
+                         [h.make_tensor_value_info("sr", T.FLOAT, ["n", 3, "H", "W"])], list(initializers))  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def upscale_x2(source, target):  # x2 by repeating channels into DepthToSpace: a valid (if useless) "upscaler"
+    return [h.make_node("Concat", [source] * 4, ["cat"], axis=1),
+            h.make_node("DepthToSpace", ["cat"], [target], blocksize=2)]
+
+
+def looping_model(path, *, computed=False):
+    """A Loop of 2^62 trips around the input: constant trip count, or one computed at run time (Mul)."""
+    body = h.make_graph([h.make_node("Identity", ["c"], ["c_out"]), h.make_node("Identity", ["v"], ["v_out"])], "b",
+                        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("c", T.BOOL, []),
+                         h.make_tensor_value_info("v", T.FLOAT, None)],
+                        [h.make_tensor_value_info("c_out", T.BOOL, []),
+                         h.make_tensor_value_info("v_out", T.FLOAT, None)])  # fmt: skip
+    trips = [h.make_node("Constant", [], ["m0"], value=h.make_tensor("m0", T.INT64, [], [2**31])),
+             h.make_node("Constant", [], ["m1"], value=h.make_tensor("m1", T.INT64, [], [2**31])),
+             h.make_node("Mul", ["m0", "m1"], ["M"])] if computed else \
+        [h.make_node("Constant", [], ["M"], value=h.make_tensor("M", T.INT64, [], [2**62]))]  # fmt: skip
+    nodes = [*trips, h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
+             h.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body), *upscale_x2("looped", "sr")]
+    return onnx_model(path, nodes)
+
+
+def fails_on_large_images(path):
+    """Runs on the small probe inputs, fails in onnxruntime on inputs of more than 1000 values (the branch they
+    take reshapes to rows of 7, which a 48x48 image cannot fill), as a foreign model with a size limit would."""
+    fail = h.make_graph([h.make_node("Reshape", ["lr", "seven"], ["bad"]), *upscale_x2("bad", "out")], "fail", [],
+                        [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
+    fine = h.make_graph(upscale_x2("lr", "out"), "fine", [], [h.make_tensor_value_info("out", T.FLOAT, None)])
+    nodes = [h.make_node("Size", ["lr"], ["size"]), h.make_node("Greater", ["size", "limit"], ["large"]),
+             h.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine)]
+    return onnx_model(path, nodes, initializers=[h.make_tensor("limit", T.INT64, [], [1000]),
+                                                 h.make_tensor("seven", T.INT64, [4], [1, 3, 7, -1])])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one-line")
+    rng = np.random.default_rng(0)
+    photos = root / "photos"
+    photos.mkdir()
+    for i in range(2):
+        save_rgb(photos / f"p{i}.png", np.kron(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)))
+    torch.manual_seed(0)
+    weights = root / "tiny.safetensors"
+    save_weights(create_model("pan", scale=2, channels=4, upsample_channels=4, num_blocks=1), weights)
+    return {"root": root, "photos": photos, "weights": weights, "photo": photos / "p0.png"}
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback():
+    with pytest.raises(SystemExit) as stopped, user_errors():
+        raise UserError("some.yaml: line 1\n  of a multi-line message")
+    assert stopped.value.code == "error: some.yaml: line 1 of a multi-line message"  # printed by Python, exit 1
+    with pytest.raises(ValueError, match="a bug"), user_errors():  # a plain ValueError is the toolkit's bug
+        raise ValueError("a bug")
+
+
+def test_deep_yaml_recipe_is_one_line(files):
+    recipe = files["root"] / "deep.yaml"
+    recipe.write_text("steps: " + "[" * 5000 + "]" * 5000 + "\n")
+    done = run("train/run.py", "--recipe", str(recipe), "--output-dir", str(files["root"] / "run-deep"))
+    assert "nested more than" in assert_one_line(done, recipe)
+    assert not (files["root"] / "run-deep").exists()
+
+
+def test_deep_model_overrides_are_one_line(files):
+    done = run("train/run.py", "--model-overrides", "{a: " * 3000 + "}" * 3000, "--output-dir",
+               str(files["root"] / "run-deep-overrides"))  # fmt: skip
+    assert "nested more than" in assert_one_line(done, "model_overrides")
+
+
+def test_deep_json_in_weights_metadata_is_one_line(files):
+    path = files["root"] / "deep-json.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "sr-toolkit/1", "model": "pan", "scale": "2",
+                                                          "hyperparameters": "[" * 100000 + "]" * 100000})  # fmt: skip
+    done = run("train/evaluate.py", "--weights", str(path), "--hr", str(files["photos"]), "--device", "cpu")
+    assert_one_line(done, path, "hyperparameters")
+
+
+@pytest.mark.parametrize("command", ["upscale", "evaluate"])
+def test_onnx_failing_on_an_image_names_model_and_image(files, command):
+    model = fails_on_large_images(files["root"] / f"size-limit-{command}.onnx")
+    if command == "upscale":
+        target = files["root"] / "out.png"
+        done = run("export/upscale.py", str(model), str(files["photo"]), str(target), "--device", "cpu")
+        assert not target.exists()
+    else:
+        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu")
+    line = assert_one_line(done, model, "p0.png")
+    assert "onnxruntime failed on" in line
+
+
+@pytest.mark.parametrize("command", ["upscale", "evaluate"])
+def test_onnx_with_a_huge_loop_is_refused_at_open(files, command):
+    model = looping_model(files["root"] / f"loop-{command}.onnx")
+    assert model.stat().st_size < 1000
+    if command == "upscale":
+        done = run("export/upscale.py", str(model), str(files["photo"]), str(files["root"] / "loop.png"), "--device",
+                   "cpu", timeout=120)  # fmt: skip
+    else:
+        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu",
+                   timeout=120)  # fmt: skip
+    assert "Loop node" in assert_one_line(done, model)
+
+
+def test_a_probe_that_keeps_running_is_stopped(files, monkeypatch):
+    """A trip count computed at run time passes the graph check; the probe's time limit stops it."""
+    from export import runtime
+
+    model = looping_model(files["root"] / "computed-loop.onnx", computed=True)
+    monkeypatch.setattr(runtime, "PROBE_SECONDS", 1)
+    with pytest.raises(runtime.OnnxModelError, match=r"still running on a 1x3x9x7 probe input after 1 s"):
+        runtime.OnnxUpscaler(model, device="cpu")
+
+
+@pytest.mark.parametrize("opset, message", [(16, "too old"), (21, "writes opsets 17 to 20"), (99, "writes opsets")])
+def test_opset_out_of_range_is_one_line_before_any_work(files, opset, message):
+    missing = files["root"] / "not-there.safetensors"  # the weights are not even read
+    done = run("export/to_onnx.py", "--weights", str(missing), "--output", str(files["root"] / "x.onnx"), "--opset",
+               str(opset))  # fmt: skip
+    assert message in assert_one_line(done, f"--opset {opset}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sr_launch_single_process_ends_with_the_one_line(files):
+    done = run("-m", "train.launch", "train/run.py", "--steps", "-5", "--output-dir", str(files["root"] / "r1"))
+    assert "must be positive" in assert_one_line(done, "steps")  # no defaults note, no CalledProcessError
+
+
+def test_sr_launch_two_processes_end_with_one_line(files):
+    recipe = files["root"] / "deep2.yaml"
+    recipe.write_text("steps: " + "[" * 2000 + "]" * 2000 + "\n")
+    done = run("-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port",
+               str(free_port()), "train/run.py", "--recipe", str(recipe), "--output-dir", str(files["root"] / "r2"))
+    assert_one_line(done, recipe)  # once, not once per process; no ChildFailedError report
+
+
+def test_sr_launch_trains_like_accelerate_launch(files):
+    """The wrapper changes the ending only: a good run trains and exits 0 with its usual output."""
+    done = run("-m", "train.launch", "train/run.py", *TINY, "--dataset", str(files["photos"]), "--output-dir",
+               str(files["root"] / "r3"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (files["root"] / "r3" / "model_final.safetensors").exists() or list((files["root"] / "r3").glob("*.safetensors"))
+    assert "not passed to `accelerate launch`" not in done.stderr
+
+
+def test_plain_accelerate_launch_still_refuses(files):
+    """`accelerate launch train/run.py` keeps working as before: the same error line, then accelerate's own ending."""
+    done = run("-m", "accelerate.commands.launch", "train/run.py", "--steps", "-5", "--output-dir",
+               str(files["root"] / "r4"))  # fmt: skip
+    assert done.returncode != 0
+    assert "error: command line: steps: must be positive, got -5" in done.stderr.splitlines()
+
+
+def test_an_image_too_small_to_score_is_one_line(files):
+    """Errors met deep inside (the metrics' crop) are still the user's, and name the image."""
+    folder = files["root"] / "tiny-hr"
+    folder.mkdir()
+    save_rgb(folder / "t.png", np.zeros((4, 4, 3), np.uint8))
+    done = run("train/evaluate.py", "--weights", str(files["weights"]), "--hr", str(folder), "--device", "cpu")
+    assert "leaves nothing" in assert_one_line(done, folder / "t.png")
+
+
+def test_sr_launch_keeps_a_bugs_traceback_and_exit_status(files):
+    """Only the launcher's own traceback goes: the child's output, a bug's traceback included, is all there."""
+    script = files["root"] / "bug.py"
+    script.write_text("print('child output')\nraise ValueError('a bug in the toolkit')\n")
+    done = run("-m", "train.launch", str(script))
+    assert done.returncode == 1
+    assert "child output" in done.stdout
+    assert "Traceback" in done.stderr and "ValueError: a bug in the toolkit" in done.stderr
+    assert "CalledProcessError" not in done.stderr

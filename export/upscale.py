@@ -17,19 +17,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxModelError, OnnxUpscaler
-from sr_models.files import check_output, check_output_folder
+from sr_models.files import claim_output, interrupted, writer_command
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images, load_rgb, save_rgb
 
 
-def plan(source, target, *, overwrite=False):
+def plan(source, target, *, model=None, overwrite=False):
     """[(input file, output file)] for a file -> file, file -> folder or folder -> folder call.
 
-    Checked before any image is run (sr_models.files): no output replaces an input, an output folder is not the
-    input folder, and an existing output is replaced only with `overwrite`.
+    Every output is claimed before any image is run (sr_models.files.claim_output: never an input, replaced only
+    if ours and with `overwrite`, held against a second command writing it).
     """
     source, target = Path(source), Path(target)
+    inputs = [p for p in (model, source) if p is not None]
     if source.is_dir():
-        check_output_folder(target, input_folder=source)
+        claim_output(target, inputs=inputs, kind="folder")
         jobs = [(path, target / path.name) for path in list_images(source)]
     elif not source.exists():
         raise ImageError(f"{source}: no such file or folder")
@@ -40,7 +41,7 @@ def plan(source, target, *, overwrite=False):
             raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
         jobs = [(source, target)]
     for image, output in jobs:
-        check_output(output, inputs=[image], overwrite=overwrite)
+        claim_output(output, inputs=[*inputs, image], overwrite=overwrite, lock=not source.is_dir())
     return jobs
 
 
@@ -65,11 +66,12 @@ def parse_args(argv=None):
     return args
 
 
+@writer_command
 def main(argv=None):
     args = parse_args(argv)
     written = 0
     try:
-        jobs = plan(args.input, args.output, overwrite=args.overwrite)
+        jobs = plan(args.input, args.output, model=args.model, overwrite=args.overwrite)
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
                                 self_ensemble=args.self_ensemble)
@@ -81,8 +83,7 @@ def main(argv=None):
     except (ImageError, OnnxModelError, ValueError) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:  # each image is written whole or not at all (sr_models.files)
-        print(f"\ninterrupted: {written} image(s) written, no partial file left", file=sys.stderr)
-        sys.exit(130)
+        interrupted(f"{written} image(s) written, no partial file left")
     print(f"wrote {jobs[0][1] if len(jobs) == 1 else f'{len(jobs)} images to {args.output}'} (x{upscaler.scale})")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sr_models.files import atomic_write
+from sr_models.files import EXIF_SOFTWARE, IMAGE_MARK_SUFFIXES, WRITTEN_BY, atomic_write
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -114,7 +114,9 @@ def load_rgb(path):
 
 
 def save_rgb(path, array):
-    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic (sr_models.files): complete or absent."""
+    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic (sr_models.files): complete or absent.
+
+    Marked as ours (EXIF Software: sr-toolkit, where the format has EXIF), so that --overwrite may replace it."""
     path = Path(path)
     array = np.asarray(array)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
@@ -123,8 +125,12 @@ def save_rgb(path, array):
     if suffix not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unknown image suffix {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
     image_format = Image.registered_extensions()[suffix]
-    atomic_write(path, lambda partial: Image.fromarray(array).save(
-        partial, format=image_format, **_SAVE_OPTIONS.get(image_format, {})))
+    options = dict(_SAVE_OPTIONS.get(image_format, {}))
+    if suffix in IMAGE_MARK_SUFFIXES:
+        exif = Image.Exif()
+        exif[EXIF_SOFTWARE] = WRITTEN_BY
+        options["exif"] = exif
+    atomic_write(path, lambda partial: Image.fromarray(array).save(partial, format=image_format, **options))
 
 
 def list_images(folder):

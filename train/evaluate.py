@@ -16,7 +16,6 @@ LPIPS (per image), FID and IS (per set, over HR patches) and self-ensemble: docs
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
-from sr_models.files import OutputError, atomic_write_text, check_output
+from sr_models.files import OutputError, claim_output, interrupted, write_report, writer_command
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
 from sr_models.resize import upscale_bicubic
@@ -187,11 +186,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@writer_command
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.json:  # checked before minutes of scoring, not after
-            check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
+        if args.json:  # claimed before minutes of scoring, not after
+            inputs = [p for p in (args.weights, args.hr, args.lr, args.metrics_weights) if p is not None]
+            claim_output(args.json, inputs=inputs, overwrite=args.overwrite)
         # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
         torch_device = resolve_device(args.device)
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
@@ -204,11 +205,11 @@ def main(argv=None):
     except ValueError as error:  # ImageError, WeightsError and bad arguments: one line naming the problem
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: nothing written")
+        interrupted("nothing written")
     print(format_table(report))
     if args.json:
         try:
-            atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+            write_report(args.json, report)
         except OutputError as error:
             sys.exit(f"error: {error}")
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
-from sr_models.files import atomic_write_text
+from sr_models.files import atomic_write_text, open_append
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
@@ -390,7 +390,7 @@ class RunLog:
 
     def write(self, record, *, step=None, to_trackers=True):
         if self.accelerator.is_main_process:
-            with self.path.open("a") as f:
+            with open_append(self.path) as f:  # never through a link planted in the run folder
                 f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
         if to_trackers:
             numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}

@@ -13,7 +13,7 @@ import datasets
 import torch
 from PIL import Image
 
-from sr_models.files import atomic_write_tree, check_output_tree
+from sr_models.files import atomic_write_tree, claim_output, interrupted, writer_command
 from sr_models.images import ImageError
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
@@ -104,6 +104,7 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     return prepared.cast_column("hr", datasets.Image(decode=False)).cast_column("lr", datasets.Image(decode=False))
 
 
+@writer_command
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m train.data",
@@ -132,7 +133,7 @@ def main(argv=None):
         args.subimage_size = 0 if args.store else 480
     try:
         sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
-        check_output_tree(args.output, inputs=sources, overwrite=args.overwrite)
+        claim_output(args.output, inputs=sources, overwrite=args.overwrite, kind="tree")
         dataset = load_source(
             args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
             lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
@@ -157,7 +158,7 @@ def main(argv=None):
     except ValueError as error:  # ImageError and OutputError included: one line naming the file
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
-        sys.exit(f"\ninterrupted: {args.output} not written")
+        interrupted(f"{args.output} not written, no partial folder left")
     if args.store:
         size = sum(f.stat().st_size for f in args.output.iterdir())
         skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""

@@ -216,6 +216,19 @@ def _identities(path):
     return chain
 
 
+def _holds_inode(folder, identity):
+    """Whether a file under `folder` is `identity` (device, inode): a hard link elsewhere to one of its files."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                info = os.stat(os.path.join(root, name), follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) == identity:
+                return True
+    return False
+
+
 def _check_not_input(path, inputs, kind):
     resolved = Path(os.path.abspath(path)).resolve()
     own = _identities(resolved)  # own[0] is the output itself when it exists
@@ -234,6 +247,9 @@ def _check_not_input(path, inputs, kind):
             if source.is_dir() and source_id in own:
                 raise OutputError(f"{path}: is inside the input folder {source}; choose an output elsewhere, so that "
                                   "no input is replaced and no output is read as an input")  # fmt: skip
+            if source.is_dir() and exists and resolved.stat().st_nlink > 1 and _holds_inode(source, own[0]):
+                raise OutputError(f"{path}: is an input of this command (a hard link to a file in {source}); choose "
+                                  "another output (inputs are never replaced)")  # fmt: skip
             continue
         inside = resolved == source_resolved or source_id in own  # own includes the output itself
         holds = exists and own[0] in source_chain
@@ -254,9 +270,6 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     `inputs`: every file and folder the command reads. Raises OutputError naming `path` and the problem.
     """
     path = Path(path)
-    if path.is_symlink() and kind != "folder":  # a folder of outputs may be a link the user made to a disk
-        raise OutputError(f"{path}: is a symbolic link; outputs are never written through a link nor replace one: "
-                          "choose another output")  # fmt: skip
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise OutputError(f"{path}: {above} is a file, not a folder")
@@ -265,6 +278,9 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     if kind != "file" and path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file, not a folder")
     _check_not_input(path, inputs, kind)
+    if path.is_symlink() and kind != "folder":  # a folder of outputs may be a link the user made to a disk
+        raise OutputError(f"{path}: is a symbolic link; outputs are never written through a link nor replace one: "
+                          "choose another output")  # fmt: skip
     held = OutputLock(path, folder=kind == "folder") if lock else None
     try:
         if kind != "folder":

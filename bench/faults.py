@@ -738,8 +738,8 @@ class Suite:
         if where == "export/upscale.py":
             target = folder / "out.png"
             command = ["export/upscale.py", str(self.onnx), str(folder / "in.png"), str(target), "--device", "cpu"]
-        elif where == "train/evaluate.py":
-            target = folder / "report.json"
+        elif where == "train/evaluate.py":  # beside --hr, not in it (an output never lies inside an input folder)
+            target = folder.with_name(folder.name + "-report.json")
             command = ["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--json", str(target),
                        "--device", "cpu"]  # fmt: skip
         elif where == "export/to_onnx.py":

@@ -67,7 +67,8 @@ def partial_path(path, kind="partial"):
 
 
 def _leftover_pattern(name):
-    # `.NAME.PID.KIND` and what our writers nest under it (`.NAME.PID.partial.partial`, `..NAME.PID.partial.PID.scratch`)
+    # `.NAME.PID.KIND` and what our writers nest under it:
+    # `.NAME.PID.partial.partial` (a store), `..NAME.PID.partial.PID.scratch-*` (an export's scratch folder)
     return re.compile(rf"^\.+{re.escape(name)}\.\d+\.({'|'.join(TEMPORARY_KINDS)})(\..*|-.*)?$")
 
 

@@ -259,8 +259,11 @@ def slow_writer(name, argv):
                             text=True)  # fmt: skip
 
 
-@pytest.mark.parametrize("name, signum", [(name, signal.SIGTERM) for name in ("upscale", "to_onnx", "prepare", "evaluate")]
-                         + [(name, signum) for name in ("upscale", "prepare") for signum in (signal.SIGINT, signal.SIGHUP)])
+SIGNAL_CASES = [(name, signal.SIGTERM) for name in ("upscale", "to_onnx", "prepare", "evaluate")] + [
+    (name, signum) for name in ("upscale", "prepare") for signum in (signal.SIGINT, signal.SIGHUP)]
+
+
+@pytest.mark.parametrize("name, signum", SIGNAL_CASES)
 def test_a_signal_removes_the_partial_output_and_exits_128_plus_n(tiny, tmp_path, name, signum):
     out = tmp_path / "out" / f"out{SUFFIX[name]}"
     _, argv = commands(tiny, tmp_path)[name](out)

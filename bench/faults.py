@@ -1483,6 +1483,8 @@ class Suite:
             cases.append((f"destroy / output is an input ({how}) / {where}",
                           lambda w=where, h=how: self.destroy_onto_input(w, h)))  # fmt: skip
         cases.append(("destroy / run lock is a link / train/run.py", self.destroy_run_lock_link))
+        cases.append(("destroy / output is an input (run folder inside --dataset) / train/run.py",
+                      self.destroy_run_inside_data))  # fmt: skip
         return cases
 
     def destroy_command(self, where, out, *, inputs):
@@ -1616,6 +1618,20 @@ class Suite:
                        str(self.good), "--val-dataset", "none", "--cache-dir", str(self.root / "hf-cache")])  # fmt: skip
         return self.destroy_judge(case, where, outcome, before, place, names=".sr-toolkit-run.lock",
                                   says="symbolic link")  # fmt: skip
+
+    def destroy_run_inside_data(self):
+        case = "new run folder inside its --dataset folder"
+        where = "train/run.py"
+        place = self.root / "destroy" / "run-inside"
+        shutil.copytree(self.good, place / "photos")
+        before = self.destroy_everything(place)
+        run_dir = place / "photos" / "run"  # its samples/ would be trained on by the next run of that folder
+        outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(run_dir), "--dataset",
+                       str(place / "photos"), "--val-dataset", "none", "--cache-dir", str(self.root / "hf-cache")])
+        result = self.destroy_judge(case, where, outcome, before, place, names=str(run_dir), says="input folder")
+        if result.verdict == "handled" and run_dir.exists():
+            return Result(case, where, "other", "refused, but the run folder was made", outcome.seconds)
+        return result
 
     def destroy_writer(self, where, command, *, action="hold"):
         """The writer's own main, run by a wrapper that holds (sleeps) or fails (a full disk) at the hooked

@@ -316,3 +316,18 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tiny, tmp_path, name, monkey
     status, message = run(tiny, tmp_path, name, out)
     assert status == 1 and "No space left on device" in message and str(out) in message, message
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_new_run_folder_is_never_inside_or_holding_its_training_data(tiny, tmp_path, inside):
+    photos = tmp_path / "data" / "photos"
+    photos.mkdir(parents=True)
+    for image in tiny[2].iterdir():
+        (photos / image.name).write_bytes(image.read_bytes())
+    run_dir = photos / "run" if inside else tmp_path / "data"  # samples/ there would be trained on next time
+    before = snapshot(tmp_path / "data")
+    done = subprocess.run([sys.executable, "train/run.py", "--dataset", str(photos), "--val-dataset", "none",
+                           "--output-dir", str(run_dir), "--steps", "1", "--log-with", "none"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and f"error: {run_dir}: " in done.stderr and "input" in done.stderr, done.stderr
+    assert snapshot(tmp_path / "data") == before and not (photos / "run").exists()

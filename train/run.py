@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
-from sr_models.files import atomic_write_text, open_append
+from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
@@ -356,8 +356,12 @@ def choose_run_dir(config, state):
     problem = [None]
     if state.is_main_process:
         try:
+            if not config.resume:  # a new run folder never is, holds or lies inside a folder the run reads
+                readings = (config.dataset, config.lr_dataset, config.val_dataset, config.init_weights)
+                claim_output(run_dir, inputs=[p for p in readings if p and p not in ("builtin", "none")],
+                             kind="folder", lock=False)  # fmt: skip
             RunFolderLock(run_dir, new_run=not config.resume)  # held until main() returns
-        except ConfigError as error:
+        except (ConfigError, OutputError) as error:
             problem = [str(error)]
     if state.num_processes > 1:
         broadcast_object_list(problem)  # every process stops alike, none waits at a barrier for the main one

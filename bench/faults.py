@@ -732,15 +732,15 @@ class Suite:
         return result
 
     def existing_output(self, where):
-        case = "output file that already exists"
+        case = "output file that already exists (written by an earlier run)"
         folder = self.root / f"existing-{slug(where)}"
         folder.mkdir()
         save_rgb(folder / "in.png", base_image(seed=21))
         if where == "export/upscale.py":
             target = folder / "out.png"
             command = ["export/upscale.py", str(self.onnx), str(folder / "in.png"), str(target), "--device", "cpu"]
-        elif where == "train/evaluate.py":
-            target = folder / "report.json"
+        elif where == "train/evaluate.py":  # beside --hr, not in it (an output never lies inside an input folder)
+            target = folder.with_name(folder.name + "-report.json")
             command = ["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--json", str(target),
                        "--device", "cpu"]  # fmt: skip
         elif where == "export/to_onnx.py":
@@ -748,20 +748,20 @@ class Suite:
             command = ["export/to_onnx.py", "--weights", str(self.weights), "--output", str(target), "--no-parity"]
         else:  # python -m train.data prepare
             target = folder / "prepared"
-            target.mkdir()
-            (target / "notes.txt").write_text("the user's notes\n")
             command = ["-m", "train.data", "prepare", "--dataset", str(self.good), "--output", str(target),
                        "--scale", str(SCALE), "--subimage-size", "48", "--subimage-step", "48",
                        "--cache-dir", str(self.root / "hf-cache")]  # fmt: skip
-        if not target.exists():
-            target.write_bytes(b"the user's own file\n")
+        earlier = run(command)  # an earlier output of ours (a user's own file is never replaced: "destroy /" cases)
+        if earlier.returncode != 0:
+            return Result(case, where, "other", describe_failure(earlier), earlier.seconds)
         kept = {p: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())}
+        inode = target.stat().st_ino
         outcome = run(command)
         result = self.judge_kept(case, where, outcome, kept, names=str(target))
         if result.verdict != "handled":
             return result
         replaced = run([*command, "--overwrite"])  # and --overwrite replaces it, with a complete result
-        if replaced.returncode != 0 or all(p.is_file() and p.read_bytes() == d for p, d in kept.items()):
+        if replaced.returncode != 0 or target.stat().st_ino == inode:
             return Result(case, where, "other", f"--overwrite did not replace it: {describe_failure(replaced)}",
                           outcome.seconds + replaced.seconds)  # fmt: skip
         result.what += "; --overwrite replaces it"
@@ -1197,6 +1197,7 @@ class Suite:
         cases += self.validate_cases()
         cases += self.decode_cases()
         cases += self.oneline_cases()
+        cases += self.destroy_cases()
         return cases
 
     def rule_cases(self):
@@ -1721,6 +1722,306 @@ class Suite:
         if result.verdict == "handled" and not ("GiB" in line and "--max-memory" in line):
             return Result(case, where, "other", f"refused without the size and the option: {line[:160]}",
                           outcome.seconds)  # fmt: skip
+        return result
+
+
+    # ---- issue 19 rule 1 (never destroy) and rule 4 for writers: sr_models/files.py ---------------------------
+
+    DESTROY_WRITERS = ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py", "python -m train.data prepare")
+    # What to make slow (or fail) in a writer once its partial output exists: a wrapper patches one function.
+    DESTROY_HOOKS = {
+        "export/upscale.py": ("export.upscale", "PIL.Image", "Image.save", True),
+        "train/evaluate.py": ("train.evaluate", "train.evaluate", "score", False),
+        "export/to_onnx.py": ("export.to_onnx", "export.to_onnx", "check_parity", False),
+        "python -m train.data prepare": ("train.data.subimages", "train.data.store", "image_digest", False),
+    }
+
+    def destroy_cases(self):
+        cases = []
+        for where in self.DESTROY_WRITERS:
+            cases.append((f"destroy / overwrite a user's file / {where}", lambda w=where: self.destroy_users_file(w)))
+            cases.append((f"destroy / output is a link / {where}", lambda w=where: self.destroy_output_link(w)))
+            cases.append((f"destroy / two writers / {where}", lambda w=where: self.destroy_two_writers(w)))
+            cases.append((f"destroy / SIGTERM / {where}", lambda w=where: self.destroy_signal(w, signal.SIGTERM)))
+            cases.append((f"destroy / SIGKILL leftovers / {where}", lambda w=where: self.destroy_killed(w)))
+        for where in ("export/upscale.py", "python -m train.data prepare"):
+            cases.append((f"destroy / SIGHUP / {where}", lambda w=where: self.destroy_signal(w, signal.SIGHUP)))
+        for where in ("export/upscale.py", "export/to_onnx.py", "python -m train.data prepare"):
+            cases.append((f"destroy / full disk / {where}", lambda w=where: self.destroy_full_disk(w)))
+        for where, how in (("export/upscale.py", "hard link"), ("export/upscale.py", "symbolic link"),
+                           ("train/evaluate.py", "image in --hr"), ("train/evaluate.py", "hard link"),
+                           ("train/evaluate.py", "symbolic link"), ("train/evaluate.py", "weights"),
+                           ("export/to_onnx.py", "hard link"), ("export/to_onnx.py", "inside --parity-data"),
+                           ("python -m train.data prepare", "symbolic link"),
+                           ("python -m train.data prepare", "holding --dataset"),
+                           ("export/upscale.py", "folder holding the input folder")):  # fmt: skip
+            cases.append((f"destroy / output is an input ({how}) / {where}",
+                          lambda w=where, h=how: self.destroy_onto_input(w, h)))  # fmt: skip
+        cases.append(("destroy / run lock is a link / train/run.py", self.destroy_run_lock_link))
+        cases.append(("destroy / output is an input (run folder inside --dataset) / train/run.py",
+                      self.destroy_run_inside_data))  # fmt: skip
+        return cases
+
+    def destroy_command(self, where, out, *, inputs):
+        """The writer's command line writing `out`, reading the image folder `inputs` (and the tiny model)."""
+        if where == "export/upscale.py":
+            source = inputs if inputs.is_dir() else inputs
+            return ["export/upscale.py", str(self.onnx), str(source), str(out), "--device", "cpu"]
+        if where == "train/evaluate.py":
+            return ["train/evaluate.py", "--weights", str(self.weights), "--hr", str(inputs), "--json", str(out),
+                    "--device", "cpu"]  # fmt: skip
+        if where == "export/to_onnx.py":
+            return ["export/to_onnx.py", "--weights", str(self.weights), "--output", str(out), "--parity-data",
+                    str(inputs)]  # fmt: skip
+        return ["-m", "train.data", "prepare", "--dataset", str(inputs), "--output", str(out), "--scale", str(SCALE),
+                "--store", "--cache-dir", str(self.root / "hf-cache")]  # fmt: skip
+
+    def destroy_place(self, where, label):
+        """(a fresh folder for the case, its copy of the good images, the output's name for this writer)."""
+        place = self.root / "destroy" / f"{slug(label)}-{slug(where)}"
+        place.mkdir(parents=True)
+        photos = place / "photos"
+        shutil.copytree(self.good, photos)
+        name = {"export/upscale.py": "out.png", "train/evaluate.py": "report.json",
+                "export/to_onnx.py": "model.onnx"}.get(where, "prepared")  # fmt: skip
+        return place, photos, place / name
+
+    def destroy_inputs(self, where, photos, out):
+        """The input a writer's command reads: the upscaled image, or the folder."""
+        return photos / "good0.png" if where == "export/upscale.py" and out.suffix else photos
+
+    def destroy_everything(self, place):
+        """Every file of the case's folder (links as links): what nothing may change."""
+        found = {}
+        for entry in [place, *place.rglob("*")]:
+            if entry.is_symlink():
+                found[entry] = os.readlink(entry)
+            elif entry.is_file():
+                found[entry] = entry.read_bytes()
+        return found
+
+    def destroy_judge(self, case, where, outcome, before, place, *, names, says):
+        """Refused in one line naming `names` and saying `says`, with every file of `place` as it was."""
+        changed = [str(p) for p, data in before.items() if self.destroy_everything(place).get(p) != data]
+        if changed:
+            return Result(case, where, "lost", f"changed or removed: {', '.join(changed)[:120]}", outcome.seconds)
+        result = judge_refusal(case, where, outcome, names=names)
+        if result.verdict == "handled" and says not in error_line(outcome):
+            return Result(case, where, "other", f"refused without saying {says!r}: {error_line(outcome)[:120]}",
+                          outcome.seconds)  # fmt: skip
+        if result.verdict == "handled":
+            result.what += "; nothing changed"
+        return result
+
+    def destroy_users_file(self, where):
+        case = "--overwrite on an existing output the toolkit did not write"
+        place, photos, out = self.destroy_place(where, "users")
+        if where == "export/upscale.py":
+            Image.fromarray(base_image(seed=30)).save(out)  # a real PNG of the user's: no mark of ours
+        elif where == "train/evaluate.py":
+            out.write_text(json.dumps({"model": "my notes"}) + "\n")
+        elif where == "export/to_onnx.py":
+            import onnx
+
+            model = onnx.load(str(self.onnx))
+            model.producer_name = "pytorch"  # someone else's export
+            onnx.save(model, str(out))
+        else:  # the issue's example: prepare --output <any folder> --overwrite deleted it
+            out.mkdir()
+            (out / "thesis.tex").write_text("years of work\n")
+        before = self.destroy_everything(place)
+        outcome = run([*self.destroy_command(where, out, inputs=self.destroy_inputs(where, photos, out)),
+                       "--overwrite"])  # fmt: skip
+        result = self.destroy_judge(case, where, outcome, before, place, names=str(out),
+                                    says="not written by this toolkit")  # fmt: skip
+        if result.verdict == "handled" and "pass --overwrite" in error_line(outcome):
+            return Result(case, where, "other", "the refusal suggests --overwrite", outcome.seconds)
+        return result
+
+    def destroy_output_link(self, where):
+        case = "output path is a symbolic link to a user's file (--overwrite)"
+        place, photos, out = self.destroy_place(where, "link")
+        users = place / f"users{out.suffix}"
+        if out.suffix:
+            users.write_bytes(b"the user's own file\n")
+        else:
+            users.mkdir()
+            (users / "thesis.tex").write_text("years of work\n")
+        out.symlink_to(users)
+        before = self.destroy_everything(place)
+        outcome = run([*self.destroy_command(where, out, inputs=self.destroy_inputs(where, photos, out)),
+                       "--overwrite"])  # fmt: skip
+        return self.destroy_judge(case, where, outcome, before, place, names=str(out), says="symbolic link")
+
+    def destroy_onto_input(self, where, how):
+        case = f"output is an input: {how} (--overwrite)"
+        place, photos, out = self.destroy_place(where, f"input-{how}")
+        inputs = self.destroy_inputs(where, photos, out)
+        if how == "hard link":
+            os.link(photos / "good0.png" if where != "export/to_onnx.py" else self.weights, out)
+        elif how == "symbolic link":
+            out.symlink_to(photos if where == "python -m train.data prepare" else photos / "good0.png")
+        elif how == "image in --hr":  # the issue's example: evaluate.py --json HR/baby.png --overwrite
+            out = photos / "good1.png"
+        elif how == "weights":
+            out = self.weights
+        elif how == "inside --parity-data":
+            out = photos / "model.onnx"
+        elif how == "holding --dataset":
+            out = place
+        else:  # an upscale folder run into the folder that holds its input folder
+            out, inputs = place, photos
+        before = {**self.destroy_everything(place), self.weights: self.weights.read_bytes()}
+        outcome = run([*self.destroy_command(where, out, inputs=inputs), "--overwrite"])
+        changed = [str(p) for p, data in before.items() if p != self.weights and
+                   self.destroy_everything(place).get(p) != data]  # fmt: skip
+        if self.weights.read_bytes() != before.pop(self.weights) or changed:
+            return Result(case, where, "lost", f"changed: {', '.join(changed)[:120] or self.weights}",
+                          outcome.seconds)  # fmt: skip
+        return self.destroy_judge(case, where, outcome, before, place, names=str(out), says="input")
+
+    def destroy_run_lock_link(self):
+        case = "run folder whose .sr-toolkit-run.lock is a link to a user's file"
+        where = "train/run.py"
+        place = self.root / "destroy" / "run-lock"
+        (place / "run").mkdir(parents=True)
+        users = place / "users.txt"
+        users.write_text("the user's own file\n")
+        (place / "run" / ".sr-toolkit-run.lock").symlink_to(users)
+        before = self.destroy_everything(place)
+        outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(place / "run"), "--dataset",
+                       str(self.good), "--val-dataset", "none", "--cache-dir", str(self.root / "hf-cache")])  # fmt: skip
+        return self.destroy_judge(case, where, outcome, before, place, names=".sr-toolkit-run.lock",
+                                  says="symbolic link")  # fmt: skip
+
+    def destroy_run_inside_data(self):
+        case = "new run folder inside its --dataset folder"
+        where = "train/run.py"
+        place = self.root / "destroy" / "run-inside"
+        shutil.copytree(self.good, place / "photos")
+        before = self.destroy_everything(place)
+        run_dir = place / "photos" / "run"  # its samples/ would be trained on by the next run of that folder
+        outcome = run(["train/run.py", *TINY, "--steps", "1", "--output-dir", str(run_dir), "--dataset",
+                       str(place / "photos"), "--val-dataset", "none", "--cache-dir", str(self.root / "hf-cache")])
+        result = self.destroy_judge(case, where, outcome, before, place, names=str(run_dir), says="input folder")
+        if result.verdict == "handled" and run_dir.exists():
+            return Result(case, where, "other", "refused, but the run folder was made", outcome.seconds)
+        return result
+
+    def destroy_writer(self, where, command, *, action="hold"):
+        """The writer's own main, run by a wrapper that holds (sleeps) or fails (a full disk) at the hooked
+        function, once the command has begun writing; prints `writing` when it gets there."""
+        module, patched, name, after = self.DESTROY_HOOKS[where]
+        owner, _, attribute = name.rpartition(".")
+        target = f"m.{owner}" if owner else "m"
+        fault = "time.sleep(120)" if action == "hold" else "raise OSError(28, 'No space left on device')"
+        script = (f"import sys, time\nimport {patched} as m\noriginal = {target}.{attribute}\n"
+                  "def hooked(*a, **k):\n"
+                  + ("    result = original(*a, **k)\n" if after else "")
+                  + f"    print('writing', flush=True)\n    {fault}\n"
+                  + ("    return result\n" if after else "    return original(*a, **k)\n")
+                  + f"{target}.{attribute} = hooked\nfrom {module} import main\nsys.argv[0] = 'writer'\n"
+                  f"main(sys.argv[1:])\n")  # fmt: skip
+        args = command[2:] if command[0] == "-m" else command[1:]
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+        return subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, env=environment, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+    def destroy_wait_writing(self, process):
+        line = process.stdout.readline().strip()
+        return line == "writing"
+
+    def destroy_leftovers(self, place, out):
+        """Hidden files and folders of ours left beside `out` (temporaries, lock files)."""
+        return sorted(p.name for p in place.iterdir() if p.name.startswith(f".{out.name}.")
+                      or p.name.startswith(f"..{out.name}."))  # fmt: skip
+
+    def destroy_signal(self, where, signum):
+        case = f"{signal.Signals(signum).name} while the output is being written"
+        place, photos, out = self.destroy_place(where, f"signal-{signum}")
+        started = time.perf_counter()
+        process = self.destroy_writer(where, self.destroy_command(where, out, inputs=self.destroy_inputs(
+            where, photos, out)))  # fmt: skip
+        if not self.destroy_wait_writing(process):
+            process.kill()
+            return Result(case, where, "other", f"the writer never began: {process.communicate()[1][-200:]}")
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        seconds = time.perf_counter() - started
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        left = self.destroy_leftovers(place, out) + ([out.name] if out.exists() else [])
+        if left:
+            return Result(case, where, "lost", f"left {left}", seconds)
+        if process.returncode != 128 + signum or len(lines) != 1 or not lines[0].startswith("interrupted: "):
+            return Result(case, where, "other", f"exit {process.returncode}: {stderr.strip()[-200:]}", seconds)
+        return Result(case, where, "handled", f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, "
+                      "no partial file", seconds)  # fmt: skip
+
+    def destroy_full_disk(self, where):
+        case = "disk full while the output is being written"
+        place, photos, out = self.destroy_place(where, "full")
+        started = time.perf_counter()
+        process = self.destroy_writer(where, self.destroy_command(where, out, inputs=self.destroy_inputs(
+            where, photos, out)), action="fail")  # fmt: skip
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        outcome = Outcome(process.returncode, stdout, stderr, time.perf_counter() - started)
+        left = self.destroy_leftovers(place, out) + ([out.name] if out.exists() else [])
+        if left:
+            return Result(case, where, "lost", f"left {left}", outcome.seconds)
+        result = judge_refusal(case, where, outcome, names=str(out))
+        if result.verdict == "handled":
+            result.what += "; nothing left behind"
+        return result
+
+    def destroy_killed(self, where):
+        case = "SIGKILL while writing, then the same command again"
+        place, photos, out = self.destroy_place(where, "killed")
+        command = self.destroy_command(where, out, inputs=self.destroy_inputs(where, photos, out))
+        started = time.perf_counter()
+        process = self.destroy_writer(where, command)
+        if not self.destroy_wait_writing(process):
+            process.kill()
+            return Result(case, where, "other", f"the writer never began: {process.communicate()[1][-200:]}")
+        process.kill()
+        process.communicate()
+        left = self.destroy_leftovers(place, out)
+        users = {place / f".{out.name}.notes": b"the user's", place / f"{out.name}.123.partial": b"the user's"}
+        for path, data in users.items():
+            path.write_bytes(data)
+        again = run(command)
+        seconds = time.perf_counter() - started + again.seconds
+        if again.returncode != 0:
+            return Result(case, where, "other", describe_failure(again), seconds)
+        still = [name for name in self.destroy_leftovers(place, out) if name != f".{out.name}.notes"]
+        if still or any(path.read_bytes() != data for path, data in users.items()):
+            return Result(case, where, "lost", f"after the second run: {still or 'a user file changed'}", seconds)
+        return Result(case, where, "handled", f"the killed run left {len(left)} hidden file(s) of ours "
+                      f"({', '.join(n.replace(str(process.pid), 'PID') for n in left)[:80]}); the next run removed "
+                      "them, and only them", seconds)  # fmt: skip
+
+    def destroy_two_writers(self, where):
+        case = "two commands writing one output at once"
+        place, photos, out = self.destroy_place(where, "two")
+        if where == "export/upscale.py":  # the issue's example: two upscale runs into one output folder
+            out = place / "upscaled"
+        inputs = photos if where == "export/upscale.py" else self.destroy_inputs(where, photos, out)
+        command = self.destroy_command(where, out, inputs=inputs)
+        started = time.perf_counter()
+        first = self.destroy_writer(where, command)
+        try:
+            if not self.destroy_wait_writing(first):
+                return Result(case, where, "other", "the first writer never began")
+            second = run(command)
+        finally:
+            first.kill()
+            first.communicate()
+        second.seconds = time.perf_counter() - started
+        result = judge_refusal(case, where, second, names=str(out))
+        if result.verdict == "handled" and f"pid {first.pid}" not in error_line(second):
+            return Result(case, where, "other", f"refused without the first's pid: {error_line(second)}",
+                          second.seconds)  # fmt: skip
+        if result.verdict == "handled":
+            result.what = result.what.replace(str(first.pid), "N")
         return result
 
 

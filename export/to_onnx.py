@@ -12,8 +12,6 @@ CPU, and says so when int8 is not faster than fp32 on it.
 """
 
 import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from export.quantize import default_keep_float, default_percentile, to_fp16, to_
 from export.kernels import FAMILIES_KEY, checked_families, detect_cpu, int8_pays, kernel_family
 from export.runtime import check_model
 from sr_models.errors import user_errors
-from sr_models.files import OutputError, atomic_write_text, check_output, partial_path, publish
+from sr_models.files import OutputError, claim_output, interrupted, partial_path, publish, write_report, writer_command
 from sr_models.images import list_images, load_rgb
 from sr_models.weights import load_model
 
@@ -46,7 +44,9 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
     int8: `keep_float` names the Conv nodes that stay float (None: export.quantize.KEEP_FLOAT of the model); the
     calibration percentile is the architecture's (export.quantize.default_percentile).
     """
-    with tempfile.TemporaryDirectory(prefix="sr-export-", dir=Path(path).parent) as scratch:
+    # Hidden and named as ours (sr_models.files): a killed export's scratch folder is removed by the next one.
+    scratch_name = partial_path(path, "scratch").name + "-"
+    with tempfile.TemporaryDirectory(prefix=scratch_name, dir=Path(path).parent) as scratch:
         fp32 = path if precision == "fp32" else Path(scratch) / "fp32.onnx"
         export_fp32(model, fp32, opset=opset, exporter=exporter, graph_friendly_forms=graph_friendly_forms)
         if precision == "fp16":
@@ -66,7 +66,12 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
 
 
 def write_json(path, data):
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    write_report(path, data)
+
+
+def reports(output):
+    """The parity reports written beside an export: they describe the file at `output`."""
+    return [output.with_name(output.name + suffix) for suffix in (".parity.json", ".parity-failed.json")]
 
 
 def export(model, output, *, precision="fp32", parity_data=None, calibration=None, keep_float=None, parity=True,
@@ -154,6 +159,7 @@ def parse_args(argv=None):
     return args
 
 
+@writer_command
 def main(argv=None):
     with user_errors():  # WeightsError, ImageError, ParityError, ExportError, OnnxModelError, ...: one line, exit 1
         export_command(parse_args(argv))
@@ -162,7 +168,10 @@ def main(argv=None):
 def export_command(args):
     try:
         check_opset(args.opset, args.exporter)  # before the weights are read: a wrong number costs nothing
-        check_output(args.output, inputs=[args.weights], overwrite=args.overwrite)
+        inputs = [p for p in (args.weights, args.parity_data, args.calibration) if p is not None]
+        claim_output(args.output, inputs=inputs, overwrite=args.overwrite)
+        for report_path in reports(args.output):  # stale reports of ours are replaced; a user's file never
+            claim_output(report_path, inputs=inputs, overwrite=True, lock=False)
         model = load_model(args.weights, name=args.model, scale=args.scale)
         report = export(
             model, args.output, precision=args.precision, parity_data=args.parity_data, calibration=args.calibration,
@@ -171,7 +180,7 @@ def export_command(args):
             graph_friendly_forms=not args.einops_graph,
         )
     except KeyboardInterrupt:  # the model is renamed into place only after parity: nothing half-written is left
-        sys.exit(f"\ninterrupted: {args.output} not written")
+        interrupted(f"{args.output} not written")
     if report is not None:
         print(format_report(report))
         drop = f", largest PSNR_Y drop {report['max_psnr_y_drop_db']:.3f} dB" if args.precision == "int8" else ""

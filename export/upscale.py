@@ -26,22 +26,23 @@ from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
 from sr_models.errors import user_errors
-from sr_models.files import check_output, check_output_folder
+from sr_models.files import claim_output, interrupted, writer_command
 from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import (
     IMAGE_SUFFIXES, ImageError, check_output_holds, decode_image, list_images, read_header, save_image,
 )  # fmt: skip
 
 
-def plan(source, target, *, overwrite=False):
+def plan(source, target, *, model=None, overwrite=False):
     """[(input file, output file)] for a file -> file, file -> folder or folder -> folder call.
 
-    Checked before any image is run (sr_models.files): no output replaces an input, an output folder is not the
-    input folder, and an existing output is replaced only with `overwrite`.
+    Every output is claimed before any image is run (sr_models.files.claim_output: never an input, replaced only
+    if ours and with `overwrite`, held against a second command writing it).
     """
     source, target = Path(source), Path(target)
+    inputs = [p for p in (model, source) if p is not None]
     if source.is_dir():
-        check_output_folder(target, input_folder=source)
+        claim_output(target, inputs=inputs, kind="folder")
         jobs = [(path, target / path.name) for path in list_images(source)]
     elif not source.exists():
         raise ImageError(f"{source}: no such file or folder")
@@ -52,7 +53,7 @@ def plan(source, target, *, overwrite=False):
             raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
         jobs = [(source, target)]
     for image, output in jobs:
-        check_output(output, inputs=[image], overwrite=overwrite)
+        claim_output(output, inputs=[*inputs, image], overwrite=overwrite, lock=not source.is_dir())
     return jobs
 
 
@@ -137,6 +138,7 @@ def memory_argument(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+@writer_command
 def main(argv=None):
     with user_errors():  # ImageError, OnnxModelError, OutputError, bad options: one line, exit 1
         upscale_command(parse_args(argv))
@@ -145,7 +147,7 @@ def main(argv=None):
 def upscale_command(args):
     written = 0
     try:
-        jobs = plan(args.input, args.output, overwrite=args.overwrite)
+        jobs = plan(args.input, args.output, model=args.model, overwrite=args.overwrite)
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
                                 self_ensemble=args.self_ensemble)
@@ -157,8 +159,7 @@ def upscale_command(args):
             if upscaler.suspect:
                 tqdm.write(f"warning: {source}: {upscaler.suspect.describe()}", file=sys.stderr)
     except KeyboardInterrupt:  # each image is written whole or not at all (sr_models.files)
-        print(f"\ninterrupted: {written} image(s) written, no partial file left", file=sys.stderr)
-        sys.exit(130)
+        interrupted(f"{written} image(s) written, no partial file left")
     print(f"wrote {jobs[0][1] if len(jobs) == 1 else f'{len(jobs)} images to {args.output}'} (x{upscaler.scale})")
 
 

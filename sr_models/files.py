@@ -1,19 +1,49 @@
-"""Writing outputs without destroying anything: one rule, called by every command that writes a file.
+"""Writing outputs without destroying anything: the rules, each owned by one function that every command calls.
 
-- An output is complete or absent: it is written under a hidden temporary name in its own folder and renamed
-  over the target only once complete (a rename within one file system is atomic). A full disk, an unwritable
-  folder or a crash leaves no 0-byte or half-written file, and the error names the path.
-- An output never replaces an input, and never replaces an existing file unless the user said so (`--overwrite`).
-- Files get the permissions the user's umask gives any new file (a temporary file would otherwise keep 0600).
+- `claim_output` (issue 19, rule 1: never destroy), called for every output before any work starts:
+  - an output is never an input of the command, nor the same file by another spelling, a symbolic link or a
+    hard link (compared by resolved path and by inode), nor inside an input folder; an output folder is never an
+    input folder, inside one or holding one. Not even with `--overwrite`.
+  - an existing output is replaced only with `--overwrite`, and only if this toolkit wrote it: images carry
+    `Software: sr-toolkit` (EXIF), ONNX files `producer_name: sr-toolkit`, JSON reports `"written_by"`, folders
+    (prepared data sets, stores) a `.sr-toolkit-output.json` listing their files. Anything else is the user's
+    and is refused, naming it, whatever the options.
+  - an output whose path is a symbolic link is refused: nothing is written through a link, nor a link replaced.
+  - two commands never write one output at once: the claim holds an exclusive `flock` on a hidden lock file
+    beside the output (inside it, for a folder of outputs) until the command ends; the second is refused in one
+    line naming the output and the pid of the first.
+- `writer_command` (rule 4, writers): SIGINT, SIGTERM and SIGHUP become an exception, so that every partial file
+  is removed on the way out as on an error or a full disk; the command prints one `interrupted:` line and exits
+  128 + the signal (130, 143, 129). Hidden temporaries left by an earlier run that was killed outright (SIGKILL)
+  are recognised by our own naming and removed by the next claim of that output (`remove_leftovers`).
+- An output is complete or absent (`atomic_write`, `atomic_write_tree`): written under a hidden temporary name
+  in its own folder and renamed over the target only once complete. A full disk, an unwritable folder or a
+  crash leaves no 0-byte or half-written file, and the error names the path. Files get the permissions the
+  user's umask gives any new file.
 
 numpy-free and torch-free: the deployment path (`export/upscale.py`) uses it.
 """
 
+import atexit
+import fcntl
+import functools
+import json
 import os
+import re
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 from sr_models.errors import UserError
+
+WRITTEN_BY = "sr-toolkit"  # the mark this toolkit leaves in what it writes
+FOLDER_MARK = ".sr-toolkit-output.json"  # inside every folder written whole: the mark and the folder's file list
+LOCK_NAME = ".sr-toolkit.lock"  # inside a folder of outputs; `.NAME.sr-toolkit.lock` beside a single output
+TEMPORARY_KINDS = ("partial", "old", "scratch")  # `.NAME.PID.KIND`: our hidden temporaries, nothing else
+IMAGE_MARK_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # BMP has nowhere to carry a mark
+EXIF_SOFTWARE = 0x0131
+
 
 
 class OutputError(UserError):
@@ -30,14 +60,54 @@ def _umask():
     return mask
 
 
-def partial_path(path):
+# ---- temporaries: named so that we, and only we, recognise them ------------------------------------------
+
+
+def partial_path(path, kind="partial"):
     """The hidden temporary name beside `path`: never listed as an image, never mistaken for the output."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+    return path.with_name(f".{path.name}.{os.getpid()}.{kind}")
+
+
+def _leftover_pattern(name):
+    # `.NAME.PID.KIND` and what our writers nest under it:
+    # `.NAME.PID.partial.partial` (a store), `..NAME.PID.partial.PID.scratch-*` (an export's scratch folder)
+    return re.compile(rf"^\.+{re.escape(name)}\.\d+\.({'|'.join(TEMPORARY_KINDS)})(\..*|-.*)?$")
+
+
+def remove_leftovers(path):
+    """Remove the hidden temporaries an earlier run of ours left for `path` when it was killed (SIGKILL, power).
+
+    Only names of our own making for this very output; called with the output's lock held, so no live writer's.
+    """
+    path = Path(path)
+    pattern = _leftover_pattern(path.name)
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.match(entry.name):
+            _remove(entry)
+
+
+def _remove(entry):
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    except OSError:
+        pass  # the folder itself is gone or unwritable: there is nothing we could have left in it
+
+
+# ---- writing: complete or absent ---------------------------------------------------------------------------
 
 
 def publish(partial, path):
-    """Give a finished temporary file the user's umask permissions and rename it onto `path` (atomic)."""
+    """Give a finished temporary file the user's umask permissions and rename it onto `path` (atomic).
+
+    A rename replaces a symbolic link at `path` itself, never the file it points to."""
     os.chmod(partial, 0o666 & ~_umask())
     os.replace(partial, path)
 
@@ -46,7 +116,7 @@ def atomic_write(path, write):
     """Call `write(temporary_path)`, then rename the result onto `path`; on any failure nothing is left behind.
 
     OSError (disk full, permission, vanished folder) becomes an OutputError naming `path`; other errors (a bug,
-    Ctrl-C) propagate after the temporary file is removed.
+    an interrupt) propagate after the temporary file is removed.
     """
     path = Path(path)
     partial = partial_path(path)
@@ -59,75 +129,29 @@ def atomic_write(path, write):
     except OSError as error:
         raise OutputError(f"{path}: cannot write ({_one_line(error)})") from None
     finally:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass  # the folder itself is gone or unwritable: there is nothing we could have left in it
+        _remove(partial)
 
 
 def atomic_write_text(path, text):
     atomic_write(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def _same_file(a, b):
-    try:
-        return Path(a).resolve() == Path(b).resolve() or (Path(b).exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def check_output(path, *, inputs=(), overwrite=False, option="--overwrite"):
-    """Refuse to write `path` when it is one of `inputs`, a folder, or an existing file the user did not release.
-
-    Call it for every output before any work starts, so that a refusal loses nothing.
-    """
-    path = Path(path)
-    for source in inputs:
-        if _same_file(path, source):
-            raise OutputError(f"{path}: is an input of this command; choose another output (inputs are never replaced)")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f"{path}: {parent} is a file, not a folder")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists; pass {option} to replace it, or choose another output")
-
-
-def check_output_folder(folder, *, input_folder=None):
-    """An output folder must not be the input folder or lie inside it (a second run would read its own outputs)."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file; the output of a folder of images is a folder")
-    if input_folder is not None:
-        source, target = Path(input_folder).resolve(), folder.resolve()
-        if target == source or source in target.parents:
-            raise OutputError(f"{folder}: is (inside) the input folder {input_folder}; choose an output folder "
-                              "elsewhere, so that no input is replaced and no output is read as an input")  # fmt: skip
-
-
-def check_output_tree(folder, *, inputs=(), overwrite=False, option="--overwrite"):
-    """An output that is a whole folder (a prepared data set): new or empty, or replaced only with `overwrite`;
-    never an input folder, inside one, or holding one."""
-    folder = Path(folder)
-    for source in inputs:
-        source, target = Path(source).resolve(), folder.resolve()
-        if target == source or source in target.parents or target in source.parents:
-            raise OutputError(f"{folder}: overlaps the input {source}; choose an output folder elsewhere")
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file, not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise OutputError(f"{folder}: already exists and is not empty; pass {option} to replace it, or choose another")
+def write_report(path, data):
+    """A JSON report, marked as ours (`"written_by"`), so that `--overwrite` may later replace it."""
+    atomic_write_text(path, json.dumps({"written_by": WRITTEN_BY, **data}, indent=2) + "\n")
 
 
 def atomic_write_tree(folder, write):
     """`write(temporary_folder)`, then swap the result in for `folder` (an existing one is replaced only once the
-    new one is complete, and removed after): the output folder is whole, the old one, or absent."""
+    new one is complete, and removed after): the output folder is whole, the old one, or absent. The folder gets
+    our mark, listing what it holds."""
     folder = Path(folder)
-    partial, old = partial_path(folder), folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    partial, old = partial_path(folder), partial_path(folder, "old")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         write(partial)
+        names = sorted(p.name for p in partial.iterdir())
+        (partial / FOLDER_MARK).write_text(json.dumps({"written_by": WRITTEN_BY, "files": names}) + "\n")
         if folder.exists():
             os.replace(folder, old)
         os.replace(partial, folder)
@@ -135,4 +159,282 @@ def atomic_write_tree(folder, write):
         raise OutputError(f"{folder}: cannot write ({_one_line(error)})") from None
     finally:
         for leftover in (partial, old):
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove(leftover)
+
+
+def open_append(path):
+    """A log file opened for appending, never through a symbolic link (O_NOFOLLOW: a link is refused)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({_one_line(error)})") from None
+    return os.fdopen(fd, "a")
+
+
+# ---- rule 1: never destroy -----------------------------------------------------------------------------------
+
+
+def not_ours(path):
+    """None if `path` was written by this toolkit (it carries our mark), else why it is taken for the user's."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            listed = set(json.loads((path / FOLDER_MARK).read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"no {FOLDER_MARK} in it"
+        foreign = sorted(p.name for p in path.iterdir() if p.name != FOLDER_MARK and p.name not in listed)
+        return f"it holds files it did not write: {', '.join(foreign[:3])}" if foreign else None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(path.read_text())
+            ours = isinstance(data, dict) and data.get("written_by") == WRITTEN_BY
+            return None if ours else 'no "written_by" mark'
+        if suffix == ".onnx":
+            import onnx  # deferred: only ONNX outputs need it
+
+            producer = onnx.load(str(path), load_external_data=False).producer_name
+            return None if producer == WRITTEN_BY else f"its producer is {producer or 'not named'}"
+        if suffix in IMAGE_MARK_SUFFIXES:
+            from sr_models.images import open_image  # deferred: images imports this module; it stays light
+
+            with open_image(path, name=str(path)) as (image, _):  # the one opener: explicit formats, header only
+                software = image.getexif().get(EXIF_SOFTWARE) or image.info.get("Software")
+            return None if software == WRITTEN_BY else "no Software: sr-toolkit mark"
+    except Exception as error:  # unreadable: certainly not a file we can vouch for
+        return f"unreadable as ours ({_one_line(error)[:80]})"
+    if suffix == ".bmp":
+        return "a BMP file has nowhere to carry our mark"
+    return f"a {suffix or 'suffixless'} file carries no mark of ours"
+
+
+def _identities(path):
+    """(device, inode) of `path` (resolved) and of every folder above it that exists: what it is and lies inside."""
+    chain = []
+    for entry in (path, *path.parents):
+        try:
+            info = entry.stat()
+        except OSError:
+            continue
+        chain.append((info.st_dev, info.st_ino))
+    return chain
+
+
+def _holds_inode(folder, identity):
+    """Whether a file under `folder` is `identity` (device, inode): a hard link elsewhere to one of its files."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                info = os.stat(os.path.join(root, name), follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) == identity:
+                return True
+    return False
+
+
+def _check_not_input(path, inputs, kind):
+    resolved = Path(os.path.abspath(path)).resolve()
+    own = _identities(resolved)  # own[0] is the output itself when it exists
+    exists = resolved.exists()
+    for source in inputs:
+        source = Path(source)
+        if not source.exists():
+            continue  # a hub name or a missing path: the command names it when it reads it
+        source_resolved = source.resolve()
+        source_id = (source.stat().st_dev, source.stat().st_ino)
+        source_chain = _identities(source_resolved)
+        if kind == "file":
+            if resolved == source_resolved or (exists and own[0] == source_id):
+                raise OutputError(f"{path}: is an input of this command; choose another output (inputs are never "
+                                  "replaced)")  # fmt: skip
+            if source.is_dir() and source_id in own:
+                raise OutputError(f"{path}: is inside the input folder {source}; choose an output elsewhere, so that "
+                                  "no input is replaced and no output is read as an input")  # fmt: skip
+            if source.is_dir() and exists and resolved.stat().st_nlink > 1 and _holds_inode(source, own[0]):
+                raise OutputError(f"{path}: is an input of this command (a hard link to a file in {source}); choose "
+                                  "another output (inputs are never replaced)")  # fmt: skip
+            continue
+        inside = resolved == source_resolved or source_id in own  # own includes the output itself
+        holds = exists and own[0] in source_chain
+        if source.is_dir() and inside:
+            raise OutputError(f"{path}: is (inside) the input folder {source}; choose an output folder elsewhere, so "
+                              "that no input is replaced and no output is read as an input")  # fmt: skip
+        if (source.is_dir() or kind == "tree") and (holds or resolved in source_resolved.parents):
+            raise OutputError(f"{path}: holds the input {source}; choose an output folder elsewhere, so that no "
+                              "input is replaced")  # fmt: skip
+
+
+def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--overwrite", lock=True):
+    """Make sure writing `path` destroys nothing, and hold it for this command. Call it for every output before any
+    work starts, so that a refusal loses nothing.
+
+    kind: "file" (one file, replaced whole), "tree" (a folder replaced whole: a prepared data set, a store) or
+    "folder" (a folder the command writes files into; claim each file too, with lock=False).
+    `inputs`: every file and folder the command reads. Raises OutputError naming `path` and the problem.
+    """
+    path = Path(path)
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise OutputError(f"{path}: {above} is a file, not a folder")
+    if kind == "file" and path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if kind != "file" and path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, not a folder")
+    _check_not_input(path, inputs, kind)
+    if path.is_symlink() and kind != "folder":  # a folder of outputs may be a link the user made to a disk
+        raise OutputError(f"{path}: is a symbolic link; outputs are never written through a link nor replace one: "
+                          "choose another output")  # fmt: skip
+    held = OutputLock(path, folder=kind == "folder") if lock else None
+    try:
+        if kind != "folder":
+            remove_leftovers(path)
+            _check_replaceable(path, overwrite=overwrite, option=option)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return held
+
+
+def _check_replaceable(path, *, overwrite, option):
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return  # new, or an empty folder: nothing to lose
+    reason = not_ours(path)
+    if reason is not None:
+        raise OutputError(f"{path}: already exists and was not written by this toolkit ({reason}); it is never "
+                          "replaced, not even with --overwrite: choose another output")  # fmt: skip
+    if not overwrite:
+        raise OutputError(f"{path}: already exists; pass {option} to replace it, or choose another output")
+
+
+class OutputLock:
+    """An exclusive `flock` on a hidden lock file for one output, held until the command ends (the kernel drops
+    it however the process ends). The lock file is opened with O_NOFOLLOW and holds the holder's pid."""
+
+    held = []
+
+    def __init__(self, path, *, folder=False):
+        self.path = Path(path)
+        self.made = []  # folders made to hold the lock: removed at release if nothing was written into them
+        where = self.path if folder else self.path.parent
+        for missing in reversed([p for p in (where, *where.parents) if not p.exists()]):
+            try:
+                missing.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as error:
+                self.release()
+                raise OutputError(f"{self.path}: cannot write ({_one_line(error)})") from None
+            self.made.append(missing)
+        self.lock_path = self.path / LOCK_NAME if folder else self.path.with_name(f".{self.path.name}{LOCK_NAME}")
+        self.fd = None
+        while self.fd is None:
+            self.fd = self._take()
+        OutputLock.held.append(self)
+
+    def _take(self):
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as error:  # ELOOP: the lock file is a link; EACCES, EROFS, ...
+            self.release()
+            raise OutputError(f"{self.path}: cannot take its lock file {self.lock_path.name} "
+                              f"({_one_line(error)})") from None  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            self.release()
+            raise OutputError(f"{self.path}: being written by another command of this toolkit (pid {holder}); wait "
+                              "for it to end, or choose another output") from None  # fmt: skip
+        try:  # the file may have been removed by the holder we waited for: lock the one now at that name
+            current = os.stat(self.lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if current is None or current.st_ino != os.fstat(fd).st_ino:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.lock_path)  # still ours: nobody else can hold it while we do
+            except OSError:
+                pass
+            os.close(self.fd)  # unlocks
+            self.fd = None
+        for made in reversed(self.made):
+            try:
+                made.rmdir()  # only if still empty: a refused or failed command leaves no new folder behind
+            except OSError:
+                pass
+        self.made = []
+        if self in OutputLock.held:
+            OutputLock.held.remove(self)
+
+    @classmethod
+    def release_all(cls):
+        for lock in list(cls.held):
+            lock.release()
+
+
+atexit.register(OutputLock.release_all)
+
+
+# ---- rule 4: writers clean up on a signal ------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) turned into an exception, so that `finally` blocks remove partial files."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_received = []
+
+
+def _raise_interrupted(signum, frame):
+    if _received:
+        return  # one is on its way out: let the clean-up finish
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def interrupted(message):
+    """Print one `interrupted: <message>` line and exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    signum = _received[0] if _received else signal.SIGINT
+    print(f"\ninterrupted: {message}", file=sys.stderr)
+    sys.exit(128 + int(signum))
+
+
+def writer_command(main):
+    """Decorate a command's `main`: signals raise `Interrupted` while it runs (so partial files go), an interrupt
+    not handled by `main` ends in one `interrupted:` line, and the output locks are released at the end."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        previous = {}
+        _received.clear()
+        for number in _SIGNALS:
+            try:
+                previous[number] = signal.signal(number, _raise_interrupted)
+            except ValueError:  # not the main thread: leave the signals as they are
+                break
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            interrupted("nothing more written, no partial file left")
+        finally:
+            OutputLock.release_all()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            _received.clear()
+
+    return run

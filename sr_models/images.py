@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from sr_models.errors import UserError
-from sr_models.files import atomic_write
+from sr_models.files import EXIF_SOFTWARE, IMAGE_MARK_SUFFIXES, WRITTEN_BY, atomic_write
 from sr_models.image_memory import check_fits
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -332,11 +332,17 @@ def save_image(path, rgb, *, alpha=None, icc=None):
         if image_format not in _ICC_FORMATS:
             raise ImageError(f"{path}: {image_format} cannot hold an ICC profile; write .png, .jpg, .tif or .webp")
         options["icc_profile"] = icc
+    if path.suffix.lower() in IMAGE_MARK_SUFFIXES:  # our mark, so that a later --overwrite may replace it
+        exif = Image.Exif()
+        exif[EXIF_SOFTWARE] = WRITTEN_BY
+        options["exif"] = exif
     atomic_write(path, lambda partial: image.save(partial, format=image_format, **options))
 
 
 def save_rgb(path, array):
-    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic (sr_models.files): complete or absent."""
+    """Write an HxWx3 uint8 array; the suffix picks the format. Atomic (sr_models.files): complete or absent.
+
+    Marked as ours (EXIF Software: sr-toolkit, where the format has EXIF), so that --overwrite may replace it."""
     save_image(path, array)
 
 

@@ -15,7 +15,7 @@ from export.convert import export_fp32, set_metadata
 from export.runtime import OnnxModelError, OnnxUpscaler
 from export.upscale import main as upscale_main
 from sr_models import create_model
-from sr_models.files import OutputError, atomic_write, atomic_write_text, check_output, check_output_folder
+from sr_models.files import OutputError, atomic_write, atomic_write_text, claim_output
 from sr_models.images import load_rgb, save_rgb
 from sr_models.weights import save_weights
 
@@ -45,6 +45,14 @@ def upscale(*argv):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The rule itself
+
+
+def check_output(path, **options):
+    claim_output(path, lock=False, **options)
+
+
+def check_output_folder(folder, *, input_folder=None):
+    claim_output(folder, inputs=[input_folder] if input_folder else [], kind="folder", lock=False)
 
 
 def test_check_output_refuses_inputs_existing_files_folders_and_paths_under_a_file(tmp_path):
@@ -148,15 +156,14 @@ def test_upscale_refuses_the_input_folder_as_output_and_leaves_every_photo(tmp_p
 
 def test_upscale_replaces_an_existing_output_only_with_overwrite(tmp_path, model_path):
     source = photo(tmp_path / "in.png")
-    target = tmp_path / "out.png"
-    target.write_bytes(b"the user's file")
+    target = photo(tmp_path / "out.png", seed=3)  # an earlier output of ours (save_rgb marks it)
+    before = target.read_bytes()
     assert "already exists; pass --overwrite" in str(upscale(model_path, source, target))
-    assert target.read_bytes() == b"the user's file"
+    assert target.read_bytes() == before
     # A folder run checks every output before the first image is run: nothing is written when one exists.
     folder, out = tmp_path / "photos", tmp_path / "out"
     photo(folder / "a.png"), photo(folder / "b.png", seed=1)
-    (out / "b.png").parent.mkdir()
-    (out / "b.png").write_bytes(b"keep")
+    photo(out / "b.png", seed=4)
     assert "b.png: already exists" in str(upscale(model_path, folder, out))
     assert sorted(p.name for p in out.iterdir()) == ["b.png"]
     assert upscale(model_path, source, target, "--overwrite") == 0

@@ -16,8 +16,6 @@ LPIPS (per image), FID and IS (per set, over HR patches) and self-ensemble: docs
 """
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from tqdm import tqdm
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
 from sr_models.ensemble import self_ensemble
 from sr_models.errors import UserError, user_errors
-from sr_models.files import atomic_write_text, check_output
+from sr_models.files import claim_output, interrupted, write_report, writer_command
 from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
 from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
@@ -233,6 +231,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@writer_command
 def main(argv=None):
     with user_errors():  # ImageError, WeightsError, OnnxModelError, OutputError, bad options: one line, exit 1
         score_command(parse_args(argv))
@@ -240,8 +239,9 @@ def main(argv=None):
 
 def score_command(args):
     try:
-        if args.json:  # checked before minutes of scoring, not after
-            check_output(args.json, inputs=[args.weights], overwrite=args.overwrite)
+        if args.json:  # claimed before minutes of scoring, not after
+            inputs = [p for p in (args.weights, args.hr, args.lr, args.metrics_weights) if p is not None]
+            claim_output(args.json, inputs=inputs, overwrite=args.overwrite)
         # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
         torch_device = resolve_device(args.device)
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
@@ -253,10 +253,10 @@ def score_command(args):
                                  patch=args.fid_patch)  # fmt: skip
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)
     except KeyboardInterrupt:
-        sys.exit("\ninterrupted: nothing written")
+        interrupted("nothing written")
     print(format_table(report))
     if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        write_report(args.json, report)
 
 
 if __name__ == "__main__":

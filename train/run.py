@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, user_errors
-from sr_models.files import atomic_write_text
+from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
 from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
@@ -357,8 +357,12 @@ def choose_run_dir(config, state):
     problem = [None]
     if state.is_main_process:
         try:
+            if not config.resume:  # a new run folder never is, holds or lies inside a folder the run reads
+                readings = (config.dataset, config.lr_dataset, config.val_dataset, config.init_weights)
+                claim_output(run_dir, inputs=[p for p in readings if p and p not in ("builtin", "none")],
+                             kind="folder", lock=False)  # fmt: skip
             RunFolderLock(run_dir, new_run=not config.resume)  # held until main() returns
-        except ConfigError as error:
+        except (ConfigError, OutputError) as error:
             problem = [str(error)]
     if state.num_processes > 1:
         broadcast_object_list(problem)  # every process stops alike, none waits at a barrier for the main one
@@ -391,7 +395,7 @@ class RunLog:
 
     def write(self, record, *, step=None, to_trackers=True):
         if self.accelerator.is_main_process:
-            with self.path.open("a") as f:
+            with open_append(self.path) as f:  # never through a link planted in the run folder
                 f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
         if to_trackers:
             numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}

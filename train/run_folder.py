@@ -38,8 +38,13 @@ class RunFolderLock:
         try:
             created = not self.run_dir.exists()
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if marker.is_symlink():
+                raise ConfigError(f"{marker}: is a symbolic link; the run lock is never written through a link "
+                                  "(it would truncate what it points to): remove the link")  # fmt: skip
             had_marker = marker.exists()
-            self.file = open(marker, "a+")
+            # O_NOFOLLOW: a marker that is a link to a user's file is refused, never truncated to our pid
+            fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self.file = os.fdopen(fd, "r+")
         except OSError as error:  # a path under a file, an unwritable parent, a read-only file system
             raise ConfigError(f"{self.run_dir}: cannot use it as the run folder ({one_line(error)})") from None
         try:
@@ -75,8 +80,8 @@ class RunFolderLock:
             raise ConfigError(f"{self.run_dir} already holds {what} ({shown}); a new run needs an empty or new "
                               "folder: choose another --output-dir, or continue a run with --resume latest")  # fmt: skip
         for name in contents:  # the files of a start that failed before its first checkpoint
-            path = self.run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            path = self.run_dir / name  # a link is removed itself, never what it points to
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
     def release(self):
         if not self.file.closed:

@@ -206,6 +206,19 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted earlier attempt left
     partial.mkdir(parents=True)
+    try:  # an error, an interrupt or a full disk leaves no partial store (rule 4)
+        written, skipped = _write_into(dataset, partial, scale=scale, num_proc=num_proc, skip_corrupt=skip_corrupt,
+                                       label=label)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if output.exists():
+        output.rmdir()  # empty (checked above)
+    os.replace(partial, output)
+    return written, skipped
+
+
+def _write_into(dataset, partial, *, scale, num_proc, skip_corrupt, label):
     pairs = ImagePairs(dataset, scale=scale, label=label)
     # Sub-images (prepare_subimages) have no file but a name column: 0001_y240_x480
     names = dataset["name"] if "name" in dataset.column_names else [Path(pairs.name(i)).name for i in range(len(pairs))]
@@ -214,7 +227,6 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
         for index, pair in tqdm(decoded(pairs, num_proc), total=len(pairs), desc="decoding into the store"):
             if isinstance(pair, ImageError):
                 if not skip_corrupt:
-                    shutil.rmtree(partial, ignore_errors=True)
                     raise pair
                 print(f"warning: skipped {pair}", file=sys.stderr)
                 skipped += 1
@@ -233,9 +245,6 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
     index = {"format": FORMAT, "version": VERSION, "scale": scale, "dtype": "uint8", "channels": 3, "source": label,
              "images": images}
     (partial / INDEX).write_text(json.dumps(index) + "\n")
-    if output.exists():
-        output.rmdir()  # empty (checked above)
-    os.replace(partial, output)
     return len(images), skipped
 
 
@@ -244,8 +253,12 @@ _WORKER_PAIRS = None
 
 def _start_worker(pairs):
     global _WORKER_PAIRS
+    import signal
+
     import torch
 
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the main process stops the pool and cleans up
+        signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(1)  # one image per process already uses every core
     _WORKER_PAIRS = pairs
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sr_models.errors import UserError, user_errors
-from sr_models.files import atomic_write_tree, check_output_tree
+from sr_models.files import atomic_write_tree, claim_output, interrupted, writer_command
 from sr_models.images import ImageError
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
@@ -105,6 +105,7 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     return prepared.cast_column("hr", datasets.Image(decode=False)).cast_column("lr", datasets.Image(decode=False))
 
 
+@writer_command
 def main(argv=None):
     with user_errors():  # ImageError, OutputError, a bad --dataset: one line naming the file, exit 1
         prepare_command(argv)
@@ -138,7 +139,7 @@ def prepare_command(argv=None):
         args.subimage_size = 0 if args.store else 480
     try:
         sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
-        check_output_tree(args.output, inputs=sources, overwrite=args.overwrite)
+        claim_output(args.output, inputs=sources, overwrite=args.overwrite, kind="tree")
         dataset = load_source(
             args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
             lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
@@ -161,7 +162,7 @@ def prepare_command(argv=None):
         else:
             atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
     except KeyboardInterrupt:
-        sys.exit(f"\ninterrupted: {args.output} not written")
+        interrupted(f"{args.output} not written, no partial folder left")
     if args.store:
         size = sum(f.stat().st_size for f in args.output.iterdir())
         skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""

@@ -1,0 +1,332 @@
+"""Issue 19, rule 1 (never destroy: sr_models.files.claim_output) and rule 4 for writers (sr_models.files.
+writer_command), through every command that writes: export/upscale.py, export/to_onnx.py, train/evaluate.py --json,
+python -m train.data prepare (--store too), and the run folder's own files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from export.convert import export_fp32
+from export.to_onnx import main as export_main
+from export.upscale import main as upscale_main
+from sr_models import create_model, save_weights
+from sr_models.files import OutputError, claim_output, open_append
+from sr_models.images import save_rgb
+from train.config import ConfigError
+from train.data.subimages import main as prepare_main
+from train.evaluate import main as evaluate_main
+from train.run_folder import MARKER, RunFolderLock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(weights, onnx, benchmark folder with HR/ and LR_bicubic/X2/, folder of photos) shared by the tests."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).eval()
+    weights, onnx_path = root / "tiny.safetensors", root / "tiny.onnx"
+    save_weights(model, weights)
+    export_fp32(model, onnx_path)
+    photos = root / "photos"
+    for seed in range(3):
+        save_rgb(photos / f"p{seed}.png", np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    return weights, onnx_path, photos
+
+
+def code(command, *argv):
+    """Run a command's main in this process: (exit code, the message it exited with)."""
+    try:
+        command([str(a) for a in argv])
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1, str(exit.code)
+    return 0, ""
+
+
+def snapshot(*paths):
+    """Every file under `paths` (links as links) -> its bytes or link target: what must not change."""
+    found = {}
+    for path in paths:
+        for entry in [Path(path), *(Path(path).rglob("*") if Path(path).is_dir() else [])]:
+            if entry.is_symlink():
+                found[entry] = ("link", os.readlink(entry))
+            elif entry.is_file():
+                found[entry] = entry.read_bytes()
+    return found
+
+
+def commands(tiny, tmp_path):
+    """name -> (main, argv for an output at `out`): each writer of the toolkit, run on the tiny fixtures."""
+    weights, onnx_path, photos = tiny
+    cache = str(tmp_path / "hf-cache")
+    return {
+        "upscale": lambda out, source=photos / "p0.png": (upscale_main, [onnx_path, source, out, "--device", "cpu"]),
+        "evaluate": lambda out, hr=photos: (evaluate_main, ["--weights", weights, "--hr", hr, "--json", out,
+                                                           "--device", "cpu"]),
+        "to_onnx": lambda out, parity=photos: (export_main, ["--weights", weights, "--output", out,
+                                                            "--parity-data", parity]),
+        "prepare": lambda out, dataset=photos: (prepare_main, ["prepare", "--dataset", dataset, "--output", out,
+                                                              "--scale", "2", "--store", "--cache-dir", cache]),
+    }  # fmt: skip
+
+
+def run(tiny, tmp_path, name, out, *extra, **where):
+    main, argv = commands(tiny, tmp_path)[name](out, **where)
+    return code(main, *argv, *extra)
+
+
+# ---- an output never replaces an input -------------------------------------------------------------------
+
+
+def test_no_output_is_an_input_by_any_spelling_or_link_even_with_overwrite(tiny, tmp_path):
+    weights, onnx_path, photos = tiny
+    before = snapshot(photos, weights, onnx_path)
+    os.link(photos / "p1.png", tmp_path / "hard.png")
+    os.symlink(photos / "p1.png", tmp_path / "soft.png")
+    os.link(weights, tmp_path / "weights-link.onnx")
+    cases = [  # (command, output, where its inputs are)
+        ("upscale", photos / "p0.png", {}),  # the input itself
+        ("upscale", Path(f"{photos}/../{photos.name}/p0.png"), {}),  # another spelling
+        ("upscale", tmp_path / "hard.png", {"source": photos / "p1.png"}),  # a hard link to the input
+        ("upscale", photos / "p1.png", {"source": tmp_path / "hard.png"}),
+        ("upscale", photos, {"source": photos}),  # the input folder as the output folder
+        ("upscale", photos / "x2", {"source": photos}),  # inside it
+        ("upscale", photos.parent, {"source": photos}),  # holding it
+        ("evaluate", photos / "p1.png", {}),  # the issue's example: a benchmark image replaced by the report
+        ("evaluate", tmp_path / "hard.png", {}),  # a hard link to a benchmark image
+        ("evaluate", tmp_path / "soft.png", {}),  # a symbolic link to one
+        ("evaluate", photos / "report.json", {}),  # inside the benchmark folder
+        ("evaluate", weights, {}),  # the weights
+        ("to_onnx", tmp_path / "weights-link.onnx", {}),  # a hard link to the weights
+        ("to_onnx", photos / "model.onnx", {}),  # inside --parity-data
+        ("prepare", photos, {}),  # the data set itself
+        ("prepare", photos / "prepared", {}),  # inside it
+        ("prepare", photos.parent, {}),  # holding it (replacing it would delete the data set)
+        ("prepare", tmp_path / "soft-folder", {}),  # a link to the data set
+    ]
+    os.symlink(photos, tmp_path / "soft-folder")
+    for name, out, where in cases:
+        status, message = run(tiny, tmp_path, name, out, "--overwrite", **where)
+        assert status == 1 and "input" in message and str(out) in message, (name, out, message)
+        assert message.count("\n") == 0 and message.startswith("error: ")
+    assert snapshot(photos, weights, onnx_path) == before
+
+
+# ---- --overwrite replaces only what this toolkit wrote ----------------------------------------------------
+
+
+def foreign(kind, path, tiny):
+    """A file or folder of the user's at `path`, of the kind the command writes."""
+    if kind == "upscale":
+        Image.new("RGB", (8, 8), "red").save(path)  # a real PNG, without our mark
+    elif kind == "evaluate":
+        path.write_text(json.dumps({"model": "the user's notes", "scale": 2}) + "\n")
+    elif kind == "to_onnx":
+        model = onnx.load(str(tiny[1]))
+        model.producer_name = "pytorch"  # exported by someone else
+        onnx.save(model, str(path))
+    else:
+        path.mkdir()
+        (path / "thesis.tex").write_text("years of work\n")
+
+
+SUFFIX = {"upscale": ".png", "evaluate": ".json", "to_onnx": ".onnx", "prepare": ""}
+
+
+@pytest.mark.parametrize("name", ["upscale", "evaluate", "to_onnx", "prepare"])
+def test_overwrite_replaces_only_what_this_toolkit_wrote(tiny, tmp_path, name):
+    out = tmp_path / f"out{SUFFIX[name]}"
+    foreign(name, out, tiny)
+    before = snapshot(out)
+    for extra in ([], ["--overwrite"]):
+        status, message = run(tiny, tmp_path, name, out, *extra)
+        assert status == 1 and f"{out}: already exists and was not written by this toolkit" in message, message
+        assert "pass --overwrite" not in message  # the refusal never suggests destroying it
+    assert snapshot(out) == before
+    ours = tmp_path / f"ours{SUFFIX[name]}"
+    assert run(tiny, tmp_path, name, ours) == (0, "")
+    status, message = run(tiny, tmp_path, name, ours)  # ours, but not released: --overwrite is named
+    assert status == 1 and "already exists; pass --overwrite" in message
+    assert run(tiny, tmp_path, name, ours, "--overwrite") == (0, "")
+    if name == "prepare":  # a folder of ours into which the user put a file of their own is theirs too
+        (ours / "notes.txt").write_text("mine\n")
+        status, message = run(tiny, tmp_path, name, ours, "--overwrite")
+        assert status == 1 and "not written by this toolkit" in message and "notes.txt" in message
+        assert (ours / "notes.txt").read_text() == "mine\n"
+
+
+def test_every_image_format_is_marked_except_bmp(tmp_path):
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    for suffix in (".png", ".jpg", ".jpeg", ".tif", ".webp"):
+        save_rgb(tmp_path / f"a{suffix}", image)
+        claim_output(tmp_path / f"a{suffix}", overwrite=True, lock=False)  # ours: replaceable
+    save_rgb(tmp_path / "a.bmp", image)
+    with pytest.raises(OutputError, match="a.bmp: already exists and was not written by this toolkit"):
+        claim_output(tmp_path / "a.bmp", overwrite=True, lock=False)
+
+
+# ---- nothing is written through a symbolic link ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["upscale", "evaluate", "to_onnx", "prepare"])
+def test_an_output_that_is_a_symbolic_link_is_refused(tiny, tmp_path, name):
+    target = tmp_path / f"users{SUFFIX[name]}"
+    foreign(name, target, tiny)
+    link = tmp_path / f"out{SUFFIX[name]}"
+    link.symlink_to(target)
+    before = snapshot(target, link)
+    status, message = run(tiny, tmp_path, name, link, "--overwrite")
+    assert status == 1 and f"{link}: is a symbolic link" in message
+    assert snapshot(target, link) == before
+
+
+def test_the_run_lock_and_log_are_never_written_through_a_link(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("the user's file\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / MARKER).symlink_to(users)  # the issue's example: it was truncated to the trainer's pid
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        RunFolderLock(run_dir, new_run=True)
+    (run_dir / "log.jsonl").symlink_to(users)
+    with pytest.raises(OutputError, match="log.jsonl: cannot write"):
+        open_append(run_dir / "log.jsonl")
+    assert users.read_text() == "the user's file\n"
+
+
+# ---- two commands never write one output at once -------------------------------------------------------
+
+
+HOLD = "import sys, time; from sr_models.files import claim_output; claim_output(sys.argv[1], kind=sys.argv[2]); " \
+       "print('held', flush=True); time.sleep(120)"  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["upscale", "upscale-folder", "evaluate", "to_onnx", "prepare"])
+def test_a_second_command_into_one_output_is_refused_naming_the_pid(tiny, tmp_path, name):
+    _, _, photos = tiny
+    out = tmp_path / ("folder" if name == "upscale-folder" else f"out{SUFFIX[name]}")
+    kind = {"upscale-folder": "folder", "prepare": "tree"}.get(name, "file")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), kind], cwd=REPO, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        where = {"source": photos} if name == "upscale-folder" else {}
+        status, message = run(tiny, tmp_path, name.split("-")[0], out, "--overwrite", **where)
+        assert status == 1 and f"{out}: being written by another command" in message
+        assert f"pid {holder.pid}" in message and "\n" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(tiny, tmp_path, name.split("-")[0], out, **where) == (0, "")  # the kernel dropped the lock
+    hidden = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    hidden += [p.name for p in out.iterdir() if p.name.startswith(".")] if out.is_dir() else []
+    assert hidden in ([], [".sr-toolkit-output.json"]), hidden  # the lock file goes with the command
+
+
+# ---- writers leave nothing partial: signals, errors, a full disk, an earlier SIGKILL ----------------------
+
+SLOW = {  # what to make slow, once the writer has begun its partial output
+    "upscale": "import PIL.Image as m; f = m.Image.save\n"
+               "def slow(self, fp, *a, **k):\n    f(self, fp, *a, **k); hold()\nm.Image.save = slow",
+    "to_onnx": "import export.to_onnx as m; f = m.check_parity\n"
+               "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.check_parity = slow",
+    "prepare": "import train.data.store as m; f = m.image_digest\n"
+               "def slow(a):\n    hold(); return f(a)\nm.image_digest = slow",
+    "evaluate": "import train.evaluate as m; f = m.score\n"
+                "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.score = slow",
+}
+MAINS = {"upscale": "export.upscale", "to_onnx": "export.to_onnx", "prepare": "train.data.subimages",
+         "evaluate": "train.evaluate"}  # fmt: skip
+
+
+def slow_writer(name, argv):
+    """A subprocess running the command, which says `writing` and waits once its partial output exists."""
+    script = "import sys, time\ndef hold():\n    print('writing', flush=True); time.sleep(120)\n" + SLOW[name] + \
+        f"\nfrom {MAINS[name]} import main\nmain(sys.argv[1:])\n"  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
+                            text=True)  # fmt: skip
+
+
+SIGNAL_CASES = [(name, signal.SIGTERM) for name in ("upscale", "to_onnx", "prepare", "evaluate")] + [
+    (name, signum) for name in ("upscale", "prepare") for signum in (signal.SIGINT, signal.SIGHUP)]
+
+
+@pytest.mark.parametrize("name, signum", SIGNAL_CASES)
+def test_a_signal_removes_the_partial_output_and_exits_128_plus_n(tiny, tmp_path, name, signum):
+    out = tmp_path / "out" / f"out{SUFFIX[name]}"
+    _, argv = commands(tiny, tmp_path)[name](out)
+    process = slow_writer(name, argv)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no partial, no lock file, no new folder
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_run_and_nothing_else(tiny, tmp_path):
+    out = tmp_path / "prepared.store"
+    _, argv = commands(tiny, tmp_path)["prepare"](out)
+    process = slow_writer("prepare", argv)
+    assert process.stdout.readline().strip() == "writing"
+    process.kill()  # SIGKILL: no clean-up can run
+    process.wait()
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store.")]
+    assert left, "the killed writer left nothing to clean up: the test proves nothing"
+    users = {tmp_path / name: b"mine" for name in (".prepared.store.notes", "prepared.store.123.partial",
+                                                    ".other.123.partial")}  # fmt: skip
+    for path, data in users.items():
+        path.write_bytes(data)
+    assert run(tiny, tmp_path, "prepare", out) == (0, "")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store.")] == [".prepared.store.notes"]
+    assert snapshot(*users) == users
+    for name, leftover in (("upscale", ".out.png.4242.partial"), ("evaluate", ".out.json.4242.partial"),
+                           ("to_onnx", "..out.onnx.4242.partial.4242.scratch-x1y2")):  # fmt: skip
+        (tmp_path / leftover).mkdir() if "scratch" in leftover else (tmp_path / leftover).write_bytes(b"half")
+        assert run(tiny, tmp_path, name, tmp_path / f"out{SUFFIX[name]}") == (0, "")
+        assert not (tmp_path / leftover).exists()
+
+
+@pytest.mark.parametrize("name", ["upscale", "to_onnx", "prepare"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tiny, tmp_path, name, monkeypatch):
+    import export.to_onnx
+    import train.data.store
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    target = {"upscale": (Image.Image, "save"), "to_onnx": (export.to_onnx, "check_parity"),
+              "prepare": (train.data.store, "image_digest")}[name]  # fmt: skip
+    monkeypatch.setattr(*target, full)
+    out = tmp_path / "out" / f"out{SUFFIX[name]}"
+    status, message = run(tiny, tmp_path, name, out)
+    assert status == 1 and "No space left on device" in message and str(out) in message, message
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_new_run_folder_is_never_inside_or_holding_its_training_data(tiny, tmp_path, inside):
+    photos = tmp_path / "data" / "photos"
+    photos.mkdir(parents=True)
+    for image in tiny[2].iterdir():
+        (photos / image.name).write_bytes(image.read_bytes())
+    run_dir = photos / "run" if inside else tmp_path / "data"  # samples/ there would be trained on next time
+    before = snapshot(tmp_path / "data")
+    done = subprocess.run([sys.executable, "train/run.py", "--dataset", str(photos), "--val-dataset", "none",
+                           "--output-dir", str(run_dir), "--steps", "1", "--log-with", "none"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and f"error: {run_dir}: " in done.stderr and "input" in done.stderr, done.stderr
+    assert snapshot(tmp_path / "data") == before and not (photos / "run").exists()

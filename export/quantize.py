@@ -52,7 +52,7 @@ MODEL_PERCENTILE = {"pan": 99.99999}
 # (VPMADDUBSW): 8-bit weights overflow it (255 * 2 * 127 > 32767). "paired" (default): 8-bit weights, then each
 # same-sign pair of weights that the kernel adds is cut to 128 in magnitude (export/kernels.py), so no pair can
 # saturate; "7bit": every weight in [-64, 64] (onnxruntime's reduce_range), pairing-proof but coarser (PAN x4:
-# worst drawn image 0.38 dB against 0.23); "8bit": the export before, exact only on VNNI, ARM and u8u8 kernels.
+# worst drawn image 0.38 dB against 0.23); "8bit": the export before, exact only on VNNI and ARM kernels.
 WEIGHTS = ("paired", "7bit", "8bit")
 DEFAULT_WEIGHTS = "paired"
 EXACT_INPUT = {"scale": np.array(1 / 255, dtype=np.float32), "zero_point": np.array(0, dtype=np.uint8)}

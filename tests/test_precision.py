@@ -97,6 +97,27 @@ def test_capping_torchs_kernels_at_avx2_turns_auto_to_fp32_on_any_cpu():
     assert result.stdout.strip() == "no"
 
 
+@pytest.mark.parametrize("cap, admits", [(None, True), ("AVX2", False), ("AVX512_CORE", False),
+                                         ("avx512_core_vnni", False), ("AVX512_CORE_BF16", True),
+                                         ("AVX512_CORE_AMX", True), ("ALL", True)])  # fmt: skip
+def test_a_onednn_cap_below_bf16_counts_as_emulated_bf16(cap, admits):
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE (Skylake-class AVX-512) leaves oneDNN's own bf16 report True while its
+    kernels emulate bf16; the cap itself decides."""
+    from train.precision import onednn_cap_admits_bf16
+
+    assert onednn_cap_admits_bf16({} if cap is None else {"ONEDNN_MAX_CPU_ISA": cap}) is admits
+    if cap is not None:
+        assert onednn_cap_admits_bf16({"DNNL_MAX_CPU_ISA": cap}) is admits
+
+
+def test_capping_onednn_below_bf16_turns_auto_to_fp32_on_any_cpu():
+    script = "from train.precision import choose; c = choose('auto', device_type='cpu', environ={}); print(c.mixed_precision, c.reason)"
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120, check=True)  # fmt: skip
+    assert result.stdout.split()[0] == "no", result.stdout
+
+
 def test_the_cpu_bf16_rule_names_the_units_it_found():
     assert cpu_bf16(AMX) == (True, "native bf16 on this CPU (AMX and AVX512-BF16)")
     assert cpu_bf16(AVX512_BF16) == (True, "native bf16 on this CPU (AVX512-BF16)")

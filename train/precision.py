@@ -46,8 +46,22 @@ def cpu_features():
         "amx": check(lambda: torch.cpu._is_amx_tile_supported()),
         "avx512_bf16": check(lambda: torch.cpu._is_avx512_bf16_supported()),
         "kernels": torch.backends.cpu.get_cpu_capability(),  # AVX512, AVX2, DEFAULT, ...: ATEN_CPU_CAPABILITY caps it
-        "onednn_bf16": check(lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported()),  # ONEDNN_MAX_CPU_ISA caps it
+        # oneDNN's own report stays True under a cap such as AVX512_CORE (bf16 then emulated): the cap is read too.
+        "onednn_bf16": check(lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported()) and onednn_cap_admits_bf16(),
     }
+
+
+# oneDNN ISAs (ONEDNN_MAX_CPU_ISA values) from which its kernels use bf16 instructions; below them bf16 is emulated.
+ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+                    "ALL", "DEFAULT")  # fmt: skip
+
+
+def onednn_cap_admits_bf16(environ=None):
+    """Whether ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA), if set, lets oneDNN use bf16 instructions."""
+    environ = os.environ if environ is None else environ
+    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA")
+    return not cap or cap.strip().upper() in ONEDNN_BF16_ISAS
 
 
 def cpu_bf16(features):

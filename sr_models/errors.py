@@ -40,7 +40,7 @@ def first_to_say(line):
     launch = _launch_id()
     if launch:
         digest = hashlib.sha256(f"{launch}\0{line}".encode()).hexdigest()[:24]
-        marker = os.path.join(tempfile.gettempdir(), f"sr-toolkit-said-{digest}")
+        marker = os.path.join(tempfile.gettempdir(), said_marker_prefix(os.getppid()) + digest)
         try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
@@ -48,6 +48,26 @@ def first_to_say(line):
         except OSError:
             pass  # no writable temporary folder: printing twice beats printing nothing
     return True
+
+
+def said_marker_prefix(agent):
+    """The name every marker of the launch whose agent (the processes' parent) is `agent` starts with: sr-launch,
+    that agent, removes them when the launch ends."""
+    return f"sr-toolkit-said-{agent}-"
+
+
+def remove_said_markers(agent):
+    folder = tempfile.gettempdir()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(said_marker_prefix(agent)):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass  # removed by another cleanup, or not ours to remove
 
 
 def _launch_id():

@@ -8,6 +8,8 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -199,9 +201,12 @@ def test_sr_launch_single_process_ends_with_the_one_line(files):
 def test_sr_launch_two_processes_end_with_one_line(files):
     recipe = files["root"] / "deep2.yaml"
     recipe.write_text("steps: " + "[" * 2000 + "]" * 2000 + "\n")
+    markers = lambda: set(Path(tempfile.gettempdir()).glob("sr-toolkit-said-*"))  # noqa: E731
+    before = markers()
     done = run("-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port",
                str(free_port()), "train/run.py", "--recipe", str(recipe), "--output-dir", str(files["root"] / "r2"))
     assert_one_line(done, recipe)  # once, not once per process; no ChildFailedError report
+    assert markers() <= before, "the launch left its 'said once' markers behind"
 
 
 def test_sr_launch_trains_like_accelerate_launch(files):

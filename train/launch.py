@@ -14,11 +14,14 @@ there is no launcher option for the note or for the multi-process report, hence 
 """
 
 import logging
+import os
 import subprocess
 import sys
 
 from accelerate.commands.launch import launch_command, launch_command_parser
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+from sr_models.errors import remove_said_markers
 
 # Launcher messages that repeat what the failing process already printed, or announce defaults we chose.
 QUIETED = {
@@ -53,6 +56,8 @@ def main(argv=None):
     except ChildFailedError as failed:  # several processes (torchrun): each one's exit status, the first one's passed on
         _, first = failed.get_first_failure()
         sys.exit(child_status(first.exitcode) or 1)
+    finally:  # torchrun's agent runs in this process: the training processes' "said once" markers are ours to remove
+        remove_said_markers(os.getpid())
 
 
 if __name__ == "__main__":

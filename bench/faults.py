@@ -500,7 +500,7 @@ class Suite:
             return Result(case, where, "lost" if problem else "handled", problem or "validates, run folder with ü works",
                           outcome.seconds)  # fmt: skip
         if where == "train/evaluate.py":
-            report = folder / "report é.json"
+            report = folder.parent / f"report é {slug(where)}.json"  # beside the set: never inside an input folder
             outcome = run(["train/evaluate.py", "--weights", str(self.weights), "--hr", str(folder), "--json",
                            str(report), "--device", "cpu"])  # fmt: skip
             if outcome.returncode != 0:

@@ -169,9 +169,9 @@ def export_command(args):
     try:
         check_opset(args.opset, args.exporter)  # before the weights are read: a wrong number costs nothing
         inputs = [p for p in (args.weights, args.parity_data, args.calibration) if p is not None]
-        claim_output(args.output, inputs=inputs, overwrite=args.overwrite)
+        claim_output(args.output, inputs=inputs, overwrite=args.overwrite, writes="onnx")
         for report_path in reports(args.output):  # stale reports of ours are replaced; a user's file never
-            claim_output(report_path, inputs=inputs, overwrite=True, lock=False)
+            claim_output(report_path, inputs=inputs, overwrite=True, lock=False, writes="report")
         model = load_model(args.weights, name=args.model, scale=args.scale)
         report = export(
             model, args.output, precision=args.precision, parity_data=args.parity_data, calibration=args.calibration,

@@ -53,7 +53,7 @@ def plan(source, target, *, model=None, overwrite=False):
             raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
         jobs = [(source, target)]
     for image, output in jobs:
-        claim_output(output, inputs=[*inputs, image], overwrite=overwrite, lock=not source.is_dir())
+        claim_output(output, inputs=[*inputs, image], overwrite=overwrite, lock=not source.is_dir(), writes="image")
     return jobs
 
 

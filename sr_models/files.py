@@ -40,9 +40,10 @@ from sr_models.errors import UserError
 WRITTEN_BY = "sr-toolkit"  # the mark this toolkit leaves in what it writes
 FOLDER_MARK = ".sr-toolkit-output.json"  # inside every folder written whole: the mark and the folder's file list
 LOCK_NAME = ".sr-toolkit.lock"  # inside a folder of outputs; `.NAME.sr-toolkit.lock` beside a single output
-TEMPORARY_KINDS = ("partial", "old", "scratch")  # `.NAME.PID.KIND`: our hidden temporaries, nothing else
+TEMPORARY_KINDS = ("partial", "old", "scratch")  # `.NAME.PID.sr-toolkit-KIND`: our hidden temporaries, nothing else
 IMAGE_MARK_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # BMP has nowhere to carry a mark
 EXIF_SOFTWARE = 0x0131
+TEMPORARY_TAG = "sr-toolkit-"  # in every temporary name of ours (partial_path): what remove_leftovers matches
 
 
 
@@ -66,13 +67,16 @@ def _umask():
 def partial_path(path, kind="partial"):
     """The hidden temporary name beside `path`: never listed as an image, never mistaken for the output."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.{kind}")
+    return path.with_name(f".{path.name}.{os.getpid()}.{TEMPORARY_TAG}{kind}")
 
 
 def _leftover_pattern(name):
-    # `.NAME.PID.KIND` and what our writers nest under it:
-    # `.NAME.PID.partial.partial` (a store), `..NAME.PID.partial.PID.scratch-*` (an export's scratch folder)
-    return re.compile(rf"^\.+{re.escape(name)}\.\d+\.({'|'.join(TEMPORARY_KINDS)})(\..*|-.*)?$")
+    # `.NAME.PID.sr-toolkit-KIND` and what our writers nest under it: `.NAME.PID.sr-toolkit-partial.partial` (a
+    # store), `..NAME.PID.sr-toolkit-partial.PID.sr-toolkit-scratch-*` (an export's scratch folder). The tag is what
+    # makes the name ours: a user's `.photos.2024.old` backup has the shape of a temporary but not the tag.
+    kinds, tag = "|".join(TEMPORARY_KINDS), re.escape(TEMPORARY_TAG)
+    nested = rf"(\.partial|\.\d+\.{tag}scratch-\w+)?"
+    return re.compile(rf"^\.+{re.escape(name)}\.\d+\.{tag}({kinds})(-\w+)?{nested}$")
 
 
 def remove_leftovers(path):
@@ -174,8 +178,15 @@ def open_append(path):
 # ---- rule 1: never destroy -----------------------------------------------------------------------------------
 
 
-def not_ours(path):
-    """None if `path` was written by this toolkit (it carries our mark), else why it is taken for the user's."""
+MARKED_KINDS = {".json": "report", ".onnx": "onnx", **{suffix: "image" for suffix in IMAGE_MARK_SUFFIXES}}
+
+
+def not_ours(path, writes=None):
+    """None if `path` was written by this toolkit (it carries our mark), else why it is taken for the user's.
+
+    `writes`: what the command would put there ("report", "onnx" or "image"; None: told by the suffix). Only a file
+    of ours of that very kind may be replaced: a JSON report never replaces an exported model of ours named
+    `--json m.onnx`, whatever the suffix says."""
     path = Path(path)
     if path.is_dir():
         try:
@@ -185,17 +196,18 @@ def not_ours(path):
         foreign = sorted(p.name for p in path.iterdir() if p.name != FOLDER_MARK and p.name not in listed)
         return f"it holds files it did not write: {', '.join(foreign[:3])}" if foreign else None
     suffix = path.suffix.lower()
+    kind = writes or MARKED_KINDS.get(suffix)
     try:
-        if suffix == ".json":
+        if kind == "report":
             data = json.loads(path.read_text())
             ours = isinstance(data, dict) and data.get("written_by") == WRITTEN_BY
-            return None if ours else 'no "written_by" mark'
-        if suffix == ".onnx":
+            return None if ours else 'not a report of ours: no "written_by" mark'
+        if kind == "onnx":
             import onnx  # deferred: only ONNX outputs need it
 
             producer = onnx.load(str(path), load_external_data=False).producer_name
             return None if producer == WRITTEN_BY else f"its producer is {producer or 'not named'}"
-        if suffix in IMAGE_MARK_SUFFIXES:
+        if kind == "image":
             from sr_models.images import open_image  # deferred: images imports this module; it stays light
 
             with open_image(path, name=str(path)) as (image, _):  # the one opener: explicit formats, header only
@@ -265,13 +277,14 @@ def _check_not_input(path, inputs, kind):
                               "input is replaced")  # fmt: skip
 
 
-def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--overwrite", lock=True):
+def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--overwrite", lock=True, writes=None):
     """Make sure writing `path` destroys nothing, and hold it for this command. Call it for every output before any
     work starts, so that a refusal loses nothing.
 
     kind: "file" (one file, replaced whole), "tree" (a folder replaced whole: a prepared data set, a store) or
     "folder" (a folder the command writes files into; claim each file too, with lock=False).
-    `inputs`: every file and folder the command reads. Raises OutputError naming `path` and the problem.
+    `inputs`: every file and folder the command reads. `writes`: what kind of file it writes there (not_ours).
+    Raises OutputError naming `path` and the problem.
     """
     path = Path(path)
     above = next((p for p in path.parents if p.exists()), None)
@@ -289,7 +302,7 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     try:
         if kind != "folder":
             remove_leftovers(path)
-            _check_replaceable(path, overwrite=overwrite, option=option)
+            _check_replaceable(path, overwrite=overwrite, option=option, writes=writes)
     except BaseException:
         if held is not None:
             held.release()
@@ -297,10 +310,10 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     return held
 
 
-def _check_replaceable(path, *, overwrite, option):
+def _check_replaceable(path, *, overwrite, option, writes=None):
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return  # new, or an empty folder: nothing to lose
-    reason = not_ours(path)
+    reason = not_ours(path, writes)
     if reason is not None:
         raise OutputError(f"{path}: already exists and was not written by this toolkit ({reason}); it is never "
                           "replaced, not even with --overwrite: choose another output")  # fmt: skip
@@ -317,6 +330,8 @@ class OutputLock:
     def __init__(self, path, *, folder=False):
         self.path = Path(path)
         self.made = []  # folders made to hold the lock: removed at release if nothing was written into them
+        self.fd = None  # set before anything can fail: release() reads it
+        self.lock_path = self.path / LOCK_NAME if folder else self.path.with_name(f".{self.path.name}{LOCK_NAME}")
         where = self.path if folder else self.path.parent
         for missing in reversed([p for p in (where, *where.parents) if not p.exists()]):
             try:
@@ -327,8 +342,6 @@ class OutputLock:
                 self.release()
                 raise OutputError(f"{self.path}: cannot write ({_one_line(error)})") from None
             self.made.append(missing)
-        self.lock_path = self.path / LOCK_NAME if folder else self.path.with_name(f".{self.path.name}{LOCK_NAME}")
-        self.fd = None
         while self.fd is None:
             self.fd = self._take()
         OutputLock.held.append(self)
@@ -355,8 +368,11 @@ class OutputLock:
         if current is None or current.st_ino != os.fstat(fd).st_ino:
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the pid is for the second command's message only: a full disk leaves the lock held and unnamed
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         return fd
 
     def release(self):

@@ -165,6 +165,19 @@ def test_overwrite_replaces_only_what_this_toolkit_wrote(tiny, tmp_path, name):
         assert (ours / "notes.txt").read_text() == "mine\n"
 
 
+def test_overwrite_replaces_ours_only_with_the_same_kind_of_file(tiny, tmp_path):
+    """--json m.onnx --overwrite: m.onnx is ours, but a model, not a report; a report named like an image the same."""
+    model, report, image = tmp_path / "m.onnx", tmp_path / "r.json", tmp_path / "up.png"
+    assert run(tiny, tmp_path, "to_onnx", model) == (0, "")
+    assert run(tiny, tmp_path, "evaluate", report) == (0, "")
+    assert run(tiny, tmp_path, "upscale", image) == (0, "")
+    for name, out in [("evaluate", model), ("evaluate", image)]:  # to_onnx and upscale refuse a report's suffix
+        before = snapshot(out)
+        status, message = run(tiny, tmp_path, name, out, "--overwrite")
+        assert status == 1 and f"{out}: already exists and was not written by this toolkit" in message, message
+        assert snapshot(out) == before
+
+
 def test_every_image_format_is_marked_except_bmp(tmp_path):
     image = np.zeros((4, 4, 3), dtype=np.uint8)
     for suffix in (".png", ".jpg", ".jpeg", ".tif", ".webp"):
@@ -202,6 +215,20 @@ def test_the_run_lock_and_log_are_never_written_through_a_link(tmp_path):
     with pytest.raises(OutputError, match="log.jsonl: cannot write"):
         open_append(run_dir / "log.jsonl")
     assert users.read_text() == "the user's file\n"
+
+
+@pytest.mark.parametrize("planted", ["samples", "checkpoints/step_00000010", "best.safetensors"])
+def test_a_link_anywhere_inside_a_run_folder_is_refused_before_anything_is_written(tmp_path, planted):
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "keep.txt").write_text("the user's file\n")
+    run_dir = tmp_path / "run"
+    (run_dir / planted).parent.mkdir(parents=True)
+    (run_dir / planted).symlink_to(users)  # writes or pruning there would land in the user's folder
+    before = snapshot(users, run_dir)
+    with pytest.raises(ConfigError, match=f"{run_dir / planted}: is a symbolic link inside the run folder"):
+        RunFolderLock(run_dir, new_run=False)
+    assert snapshot(users, run_dir) == before
 
 
 # ---- two commands never write one output at once -------------------------------------------------------
@@ -286,18 +313,28 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_run_and_nothing_else
     process.wait()
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store.")]
     assert left, "the killed writer left nothing to clean up: the test proves nothing"
+    # A user's hidden files of the same shape (a dated backup folder, a partial download) lack our tag: kept.
     users = {tmp_path / name: b"mine" for name in (".prepared.store.notes", "prepared.store.123.partial",
-                                                    ".other.123.partial")}  # fmt: skip
+                                                    ".other.123.partial", ".prepared.store.2024.old",
+                                                    ".prepared.store.12.partial", ".out.png.12.partial",
+                                                    ".out.onnx.999.partial.txt")}  # fmt: skip
+    backup = tmp_path / ".prepared.store.2023.old"  # a whole folder, as a user's backup would be
+    backup.mkdir()
+    (backup / "my_only_copy.png").write_bytes(b"precious")
     for path, data in users.items():
         path.write_bytes(data)
     assert run(tiny, tmp_path, "prepare", out) == (0, "")
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store.")] == [".prepared.store.notes"]
-    assert snapshot(*users) == users
-    for name, leftover in (("upscale", ".out.png.4242.partial"), ("evaluate", ".out.json.4242.partial"),
-                           ("to_onnx", "..out.onnx.4242.partial.4242.scratch-x1y2")):  # fmt: skip
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store."))
+    assert kept == [".prepared.store.12.partial", ".prepared.store.2023.old", ".prepared.store.2024.old",
+                    ".prepared.store.notes"]  # fmt: skip
+    assert snapshot(*users) == users and (backup / "my_only_copy.png").read_bytes() == b"precious"
+    for name, leftover in (("upscale", ".out.png.4242.sr-toolkit-partial"),
+                           ("evaluate", ".out.json.4242.sr-toolkit-partial"),
+                           ("to_onnx", "..out.onnx.4242.sr-toolkit-partial.4242.sr-toolkit-scratch-x1y2")):  # fmt: skip
         (tmp_path / leftover).mkdir() if "scratch" in leftover else (tmp_path / leftover).write_bytes(b"half")
         assert run(tiny, tmp_path, name, tmp_path / f"out{SUFFIX[name]}") == (0, "")
         assert not (tmp_path / leftover).exists()
+    assert snapshot(*users) == users
 
 
 @pytest.mark.parametrize("name", ["upscale", "to_onnx", "prepare"])

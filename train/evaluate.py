@@ -241,7 +241,7 @@ def score_command(args):
     try:
         if args.json:  # claimed before minutes of scoring, not after
             inputs = [p for p in (args.weights, args.hr, args.lr, args.metrics_weights) if p is not None]
-            claim_output(args.json, inputs=inputs, overwrite=args.overwrite)
+            claim_output(args.json, inputs=inputs, overwrite=args.overwrite, writes="report")
         # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
         torch_device = resolve_device(args.device)
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device

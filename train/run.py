@@ -481,10 +481,10 @@ class Interrupted(Exception):
 
 
 class StopSignals:
-    """SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop at the next optimizer
-    step; a second signal stops at once, even in the middle of that save: the checkpoint being written is still a
-    `.partial` folder, which is never resumed from, so the last complete one stays the one to continue from; one
-    line says which. Installed only when train/run.py is the program (not in tests). Every process must stop at the
+    """SIGTERM (a scheduler's preemption), SIGINT (Ctrl-C) and SIGHUP (a closed terminal) ask the loop to save and
+    stop at the next optimizer step; a second signal stops at once, even in the middle of that save: the checkpoint
+    being written is still a `.partial` folder, which is never resumed from, so the last complete one stays the one
+    to continue from; one line says which. Installed only when train/run.py is the program (not in tests). Every process must stop at the
     same step (the signal reaches them at different times), or the ones still training would wait forever in the
     next all-reduce: StepGuard.decide agrees on it with the NaN check's all-reduce."""
 
@@ -493,7 +493,7 @@ class StopSignals:
         self.run_dir = None  # set once the run folder is known: the second signal's line names its checkpoint
 
     def install(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal or ssh session closed
             signal.signal(signum, self.handle)
 
     def handle(self, signum, frame):

@@ -27,6 +27,16 @@ def one_line(error):
     return " ".join(str(error).split())
 
 
+def first_link_inside(folder):
+    """The first symbolic link anywhere inside `folder` (never followed), or None. A run folder is the toolkit's:
+    nothing in it is a link, so a link found there was planted and is refused before anything is written."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(root, name)):
+                return Path(root, name)
+    return None
+
+
 class RunFolderLock:
     """The main process's claim on a run folder; `release()` (or process exit) lets it go."""
 
@@ -64,6 +74,13 @@ class RunFolderLock:
                 if created:
                     self.run_dir.rmdir()
                 raise
+        link = first_link_inside(self.run_dir)
+        if link is not None:  # samples/, checkpoints/ or a weights file made a link: writes would land in its target
+            self.release()
+            if not had_marker:  # refused: the folder is left exactly as it was found
+                marker.unlink(missing_ok=True)
+            raise ConfigError(f"{link}: is a symbolic link inside the run folder; a run never writes through a link "
+                              "(it would write into, or prune, what it points to): remove the link")  # fmt: skip
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")

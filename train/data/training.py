@@ -80,3 +80,4 @@ def leave_stop_signals_to_the_trainer(worker_id):
     would otherwise die with a KeyboardInterrupt traceback and take the run down with exit 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -9,6 +9,7 @@ from UserError; raise one of them, or UserError itself, for anything the user ca
 
 import hashlib
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 
@@ -28,9 +29,23 @@ def user_errors():
     try:
         yield
     except UserError as error:
-        line = f"error: {one_line(error)}"
+        line = f"error: {one_line(raised_message(error))}"
         # SystemExit with a message: Python prints it on stderr and exits 1 (sys.exit's convention).
         raise SystemExit(line if first_to_say(line) else 1) from None
+
+
+WORKER_RERAISE = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s+Original Traceback")
+
+
+def raised_message(error):
+    """The message `error` was raised with. An error raised in a DataLoader worker reaches the main process as the
+    same class with the worker's whole traceback as its message: its own message is the traceback's last entry."""
+    message = str(error)
+    if not WORKER_RERAISE.match(message):
+        return message
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    last = message.rfind("\n" + name)
+    return message[last + 1 + len(name):] if last >= 0 else message.strip().splitlines()[-1]
 
 
 def first_to_say(line):

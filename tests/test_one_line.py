@@ -235,6 +235,46 @@ def test_an_image_too_small_to_score_is_one_line(files):
     assert "leaves nothing" in assert_one_line(done, folder / "t.png")
 
 
+def test_a_data_error_in_a_loader_worker_is_one_line_and_the_run_ends(files):
+    """An image that fails in a DataLoader worker reaches the trainer wrapped in the worker's whole traceback, and
+    the workers (which ignore SIGTERM) once kept the process from exiting: one line, exit 1, no wait."""
+    folder = files["root"] / "one-truncated"
+    folder.mkdir()
+    for i in range(3):
+        save_rgb(folder / f"p{i}.png", np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    data = (folder / "p1.png").read_bytes()
+    (folder / "p1.png").write_bytes(data[: len(data) // 2])  # its header is whole: only decoding it fails
+    done = run("-m", "train.launch", "train/run.py", *TINY, "--dataset", str(folder), "--num-workers", "1",
+               "--cache-images", "false", "--steps", "20", "--output-dir", str(files["root"] / "r5"), timeout=120)
+    assert "truncated" in assert_one_line(done, folder / "p1.png")
+    assert "DataLoader worker" not in done.stderr
+
+
+BUG_IN_A_WORKER = """
+import torch
+from train.data.training import training_loader
+
+class Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, index):
+        raise RuntimeError("a bug in a worker")
+
+loader = training_loader(Broken(), batch_size=1, num_workers=2, persistent_workers=True)
+for batch in loader:
+    pass
+"""
+
+
+def test_a_bug_in_a_loader_worker_keeps_its_traceback_and_the_process_ends():
+    """A traceback keeps the loader alive to the end; the workers, which ignore SIGTERM, are killed at exit instead
+    of being waited for."""
+    done = run("-c", BUG_IN_A_WORKER, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "a bug in a worker" in done.stderr
+    assert "killed by signal" not in done.stderr  # the exit's kill is not reported as a worker's crash
+
+
 def test_sr_launch_keeps_a_bugs_traceback_and_exit_status(files):
     """Only the launcher's own traceback goes: the child's output, a bug's traceback included, is all there."""
     script = files["root"] / "bug.py"

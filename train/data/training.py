@@ -1,5 +1,8 @@
 """Putting the training data together: source -> (sub-images) -> usable pairs -> patches -> loader."""
 
+import atexit
+import functools
+import multiprocessing
 import signal
 
 import torch
@@ -62,6 +65,8 @@ def check_enough_images(patches, *, processes, batch_size, repeat_images, label)
 def training_loader(patches, *, batch_size, num_workers, persistent_workers, pin_memory=False):
     # No shuffling here: PatchDataset is already a seeded random stream, and a sequential order is what lets
     # skip_first_batches resume it exactly.
+    if num_workers > 0:
+        end_workers_at_exit()
     return torch.utils.data.DataLoader(
         patches,
         batch_size=batch_size,
@@ -81,3 +86,19 @@ def leave_stop_signals_to_the_trainer(worker_id):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@functools.cache  # once per process
+def end_workers_at_exit():
+    """At exit, multiprocessing ends the daemonic children still alive with SIGTERM and waits for them: the workers
+    ignore it (above), so a run that ends in an error while its loader is still held (by the traceback's frames)
+    would wait forever. Registered after multiprocessing's own handler, this one runs first (atexit is last in,
+    first out) and kills them; a worker holds nothing to save."""
+
+    def kill_daemonic_children():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would take the kill for a worker's crash
+        for child in multiprocessing.active_children():
+            if child.daemon:
+                child.kill()
+
+    atexit.register(kill_daemonic_children)

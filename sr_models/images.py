@@ -217,7 +217,7 @@ def decode_image(source, *, name, max_memory=None, apply_icc=False):
         rgb, alpha = _to_arrays(image, name)
         icc = header.icc
         if apply_icc and icc is not None and _icc_space(icc) != "RGB":
-            rgb, icc = _apply_icc(image, icc, name), None
+            rgb, icc = _apply_icc(image, rgb, icc, name), None
     return Picture(rgb=rgb, alpha=alpha, icc=icc, header=header)
 
 
@@ -263,17 +263,24 @@ def _icc_space(icc):
     return icc[16:20].decode("ascii", "replace").strip()
 
 
-def _apply_icc(image, icc, name):
-    """Colour of `image` converted from its (non-RGB) ICC profile to sRGB, as HxWx3 uint8."""
-    space = _icc_space(icc)
-    mode = {"CMYK": "CMYK", "GRAY": "L"}.get(space)
-    if mode is None:
+_GRAY_MODES = ("1", "L", "LA", *_SIXTEEN_BIT_MODES)
+
+
+def _apply_icc(image, rgb, icc, name):
+    """The decoded colour `rgb` of the loaded Pillow `image`, converted from its (non-RGB) ICC profile to
+    sRGB, as HxWx3 uint8. The profile is applied to the 8-bit values the toolkit decoded (16-bit gray already
+    reduced, alpha already split off), never to Pillow's own conversion of the raw pixels."""
+    space, mode = _icc_space(icc), image.mode
+    if space == "GRAY" and mode in _GRAY_MODES:
+        pixels = Image.fromarray(np.ascontiguousarray(rgb[:, :, 0]), "L")  # gray decodes to three equal channels
+    elif space == "CMYK" and mode == "CMYK":
+        pixels = image  # Pillow's RGB of CMYK is a naive formula: the profile goes on the stored inks
+    else:
         raise ImageError(f"{name}: its ICC profile is for the {space!r} colour space, which this toolkit cannot "
-                         "apply; convert the image to RGB first")  # fmt: skip
+                         f"apply to {mode} pixels; convert the image to RGB first")  # fmt: skip
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        converted = ImageCms.profileToProfile(image.convert(mode), source, ImageCms.createProfile("sRGB"),
-                                              outputMode="RGB")  # fmt: skip
+        converted = ImageCms.profileToProfile(pixels, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
         raise ImageError(f"{name}: cannot apply its {space} ICC profile ({_one_line(error)})") from None
     return np.array(converted, dtype=np.uint8)

@@ -233,3 +233,25 @@ def test_a_gray_profile_is_applied_giving_srgb(onnx_model, tmp_path, capsys):
     assert np.array_equal(out[:, :, :3], OnnxUpscaler(onnx_model, device="cpu")(reference))
     assert np.array_equal(out[:, :, 3], bicubic(alpha))
     assert "ICC profile was applied" in capsys.readouterr().err
+
+
+def test_a_gray_profile_on_16_bit_gray_is_applied_to_its_8_bit_values(onnx_model, tmp_path, capsys):
+    """16-bit gray is reduced to 8 bits first (65535 -> 255), then the profile goes on those values: applied to
+    Pillow's own 8-bit view of the raw pixels, it once made every pixel white."""
+    profile = gray_profile(gamma=1.0)
+    values = np.random.default_rng(11).integers(0, 65536, (20, 28), dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "in.png", icc_profile=profile)
+    assert Image.open(tmp_path / "in.png").mode.startswith("I")
+    gray = np.rint(values / 257).astype(np.uint8)
+    reference = np.array(ImageCms.profileToProfile(Image.fromarray(gray, "L"), ImageCms.ImageCmsProfile(
+        io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"))  # fmt: skip
+    mode, out, carried = upscale(onnx_model, tmp_path / "in.png", tmp_path / "out.png")
+    assert mode == "RGB" and carried is None
+    assert np.array_equal(out, OnnxUpscaler(onnx_model, device="cpu")(reference))
+    assert "ICC profile was applied" in capsys.readouterr().err
+
+
+def test_a_gray_profile_on_colour_pixels_is_refused_not_turned_gray(onnx_model, tmp_path, capsys):
+    Image.fromarray(colour(8)).save(tmp_path / "in.png", icc_profile=gray_profile())
+    message = refused(onnx_model, capsys, tmp_path / "in.png", tmp_path / "out.png")
+    assert "'GRAY' colour space" in message and "RGB pixels" in message

@@ -2,6 +2,7 @@
 train/checkpoint.py), tested in-process on a tiny PAN, plus two real processes racing for one folder."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -268,6 +269,24 @@ def test_a_manifest_edited_to_lie_is_named(tmp_path):
     (checkpoint / "extra.pkl").write_bytes(b"added later")  # a file the manifest never listed
     with pytest.raises(CheckpointError, match=r"step-00000002/extra\.pkl: not listed in"):
         resolve_resume(str(checkpoint), run_dir)
+
+
+@pytest.mark.parametrize("removed", ["optimizer.bin", "scheduler.bin", "random_states_0.pkl",
+                                     "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"])
+def test_a_file_removed_with_its_manifest_entry_is_named_before_loading(tmp_path, removed):
+    """The manifest lists what was written; what resuming loads is checked as well (with EMA: two registered
+    objects), or a file removed together with its entry ends in load_state's traceback."""
+    run_dir = train(tmp_path / "run", "--steps", "2", "--ema-decay", "0.9")
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    manifest = checkpoint / "manifest.json"
+    entries = json.loads(manifest.read_text())
+    entries.pop(removed)
+    manifest.write_text(json.dumps(entries))
+    (checkpoint / removed).unlink()
+    before = snapshot(run_dir / "checkpoints")
+    with pytest.raises(CheckpointError, match=rf"step-00000002/{re.escape(removed)}: missing: the checkpoint"):
+        train(run_dir, "--steps", "3", "--ema-decay", "0.9", "--resume", "latest")
+    assert snapshot(run_dir / "checkpoints") == before
 
 
 # ---------------------------------------------------------------------------------------------------------------

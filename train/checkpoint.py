@@ -91,9 +91,10 @@ def complete_checkpoints(run_dir):
     return sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".partial"))
 
 
-def resolve_resume(resume, run_dir, *, say=print):
+def resolve_resume(resume, run_dir, *, say=print, needs=()):
     """The checkpoint folder that `--resume` names, verified: a path, or the newest intact one of the run folder
-    ("latest": a damaged newest checkpoint is passed over, saying so)."""
+    ("latest": a damaged newest checkpoint is passed over, saying so). `needs`: the files resuming will load
+    (files_load_state_reads): a checkpoint without one of them is incomplete, whatever its manifest says."""
     if resume == "latest":
         candidates = complete_checkpoints(run_dir)
         if not candidates:
@@ -101,7 +102,7 @@ def resolve_resume(resume, run_dir, *, say=print):
         problems = []
         for newer, checkpoint in zip([None, *candidates[::-1]], candidates[::-1]):
             try:
-                verify_checkpoint(checkpoint)
+                verify_checkpoint(checkpoint, needs=needs)
             except CheckpointError as error:
                 problems.append(str(error))
                 if len(candidates) > 1:
@@ -119,7 +120,7 @@ def resolve_resume(resume, run_dir, *, say=print):
         raise ConfigError(f"{path}: a checkpoint that was never completed (its writer stopped); resume from another")
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"{path}: not a checkpoint folder of this toolkit (no config.yaml inside)")
-    verify_checkpoint(path)
+    verify_checkpoint(path, needs=needs)
     return path
 
 
@@ -142,10 +143,25 @@ def write_manifest(folder):
     atomic_write_text(Path(folder) / MANIFEST, json.dumps(entries, indent=1, sort_keys=True) + "\n")
 
 
-def verify_checkpoint(folder):
-    """CheckpointError naming the file if a checkpoint is incomplete or damaged; then no pickle runs code, and the
-    model weights are finite. (Checkpoints written before manifests existed get the last two checks only.)"""
+def files_load_state_reads(accelerator, *, registered):
+    """The files `accelerator.load_state` will read in this process (names as Accelerate's save_state writes them),
+    for a run that registered `registered` objects for checkpointing."""
+    names = ["model.safetensors", "optimizer.bin", "scheduler.bin", f"random_states_{accelerator.process_index}.pkl"]
+    names += [f"custom_checkpoint_{index}.pkl" for index in range(registered)]
+    if accelerator.scaler is not None:  # fp16's loss scaling
+        names.append("scaler.pt")
+    return names
+
+
+def verify_checkpoint(folder, *, needs=()):
+    """CheckpointError naming the file if a checkpoint is incomplete (without one of the files in `needs`) or
+    damaged; then no pickle runs code, and the model weights are finite. (Checkpoints written before manifests
+    existed get all but the manifest's checks.)"""
     folder = Path(folder)
+    missing = [name for name in needs if not (folder / name).is_file()]
+    if missing:  # a file removed together with its manifest entry: load_state would fail on it with a traceback
+        raise CheckpointError(f"{folder / missing[0]}: missing: the checkpoint {folder} is incomplete (resuming "
+                              "loads it)")  # fmt: skip
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         try:

@@ -44,7 +44,7 @@ from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
-from train.checkpoint import Progress, resolve_resume, run_dir_of, save_checkpoint
+from train.checkpoint import Progress, files_load_state_reads, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
@@ -149,17 +149,18 @@ def train(argv=None):
     scheduler = make_scheduler(config, optimizer)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     progress = Progress()
-    accelerator.register_for_checkpointing(progress)
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
+    checkpointed = [progress] + ([ema] if ema is not None else [])
+    accelerator.register_for_checkpointing(*checkpointed)
 
     # ---- resume ---------------------------------------------------------------------------------------------
     resumed_from = None
     if config.resume:
         # Verified first: complete, undamaged, no pickle that runs code (load_state unpickles with
         # weights_only=False), finite weights.
-        resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print)
+        needs = files_load_state_reads(accelerator, registered=len(checkpointed))
+        resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print, needs=needs)
         accelerator.load_state(str(resumed_from))
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step

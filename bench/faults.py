@@ -1277,6 +1277,7 @@ class Suite:
         cases = [(f"validate / store {kind}", lambda k=kind: self.damaged_store(k))
                  for kind in ("misaligned", "overlap", "beyond", "flipped")]
         cases += [("validate / manifest edited", self.manifest_edited),
+                  ("validate / checkpoint file removed with its entry", self.checkpoint_file_removed),
                   ("validate / init nan non-strict", lambda: self.bad_init_weights("nan")),
                   ("validate / init int non-strict", lambda: self.bad_init_weights("int")),
                   ("validate / recipe resume contradiction", self.recipe_resume_contradiction),
@@ -1347,6 +1348,20 @@ class Suite:
         (checkpoint / "manifest.json").write_text(json.dumps(manifest))
         resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir)])
         return judge_refusal(case, "train/run.py --resume", resumed, names=str(optimizer))
+
+    def checkpoint_file_removed(self):
+        case = "checkpoint with a file removed together with its manifest entry"
+        outcome, run_dir = self.train("removed", "--dataset", str(self.good), "--val-dataset", "none",
+                                      "--stop-after", "1", steps=3)  # fmt: skip
+        if outcome.returncode != 0:
+            return Result(case, "train/run.py --resume", "other", "set-up run failed: " + describe_failure(outcome))
+        checkpoint = run_dir / "checkpoints" / "step-00000001"
+        manifest = json.loads((checkpoint / "manifest.json").read_text())
+        del manifest["scheduler.bin"]  # the manifest no longer lies about a file: it is simply gone from both
+        (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+        (checkpoint / "scheduler.bin").unlink()
+        resumed = run(["train/run.py", "--resume", "latest", "--output-dir", str(run_dir)])
+        return judge_refusal(case, "train/run.py --resume", resumed, names=str(checkpoint / "scheduler.bin"))
 
     def tiny_state(self):
         from sr_models.weights import load_model
@@ -1462,6 +1477,7 @@ class Suite:
                  ("one line / --opset 21", lambda: self.opset_out_of_range(21)),
                  ("one line / sr-launch, 1 process", lambda: self.launched_user_error(1)),
                  ("one line / sr-launch, 2 processes", lambda: self.launched_user_error(2))]
+        cases.append(("one line / data error in a DataLoader worker", self.worker_data_error))
         for where in ("export/upscale.py", "train/evaluate.py"):
             cases.append((f"one line / ONNX failing on an image / {where}", lambda w=where: self.onnx_fails_on_image(w)))
             cases.append((f"one line / ONNX with a 2^62-trip Loop / {where}", lambda w=where: self.looping_onnx(w)))
@@ -1476,6 +1492,15 @@ class Suite:
             return Result(case, where, "other", f"{len(shown)} lines on stderr, not one: {shown[0][:120]}",
                           outcome.seconds)  # fmt: skip
         return result
+
+    def worker_data_error(self):
+        """Decoded in a worker, the error reaches the trainer wrapped in the worker's traceback; the workers ignore
+        SIGTERM, and once kept the process from ending."""
+        folder, _ = self.folder("train-worker-truncated", [("cut.png", make_truncated)])
+        outcome, _ = self.train("worker-truncated", "--dataset", str(folder), "--val-dataset", "none",
+                                "--num-workers", "1", "--cache-images", "false", steps=20)  # fmt: skip
+        return self.judge_one_line("truncated PNG decoded in a DataLoader worker", "train/run.py", outcome,
+                                   names=str(folder / "cut.png"))  # fmt: skip
 
     def deep_yaml_recipe(self):
         recipe = self.root / "deep.yaml"
@@ -1757,6 +1782,7 @@ class Suite:
                            ("export/upscale.py", "folder holding the input folder")):  # fmt: skip
             cases.append((f"destroy / output is an input ({how}) / {where}",
                           lambda w=where, h=how: self.destroy_onto_input(w, h)))  # fmt: skip
+        cases.append(("destroy / a report onto our model / train/evaluate.py", self.destroy_report_onto_model))
         cases.append(("destroy / run lock is a link / train/run.py", self.destroy_run_lock_link))
         cases.append(("destroy / output is an input (run folder inside --dataset) / train/run.py",
                       self.destroy_run_inside_data))  # fmt: skip
@@ -1837,6 +1863,17 @@ class Suite:
         if result.verdict == "handled" and "pass --overwrite" in error_line(outcome):
             return Result(case, where, "other", "the refusal suggests --overwrite", outcome.seconds)
         return result
+
+    def destroy_report_onto_model(self):
+        case = "--json onto a model this toolkit exported (--overwrite)"
+        where = "train/evaluate.py"
+        place, photos, _ = self.destroy_place(where, "report-onto-model")
+        model = place / "model.onnx"
+        shutil.copy(self.onnx, model)  # ours: the mark is in the file, but it is a model, not a report
+        before = self.destroy_everything(place)
+        outcome = run([*self.destroy_command(where, model, inputs=photos), "--overwrite"])
+        return self.destroy_judge(case, where, outcome, before, place, names=str(model),
+                                  says="not written by this toolkit")  # fmt: skip
 
     def destroy_output_link(self, where):
         case = "output path is a symbolic link to a user's file (--overwrite)"

@@ -213,8 +213,8 @@ def not_ours(path, writes=None):
             with open_image(path, name=str(path)) as (image, _):  # the one opener: explicit formats, header only
                 software = image.getexif().get(EXIF_SOFTWARE) or image.info.get("Software")
             return None if software == WRITTEN_BY else "no Software: sr-toolkit mark"
-    except Exception as error:  # unreadable: certainly not a file we can vouch for
-        return f"unreadable as ours ({_one_line(error)[:80]})"
+    except Exception as error:  # unreadable as what the command writes: certainly not a file we can vouch for
+        return f"not readable as a {kind} ({_one_line(error)[:80]})"
     if suffix == ".bmp":
         return "a BMP file has nowhere to carry our mark"
     return f"a {suffix or 'suffixless'} file carries no mark of ours"

@@ -874,21 +874,24 @@ class Suite:
             return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
         return self.resume_and_compare(case, "twice", started, why=f"stops at once, exit 130, `{shorten(line)[:90]}...`")
 
-    def terminated_with_workers(self):
-        """SIGTERM to the whole process group (what a scheduler or a terminal does): DataLoader workers get it too."""
-        case = "SIGTERM to the process group, 2 DataLoader workers"
+    def terminated_with_workers(self, signum=signal.SIGTERM):
+        """SIGTERM (a scheduler) or SIGHUP (a closed terminal) to the whole process group: DataLoader workers get it
+        too."""
+        name = signal.Signals(signum).name
+        case = f"{name} to the process group, 2 DataLoader workers"
         where = "train/run.py"
         started = time.perf_counter()
-        process, run_dir = self.start_training("group-term", extra=["--num-workers", "2"], new_session=True)
+        label = f"group-{name.lower()}"
+        process, run_dir = self.start_training(label, extra=["--num-workers", "2"], new_session=True)
         wait_for(process, lambda: '"step": 1,' in read_text(run_dir / "log.jsonl"))
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signum)
         _, stderr = process.communicate(timeout=TIMEOUT)
         outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)
         line = error_line(outcome)
-        if process.returncode != 128 + signal.SIGTERM or not line or "stopped by SIGTERM" not in line:
+        if process.returncode != 128 + signum or not line or f"stopped by {name}" not in line:
             return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
-        return self.resume_and_compare(case, "group-term", started, why="workers leave the signal to the trainer, "
-                                       "which saves and exits 143 with one line")  # fmt: skip
+        return self.resume_and_compare(case, label, started, why="workers leave the signal to the trainer, "
+                                       f"which saves and exits {128 + signum} with one line")  # fmt: skip
 
     def ddp_terminated(self):
         """SIGTERM to a 2-process `accelerate launch`: both training processes stop at the same step and save."""
@@ -1216,6 +1219,7 @@ class Suite:
                   ("rules / umask", self.umask_respected),
                   ("rules / second Ctrl-C", self.interrupted_twice_while_saving),
                   ("rules / SIGTERM group with workers", self.terminated_with_workers),
+                  ("rules / SIGHUP group with workers", lambda: self.terminated_with_workers(signal.SIGHUP)),
                   ("rules / SIGTERM 2-process launch", self.ddp_terminated),
                   ("rules / Ctrl-C export", self.interrupted_export),
                   ("rules / zip pth", self.damaged_zip_pth),

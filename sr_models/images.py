@@ -277,7 +277,8 @@ def _apply_icc(image, rgb, icc, name):
         pixels = image  # Pillow's RGB of CMYK is a naive formula: the profile goes on the stored inks
     else:
         raise ImageError(f"{name}: its ICC profile is for the {space!r} colour space, which this toolkit cannot "
-                         f"apply to {mode} pixels; convert the image to RGB first")  # fmt: skip
+                         f"apply to {mode} pixels; convert the image to sRGB with its profile, or remove the "
+                         "profile")  # fmt: skip
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         converted = ImageCms.profileToProfile(pixels, source, ImageCms.createProfile("sRGB"), outputMode="RGB")

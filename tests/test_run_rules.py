@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import REPO, train_in_process
-from train.checkpoint import CheckpointError, resolve_resume
+from train.checkpoint import CheckpointError, resolve_resume, write_manifest
 from train.config import ConfigError, parse_args
 from train.run_folder import MARKER, RunFolderLock
 
@@ -192,13 +192,22 @@ def test_a_damaged_checkpoint_is_named_and_latest_takes_the_newest_intact_one(tm
 def test_a_checkpoint_with_nan_weights_is_refused_at_resume(tmp_path):
     run_dir = train(tmp_path / "run", "--steps", "4", "--stop-after", "2")
     checkpoint = run_dir / "checkpoints" / "step-00000002"
-    (checkpoint / "manifest.json").unlink()  # as written by a toolkit before manifests: the weights are still checked
     state = load_file(checkpoint / "model.safetensors")
     state["tail.weight"][0, 0, 0, 0] = float("nan")
     save_file(state, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    write_manifest(checkpoint)  # the NaN written before the manifest: sizes and digests all agree
     with pytest.raises(CheckpointError, match="model.safetensors: tensor tail.weight holds NaN"):
         train_in_process(["--resume", "latest", "--output-dir", str(run_dir)])
     assert not (run_dir / "model.safetensors").exists()
+
+
+def test_a_checkpoint_without_its_manifest_is_refused(tmp_path):
+    """Removing manifest.json must not switch the damage checks off: flipped bits would then be trained on."""
+    run_dir = train(tmp_path / "run", "--steps", "4", "--stop-after", "2")
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    (checkpoint / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"step-00000002/manifest\.json: missing"):
+        train_in_process(["--resume", str(checkpoint)])
 
 
 def test_final_weights_that_turned_nan_are_not_written(tmp_path, monkeypatch):

@@ -155,8 +155,7 @@ def files_load_state_reads(accelerator, *, registered):
 
 def verify_checkpoint(folder, *, needs=()):
     """CheckpointError naming the file if a checkpoint is incomplete (without one of the files in `needs`) or
-    damaged; then no pickle runs code, and the model weights are finite. (Checkpoints written before manifests
-    existed get all but the manifest's checks.)"""
+    damaged (its manifest missing included); then no pickle runs code, and the model weights are finite."""
     folder = Path(folder)
     missing = [name for name in needs if not (folder / name).is_file()]
     if missing:  # a file removed together with its manifest entry: load_state would fail on it with a traceback
@@ -175,8 +174,9 @@ def verify_checkpoint(folder, *, needs=()):
                 raise CheckpointError(f"{path}: missing: the checkpoint {folder} is incomplete")
             if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
                 raise CheckpointError(f"{path}: damaged (its size or content changed since it was written)")
-    elif not (folder / "model.safetensors").is_file():
-        raise CheckpointError(f"{folder / 'model.safetensors'}: missing: the checkpoint {folder} is incomplete")
+    else:  # every checkpoint this toolkit writes carries one: without it, damage could not be found
+        raise CheckpointError(f"{manifest_path}: missing: without it the checkpoint's files cannot be checked for "
+                              "damage; resume from another checkpoint")  # fmt: skip
     check_code_free(folder)
     weights = folder / "model.safetensors"
     if weights.is_file():

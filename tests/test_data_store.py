@@ -1,9 +1,12 @@
 """The decoded store (train/data/store.py): the same pairs and patches as decoding, shared maps, damage named."""
 
 import json
+import multiprocessing
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +134,28 @@ def test_writing_is_atomic_and_never_overwrites(source, store, tmp_path, hr_fold
     assert "a decoded store of 3 HR/LR pairs" in result.stdout and "1 unreadable skipped" in result.stdout
     index = json.loads((tmp_path / "bad.store" / "store.json").read_text())
     assert [image["name"] for image in index["images"]] == ["img0.png", "img2.png", "img3.png"]
+
+
+
+def idle_decoding_worker(pairs):
+    from train.data.store import _start_worker
+
+    _start_worker(pairs)
+    time.sleep(120)
+
+
+def test_a_decoding_worker_ends_on_sigterm(source):
+    """Pool.terminate() (on Ctrl-C or an error in `prepare --store --num-proc N`) ends its workers with SIGTERM and joins
+    them: a worker that ignored SIGTERM made the command hang at its very end, now and then."""
+    pairs = ImagePairs(source, scale=SCALE, label="dataset")
+    worker = multiprocessing.get_context("spawn").Process(target=idle_decoding_worker, args=(pairs,))
+    worker.start()
+    time.sleep(8)  # past the imports and the initializer
+    worker.terminate()
+    worker.join(timeout=30)
+    if worker.exitcode is None:
+        worker.kill()
+    assert worker.exitcode == -signal.SIGTERM, "a decoding worker ignored SIGTERM"
 
 
 TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",

@@ -257,7 +257,9 @@ def _start_worker(pairs):
 
     import torch
 
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the main process stops the pool and cleans up
+    # A terminal's Ctrl-C or hang-up reaches the whole group: the main process stops the pool and cleans up. SIGTERM
+    # keeps its default: Pool.terminate() ends the workers with it, and a worker ignoring it is joined forever.
+    for number in (signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(1)  # one image per process already uses every core
     _WORKER_PAIRS = pairs
@@ -282,3 +284,7 @@ def decoded(pairs, num_proc):
     # spawn, not fork: a process forked from one that already ran OpenMP threads can hang (libgomp).
     with multiprocessing.get_context("spawn").Pool(num_proc, initializer=_start_worker, initargs=(pairs,)) as pool:
         yield from pool.imap(_decode_one, range(len(pairs)))
+        # Done: every worker takes its end-of-work sentinel and exits. (Leaving `with` alone terminates the pool, which
+        # drains the queue and may take a worker's sentinel from under it; that stays for errors and signals.)
+        pool.close()
+        pool.join()

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -321,6 +322,19 @@ def _check_replaceable(path, *, overwrite, option, writes=None):
         raise OutputError(f"{path}: already exists; pass {option} to replace it, or choose another output")
 
 
+def foreign_lock_file(fd):
+    """Why the file open at fd (found under our lock file's name) is not a lock file of ours, or None. Ours hold a
+    pid line, or nothing (a holder that hit a full disk); anything else is the user's, and locking it would truncate it
+    to our pid and remove it at the end."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    content = os.pread(fd, 64, 0)
+    if info.st_size > 32 or not re.fullmatch(rb"(\d+\n?)?", content):
+        return "holds something else than a pid"
+    return None
+
+
 class OutputLock:
     """An exclusive `flock` on a hidden lock file for one output, held until the command ends (the kernel drops
     it however the process ends). The lock file is opened with O_NOFOLLOW and holds the holder's pid."""
@@ -353,6 +367,12 @@ class OutputLock:
             self.release()
             raise OutputError(f"{self.path}: cannot take its lock file {self.lock_path.name} "
                               f"({_one_line(error)})") from None  # fmt: skip
+        foreign = foreign_lock_file(fd)
+        if foreign:
+            os.close(fd)
+            self.release()
+            raise OutputError(f"{self.lock_path}: is this toolkit's lock file name, but {foreign}; it is left as it is: "
+                              "move it away, or choose another output")  # fmt: skip
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,7 +19,7 @@ from export.convert import export_fp32
 from export.to_onnx import main as export_main
 from export.upscale import main as upscale_main
 from sr_models import create_model, save_weights
-from sr_models.files import OutputError, claim_output, open_append
+from sr_models.files import OutputError, OutputLock, claim_output, open_append
 from sr_models.images import save_rgb
 from train.config import ConfigError
 from train.data.subimages import main as prepare_main
@@ -230,6 +230,37 @@ def test_a_link_anywhere_inside_a_run_folder_is_refused_before_anything_is_writt
         RunFolderLock(run_dir, new_run=False)
     assert snapshot(users, run_dir) == before
 
+
+
+@pytest.mark.parametrize("where", ["beside", "folder", "run"])
+def test_a_users_file_under_our_lock_files_name_is_refused_and_kept(tmp_path, where):
+    """A file of the user's that happens to bear a lock file's name is neither truncated to our pid nor removed."""
+    out = tmp_path / ("z.png" if where == "beside" else "out")
+    lock_file = {"beside": tmp_path / ".z.png.sr-toolkit.lock", "folder": out / ".sr-toolkit.lock",
+                 "run": out / MARKER}[where]  # fmt: skip
+
+    def take():
+        if where == "run":
+            RunFolderLock(out, new_run=True).release()
+        else:
+            claim_output(out, kind="folder" if where == "folder" else "file")
+            OutputLock.release_all()
+
+    lock_file.parent.mkdir(exist_ok=True)
+    lock_file.write_text("the user's notes\n")
+    before = snapshot(tmp_path)
+    name = "the run lock's name" if where == "run" else "this toolkit's lock file name"
+    with pytest.raises((ConfigError, OutputError), match=f"{lock_file}: is {name}, but holds something else"):
+        take()
+    assert snapshot(tmp_path) == before
+    lock_file.unlink()
+    os.mkfifo(lock_file)  # not a regular file: refused too, and nothing blocks on it
+    with pytest.raises((ConfigError, OutputError), match=f"{lock_file}: is {name}, but is not a regular file"):
+        take()
+    lock_file.unlink()
+    lock_file.write_text("12345\n")  # left by a holder that was killed: ours, taken over and removed at the end
+    take()
+    assert lock_file.exists() == (where == "run")
 
 # ---- two commands never write one output at once -------------------------------------------------------
 

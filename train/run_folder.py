@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from sr_models.files import foreign_lock_file
 from train.config import ConfigError
 
 MARKER = ".sr-toolkit-run.lock"  # hidden; holds the pid of the process that has the run
@@ -54,6 +55,11 @@ class RunFolderLock:
             had_marker = marker.exists()
             # O_NOFOLLOW: a marker that is a link to a user's file is refused, never truncated to our pid
             fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            foreign = foreign_lock_file(fd)
+            if foreign:
+                os.close(fd)
+                raise ConfigError(f"{marker}: is the run lock's name, but {foreign}; it is left as it is: move it away, "
+                                  "or choose another --output-dir")  # fmt: skip
             self.file = os.fdopen(fd, "r+")
         except OSError as error:  # a path under a file, an unwritable parent, a read-only file system
             raise ConfigError(f"{self.run_dir}: cannot use it as the run folder ({one_line(error)})") from None

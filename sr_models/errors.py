@@ -30,6 +30,7 @@ def user_errors():
         yield
     except UserError as error:
         line = f"error: {one_line(raised_message(error))}"
+        _launch_marker("an error was said", exclusive=False)
         # SystemExit with a message: Python prints it on stderr and exits 1 (sys.exit's convention).
         raise SystemExit(line if first_to_say(line) else 1) from None
 
@@ -52,17 +53,33 @@ def first_to_say(line):
     """Whether this process prints `line`: once per launch. In a multi-process run every process usually meets the
     same bad file or option, and the user should read its line once, not once per process. A line only one
     process meets (its own shard of data) is still printed, by that process."""
+    # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
+    return _launch_marker(line, exclusive=True) is not False
+
+
+def launch_has_said_an_error():
+    """Whether a process of this multi-process launch has stopped on an error it printed. Its peers' next collective
+    then fails ("Connection closed by peer"): that failure is a consequence, and not worth a traceback of its own."""
+    marker = _launch_marker("an error was said", exclusive=None)
+    return marker is not None and os.path.exists(marker)
+
+
+def _launch_marker(what, *, exclusive):
+    """The path of this launch's marker for `what` (None outside a multi-process launch). exclusive=True: create it,
+    False when it already existed; exclusive=False: create it if missing; None: only name it."""
     launch = _launch_id()
-    if launch:
-        digest = hashlib.sha256(f"{launch}\0{line}".encode()).hexdigest()[:24]
-        marker = os.path.join(tempfile.gettempdir(), said_marker_prefix(os.getppid()) + digest)
-        try:  # O_EXCL: of the processes that meet the same line, exactly one creates the marker and prints it
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    if not launch:
+        return None
+    digest = hashlib.sha256(f"{launch}\0{what}".encode()).hexdigest()[:24]
+    marker = os.path.join(tempfile.gettempdir(), said_marker_prefix(os.getppid()) + digest)
+    if exclusive is not None:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_WRONLY | (os.O_EXCL if exclusive else 0), 0o600))
         except FileExistsError:
             return False
         except OSError:
             pass  # no writable temporary folder: printing twice beats printing nothing
-    return True
+    return marker
 
 
 def said_marker_prefix(agent):

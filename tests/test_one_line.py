@@ -5,10 +5,13 @@ loops is refused, not waited for."""
 
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +287,55 @@ def test_sr_launch_keeps_a_bugs_traceback_and_exit_status(files):
     assert "child output" in done.stdout
     assert "Traceback" in done.stderr and "ValueError: a bug in the toolkit" in done.stderr
     assert "CalledProcessError" not in done.stderr
+
+
+def start_training(files, run_dir, *launch):
+    """A long tiny run in a process group of its own (as a terminal makes one); returns once step 1 is logged."""
+    command = [sys.executable, *launch, "train/run.py", *TINY, "--steps", "100000", "--log-every", "1", "--dataset",
+               str(files["photos"]), "--output-dir", str(run_dir)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    log = run_dir / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while not (log.exists() and '"loss"' in log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.2)
+    return process
+
+
+@pytest.mark.parametrize("processes, signum", [(1, signal.SIGINT), (1, signal.SIGHUP), (2, signal.SIGINT)])
+def test_a_signal_to_the_group_under_sr_launch_saves_and_says_so_once(files, tmp_path, processes, signum):
+    """The terminal signals every process, and the launcher passes the signal on too: the training process takes
+    the two as one request, saves, and the launch ends with its one line and 128 + N (no launcher traceback)."""
+    config = ["--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port", str(free_port())]
+    process = start_training(files, tmp_path / "run", "-m", "train.launch", *(config if processes == 2 else []))
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=180)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == 128 + signum and len(lines) == 1, stderr[-3000:]
+    assert lines[0].startswith(f"error: stopped by {signum.name} after step ") and "state saved in" in lines[0]
+    assert list((tmp_path / "run" / "checkpoints").iterdir()), "no checkpoint saved"
+
+
+def test_ctrl_c_while_the_trainer_starts_stops_it_in_one_line(tmp_path):
+    """A Ctrl-C during the first seconds (the imports) is not lost: the trainer stops there, having written nothing."""
+    process = subprocess.Popen([sys.executable, "train/run.py", "--steps", "3", "--output-dir", str(tmp_path / "run")],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip() == "interrupted: stopped by SIGINT while starting; nothing was written"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_file_in_two_processes_is_one_line_without_the_peers_traceback(files, tmp_path):
+    """The process that met the file says so and stops; its peer's next collective then fails ("Connection closed by
+    peer"): a consequence, not a second report."""
+    folder = tmp_path / "photos"
+    shutil.copytree(files["photos"], folder)
+    (folder / "p1.png").write_bytes((folder / "p1.png").read_bytes()[:120])
+    done = run("-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port",
+               str(free_port()), "train/run.py", *TINY, "--steps", "3", "--dataset", str(folder), "--output-dir",
+               str(tmp_path / "run"))  # fmt: skip
+    assert "truncated or corrupt" in assert_one_line(done, folder / "p1.png")

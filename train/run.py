@@ -25,6 +25,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+
+def stop_while_starting(signum, frame):
+    """A signal during the imports below (seconds): stop there, nothing written yet. StopSignals takes over after."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        sys.stderr.write(f"interrupted: stopped by {signal.Signals(signum).name} while starting; nothing was written\n")
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # before the imports: a KeyboardInterrupt raised inside one can be swallowed there
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stop_signal, stop_while_starting)
+
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
@@ -42,7 +54,7 @@ from tqdm.auto import tqdm
 
 from sr_models import create_model
 from sr_models.weights import load_model, save_weights
-from sr_models.errors import UserError, user_errors
+from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
 from train.checkpoint import Progress, files_load_state_reads, resolve_resume, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, save_config
@@ -489,8 +501,13 @@ class StopSignals:
     same step (the signal reaches them at different times), or the ones still training would wait forever in the
     next all-reduce: StepGuard.decide agrees on it with the NaN check's all-reduce."""
 
+    # A launcher passes the signal on, and a terminal sends it to the whole group: one Ctrl-C can arrive twice within
+    # milliseconds. A second signal means "stop at once" only when it comes this much later.
+    REPEAT_AFTER_S = 1.0
+
     def __init__(self):
         self.received = None
+        self.received_at = None
         self.run_dir = None  # set once the run folder is known: the second signal's line names its checkpoint
 
     def install(self):
@@ -499,15 +516,19 @@ class StopSignals:
 
     def handle(self, signum, frame):
         if self.received is not None:  # asked twice: no more waiting, and no traceback from wherever we were
+            if time.monotonic() - self.received_at < self.REPEAT_AFTER_S:
+                return  # the first request, delivered again
             from train.config import latest_checkpoint
 
-            latest = latest_checkpoint(self.run_dir) if self.run_dir else None
-            resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""
-            sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
-                             f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
-            sys.stderr.flush()
+            if int(os.environ.get("RANK", "0")) == 0:  # every process got it: one line says so
+                latest = latest_checkpoint(self.run_dir) if self.run_dir else None
+                resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""
+                sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
+                                 f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
+                sys.stderr.flush()
             os._exit(128 + signum)
         self.received = signum
+        self.received_at = time.monotonic()
 
 
 STOP = StopSignals()
@@ -567,3 +588,7 @@ if __name__ == "__main__":
         if int(os.environ.get("RANK", "0")) == 0:  # every process stopped at the same step: one line says so
             print(f"error: {stopped}", file=sys.stderr)
         sys.exit(128 + stopped.signum)  # the shell's convention for "ended by signal N"
+    except RuntimeError:  # torch.distributed's errors: a peer that stopped on its own error broke the collective
+        if launch_has_said_an_error():
+            sys.exit(1)
+        raise

@@ -227,6 +227,42 @@ def test_final_weights_that_turned_nan_are_not_written(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_another_runs_weights_or_optimizer_state_is_refused_in_one_line_and_the_run_folder_is_unchanged(
+        tmp_path, photos):  # fmt: skip
+    """Tensors of another run's model (16 channels, not 8) copied into a checkpoint whose manifest was rewritten to
+    match: resuming refuses them before load_state (which stopped with a size-mismatch traceback on the weights, and
+    loaded the optimizer's and failed at its first step); a scheduler.bin of garbage bytes is unreadable, not code."""
+    from test_one_line import assert_one_line
+
+    data = ["--dataset", str(photos), "--cache-dir", str(tmp_path / "hf")]  # builtin's ICC warning: not one line
+    run_a = train(tmp_path / "a", "--steps", "2", *data)
+    wider = ["--model-overrides", "{channels: 16, upsample_channels: 8, num_blocks: 1}"]
+    run_b = train_in_process([*TINY, *wider, "--output-dir", str(tmp_path / "b"), "--steps", "2", *data])
+    checkpoint, other = (run / "checkpoints" / "step-00000002" for run in (run_a, run_b))
+    originals = snapshot(checkpoint)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cases = [("model.safetensors", "does not fit this run's model (head.weight is 8x3x3x3 here, 16x3x3x3 in the file)"),
+             ("optimizer.bin", "does not fit this run's optimizer (exp_avg of head.weight is 16x3x3x3 in the file, "
+                               "the parameter is 8x3x3x3 here)"),
+             ("scheduler.bin", "not a readable scheduler state")]  # fmt: skip
+    for name, expected in cases:
+        if name == "scheduler.bin":
+            (checkpoint / name).write_bytes(bytes(range(256)) * 4)
+        else:
+            (checkpoint / name).write_bytes((other / name).read_bytes())
+        write_manifest(checkpoint)  # the hashes agree with the swapped file: only its shapes can tell
+        before = {k: v for k, v in snapshot(run_a).items() if k != MARKER}  # the lock's holder pid is rewritten
+        done = subprocess.run([sys.executable, "train/run.py", "--resume", "latest", "--output-dir", str(run_a)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        line = assert_one_line(done, f"{checkpoint / name}: ", expected)
+        assert name == "scheduler.bin" or line.endswith("it is not this run's checkpoint"), line
+        assert {k: v for k, v in snapshot(run_a).items() if k != MARKER} == before, name
+        for file, content in originals.items():  # the intact checkpoint again, for the next case
+            (checkpoint / file).write_bytes(content)
+    assert train_in_process(["--resume", "latest", "--output-dir", str(run_a), "--steps", "3"]) == run_a  # it fits
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Structure, not totals: a recipe's resume: and a checkpoint's manifest (docs/reliability.md)
 

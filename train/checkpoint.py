@@ -8,7 +8,9 @@ without the suffix is always complete, and `--resume latest` never picks up a ha
 
 Resuming runs no code from the checkpoint: Accelerate's `load_state` unpickles the registered objects with
 `weights_only=False`, so `check_code_free` first loads every pickle of the folder with `weights_only=True` (the
-same files, with Accelerate's allow-list for its RNG states) and refuses the folder if any needs more.
+same files, with Accelerate's allow-list for its RNG states) and refuses the folder if any needs more; and
+`check_fits` refuses weights or optimizer state whose tensors do not have this run's shapes (another run's files),
+which load_state would meet with a traceback (the weights) or load and fail on at the first optimizer step.
 """
 
 import hashlib
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils.other import load as accelerate_load
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from sr_models.errors import UserError
@@ -226,21 +228,105 @@ def check_manifest(entries, folder):
 
 
 PICKLED = (".pkl", ".bin", ".pt", ".pth")  # what save_state writes besides safetensors
+# What a weights-only load says when a pickle names a class or function: loading it would need more than tensors.
+# Any other failure (unknown opcodes, a truncated file) means the bytes are no pickle of ours: unreadable.
+NEEDS_CODE = ("GLOBAL", "unrecognized function", "Can only create", "Can only build")
+
+
+def state_kind(path):
+    """What save_state keeps in this file, for messages."""
+    name = Path(path).name
+    kinds = {"optimizer": "optimizer state", "scheduler": "scheduler state", "random_states": "random number state",
+             "custom_checkpoint": "training state", "scaler": "loss-scaler state"}  # fmt: skip
+    return next((kind for prefix, kind in kinds.items() if name.startswith(prefix)), "checkpoint file")
 
 
 def check_code_free(checkpoint):
-    """Raise CheckpointError, naming the file, if a pickle in `checkpoint` would run code when loaded."""
+    """Raise CheckpointError, naming the file, if a pickle in `checkpoint` would run code when loaded, or is no
+    pickle at all (garbage bytes are unreadable, not a pickle that needs code)."""
     for path in sorted(p for p in Path(checkpoint).rglob("*") if p.suffix in PICKLED):
         try:
             accelerate_load(path, map_location="cpu", weights_only=True)  # restricted unpickler: runs no code
         except pickle.UnpicklingError as error:
-            reason = " ".join(str(error).split("Check the documentation")[0].split())[:200]
+            reason = " ".join(str(error).split("Check the documentation")[0].split())
+            reason = reason.split("WeightsUnpickler error: ")[-1][:200]  # torch's advice is not the reason
+            if not any(marker in reason for marker in NEEDS_CODE):
+                raise CheckpointError(f"{path}: not a readable {state_kind(path)} ({reason}): the checkpoint is "
+                                      "damaged; resume from another checkpoint") from None  # fmt: skip
             raise CheckpointError(
                 f"{path}: refused: loading it would need more than tensors and plain values ({reason}); resume "
                 "only from checkpoints you trust"
             ) from None
         except Exception as error:  # truncated or not a pickle at all
-            raise CheckpointError(f"{path}: unreadable checkpoint file ({type(error).__name__}: {error})") from None
+            raise CheckpointError(f"{path}: not a readable {state_kind(path)} ({type(error).__name__}: "
+                                  f"{error})") from None  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A checkpoint fits the run that resumes it: the same tensor names and shapes (another run's files do not)
+
+
+def check_fits(checkpoint, *, model, optimizer):
+    """CheckpointError naming the file and its first misfit unless the checkpoint's weights and optimizer state
+    have the names and shapes of this run's `model` and `optimizer` (as prepared: the ones load_state fills).
+    Run after verify_checkpoint (the files are intact and code-free); reads the weights' header only."""
+    checkpoint = Path(checkpoint)
+    weights = checkpoint / "model.safetensors"
+    misfit = weights_misfit(weights, model.state_dict())
+    if misfit:
+        raise CheckpointError(f"{weights}: does not fit this run's model ({misfit}); it is not this run's checkpoint")
+    state = checkpoint / "optimizer.bin"
+    misfit = optimizer_misfit(state, optimizer, names={id(p): n for n, p in model.named_parameters()})
+    if misfit:
+        raise CheckpointError(f"{state}: does not fit this run's optimizer ({misfit}); it is not this run's "
+                              "checkpoint")  # fmt: skip
+
+
+def shape_text(shape):
+    return "x".join(str(size) for size in shape) if len(shape) else "a scalar"
+
+
+def weights_misfit(path, expected):
+    """The first tensor of the safetensors file `path` (names and shapes from its header: nothing is unpickled
+    or loaded) that differs from the state dict `expected`, in words; None if all fit."""
+    with safe_open(str(path), framework="pt") as f:
+        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    for name, tensor in expected.items():
+        if name not in found:
+            shared = any(tensor.data_ptr() == other.data_ptr() for key, other in expected.items() if key in found)
+            if not shared:  # save_state writes one name of tensors that share storage (tied weights)
+                return f"{name} is {shape_text(tensor.shape)} here, not in the file"
+        elif tuple(tensor.shape) != found[name]:
+            return f"{name} is {shape_text(tensor.shape)} here, {shape_text(found[name])} in the file"
+    extra = sorted(set(found) - set(expected))
+    return f"{extra[0]} is in the file, not in this model" if extra else None
+
+
+def optimizer_misfit(path, optimizer, *, names):
+    """The first difference, in words, between the optimizer state in `path` and `optimizer`: the number of
+    parameter groups, of parameters in each, and each parameter's state tensors (Adam's exp_avg, SGD's momentum)
+    against the parameter it belongs to, in order; None if all fit. `names`: id(parameter) -> its model name."""
+    saved = accelerate_load(path, map_location="cpu", weights_only=True)  # code-free: check_code_free passed
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    states = saved.get("state") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(states, dict) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):  # fmt: skip
+        return "not an optimizer's state_dict: no param_groups and state"
+    here = optimizer.param_groups
+    if len(groups) != len(here):
+        return f"{len(here)} parameter group(s) here, {len(groups)} in the file"
+    for number, (group, mine) in enumerate(zip(groups, here)):
+        if len(group["params"]) != len(mine["params"]):
+            return f"group {number} holds {len(mine['params'])} parameters here, {len(group['params'])} in the file"
+        for index, parameter in zip(group["params"], mine["params"]):
+            state = states.get(index, {})
+            for key, value in (state.items() if isinstance(state, dict) else ()):
+                # "step" is a count (a 0-d tensor), the rest are per-element moments shaped like the parameter
+                if key != "step" and isinstance(value, torch.Tensor) and value.shape != parameter.shape:
+                    name = names.get(id(parameter), f"parameter {index}")
+                    return (f"{key} of {name} is {shape_text(value.shape)} in the file, the parameter is "
+                            f"{shape_text(parameter.shape)} here")  # fmt: skip
+    return None
 
 
 def run_dir_of(checkpoint):

@@ -56,7 +56,8 @@ from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
-from train.checkpoint import Progress, files_load_state_reads, resolve_resume, run_dir_of, save_checkpoint
+from train.checkpoint import (Progress, check_fits, files_load_state_reads, resolve_resume, run_dir_of,
+                              save_checkpoint)
 from train.config import ConfigError, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
@@ -111,7 +112,8 @@ def train(argv=None):
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+        if not config.resume:  # a resumed run's is written once its checkpoint is accepted: a refusal changes nothing
+            save_config(config, run_dir / "config.yaml")
     accelerator.init_trackers(run_dir.name, config=hparams(config))
     if precision.warning:
         accelerator.print(precision.warning)
@@ -170,10 +172,13 @@ def train(argv=None):
     resumed_from = None
     if config.resume:
         # Verified first: complete, undamaged, no pickle that runs code (load_state unpickles with
-        # weights_only=False), finite weights.
+        # weights_only=False), finite weights, tensors of this run's shapes.
         needs = files_load_state_reads(accelerator, registered=len(checkpointed))
         resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print, needs=needs)
+        check_fits(resumed_from, model=model, optimizer=optimizer)  # another run's tensors: one line, not a traceback
         accelerator.load_state(str(resumed_from))
+        if accelerator.is_main_process:
+            save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step
     # Patches are a pure function of their position in the run, so skipping the micro-batches already used

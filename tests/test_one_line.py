@@ -339,3 +339,15 @@ def test_a_bad_file_in_two_processes_is_one_line_without_the_peers_traceback(fil
                str(free_port()), "train/run.py", *TINY, "--steps", "3", "--dataset", str(folder), "--output-dir",
                str(tmp_path / "run"))  # fmt: skip
     assert "truncated or corrupt" in assert_one_line(done, folder / "p1.png")
+
+
+def test_a_two_process_run_resumes_under_the_same_launch(files, tmp_path):
+    """The checkpoint of a multi-process run holds the model's own names (no DDP `module.`): its resume fits."""
+    launch = ["-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port"]
+    run_dir = str(tmp_path / "run")
+    stopped = run(*launch, str(free_port()), "train/run.py", *TINY, "--steps", "4", "--stop-after", "2", "--dataset",
+                  str(files["photos"]), "--output-dir", run_dir)  # fmt: skip
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    resumed = run(*launch, str(free_port()), "train/run.py", "--resume", "latest", "--output-dir", run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and (tmp_path / "run" / "checkpoints" / "step-00000004").is_dir()

@@ -268,7 +268,8 @@ def check_code_free(checkpoint):
 
 def check_fits(checkpoint, *, model, optimizer):
     """CheckpointError naming the file and its first misfit unless the checkpoint's weights and optimizer state
-    have the names and shapes of this run's `model` and `optimizer` (as prepared: the ones load_state fills).
+    have the names and shapes of this run's `model` (unwrapped: the file holds its names, never DDP's `module.`)
+    and `optimizer` (as prepared: the one load_state fills).
     Run after verify_checkpoint (the files are intact and code-free); reads the weights' header only."""
     checkpoint = Path(checkpoint)
     weights = checkpoint / "model.safetensors"

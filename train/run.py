@@ -175,7 +175,7 @@ def train(argv=None):
         # weights_only=False), finite weights, tensors of this run's shapes.
         needs = files_load_state_reads(accelerator, registered=len(checkpointed))
         resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print, needs=needs)
-        check_fits(resumed_from, model=model, optimizer=optimizer)  # another run's tensors: one line, not a traceback
+        check_fits(resumed_from, model=accelerator.unwrap_model(model), optimizer=optimizer)  # another run's tensors: one line, not a traceback
         accelerator.load_state(str(resumed_from))
         if accelerator.is_main_process:
             save_config(config, run_dir / "config.yaml")

@@ -866,6 +866,7 @@ class Suite:
         process.send_signal(signal.SIGINT)
         wait_for(process, lambda: any(p.name.endswith(".partial") and p.name != "step-00000002.partial"
                                       for p in (run_dir / "checkpoints").iterdir()))  # fmt: skip
+        time.sleep(1.5)  # a second request, not the first delivered again (train/run.py: StopSignals.REPEAT_AFTER_S)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=TIMEOUT)
         outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)

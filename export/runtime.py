@@ -11,6 +11,7 @@ The ONNX contract of our exports (export/to_onnx.py writes it, `check_model` enf
 """
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -46,6 +47,10 @@ PROBE_SHAPES = ((1, 3, 9, 7), (2, 3, 6, 10))
 PROBE_SECONDS = 30
 # A Loop whose trip count is a constant above this is refused before anything runs (no SR network iterates).
 MAX_LOOP_TRIPS = 10_000
+# On the CPU the probe runs in a session whose memory arena cannot grow past this: any SR network needs a few MB
+# for those inputs (PAN x4 and SRResNet x4 under 10 MB), while a 300-byte graph of one Resize x2048 asks for 3 GB
+# and larger factors for all the machine has. A shape computed at run time is bounded too, unlike shape inference.
+PROBE_MEMORY_BYTES = 1 << 30
 
 # A raw output this far outside [0, 1] is not a slightly bright pixel but a model failing on its input (the PAN
 # authors' x4 weights reach +-2e6 on part of skimage's coffee.png): warn instead of clamping it silently.
@@ -150,11 +155,27 @@ OPTIMIZATION_LEVELS = {
 }
 
 
-def create_session(path, *, device=None, optimization="all", threads=None, optimized_model_path=None):
+_bounded_arena = []  # onnxruntime's environment holds one shared CPU allocator; it is registered once per process
+
+
+def use_bounded_arena(options):
+    """Make a CPU session built with `options` allocate from a shared arena of at most PROBE_MEMORY_BYTES: an
+    allocation past it fails that run with an error instead of taking the machine's memory."""
+    if not _bounded_arena:
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # max_mem, then kSameAsRequested (grow by what is asked, so the bound is exact); -1: onnxruntime's defaults
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(PROBE_MEMORY_BYTES, 1, -1, -1))
+        _bounded_arena.append(memory)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+
+
+def create_session(path, *, device=None, optimization="all", threads=None, optimized_model_path=None,
+                   bounded_memory=False):  # fmt: skip
     """A validated onnxruntime session for one of our ONNX files.
 
     `optimization` is one of OPTIMIZATION_LEVELS; `optimized_model_path` saves the optimized graph (offline
-    optimization: load that file later with optimization="disable").
+    optimization: load that file later with optimization="disable"). `bounded_memory`: a CPU session whose runs
+    fail past PROBE_MEMORY_BYTES (use_bounded_arena), for running a file not yet known to be an SR network.
     """
     check_model(path)
     options = ort.SessionOptions()
@@ -165,6 +186,10 @@ def create_session(path, *, device=None, optimization="all", threads=None, optim
     if optimized_model_path:
         options.optimized_model_filepath = str(optimized_model_path)
     providers = choose_providers(device)  # an unusable --device is the user's to fix, not the file's
+    if bounded_memory:
+        # On CUDA a run past the device's memory already fails with an error; the host's memory is what needs a bound.
+        assert providers == ["CPUExecutionProvider"], "the bounded arena is a CPU allocator"
+        use_bounded_arena(options)
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph, NotImplemented)
@@ -212,8 +237,12 @@ class OnnxUpscaler:
                  optimization="all", threads=None, self_ensemble=False):  # fmt: skip
         self.path = Path(path)
         self.session = create_session(path, device=device, optimization=optimization, threads=threads)
+        on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        # The probe runs first, in a session of its own whose memory is bounded (on the CPU; create_session).
+        self.probe_session = create_session(path, device="cpu", optimization=optimization, threads=threads,
+                                            bounded_memory=True) if on_cpu else self.session  # fmt: skip
         self.metadata = read_metadata(self.session)
-        if self.session.get_providers()[0] == "CPUExecutionProvider":  # int8 arithmetic differs by CPU family
+        if on_cpu:  # int8 arithmetic differs by CPU family
             warn_unchecked_family(self.path, self.metadata)
         # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
         # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: docs/export.md).
@@ -221,6 +250,7 @@ class OnnxUpscaler:
         # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.scale = self._checked_scale()
+        del self.probe_session  # its arena chunks go back to the shared bounded arena
         self.tile = default_tile(self.scale) if tile == "auto" else (tile or None)
         self.tile_pad = tile_pad
         self.progress = progress
@@ -256,7 +286,8 @@ class OnnxUpscaler:
         return scale
 
     def _probe(self, batch):
-        """One run of a probe input, stopped (onnxruntime's RunOptions.terminate) after PROBE_SECONDS."""
+        """One run of a probe input, stopped (onnxruntime's RunOptions.terminate) after PROBE_SECONDS, in the
+        probe session (on the CPU its memory is bounded by PROBE_MEMORY_BYTES)."""
         options = run_options()
         stopped = threading.Event()
 
@@ -267,9 +298,14 @@ class OnnxUpscaler:
         timer = threading.Timer(PROBE_SECONDS, stop)
         timer.start()
         try:
-            (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(self.input_dtype)}, options)
+            (output,) = self.probe_session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(self.input_dtype)}, options)
         except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
             shape = "x".join(map(str, batch.shape))
+            asked = re.search(r"running (\S+) node.*smaller than requested bytes of (\d+)", str(error), re.S)
+            if asked:  # the bounded arena's refusal (BFCArena), not a broken graph
+                raise OnnxModelError(f"{self.path}: a {asked[1]} node asks for {int(asked[2]) / 2**30:.1f} GiB on a "
+                                     f"{shape} probe input (an SR network needs a few MB; the limit is "
+                                     f"{PROBE_MEMORY_BYTES >> 20} MiB): not an upscaling network") from None
             if stopped.is_set():
                 raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
                                      "(a loop in the graph?): not an upscaling network") from None  # fmt: skip

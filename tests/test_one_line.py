@@ -33,9 +33,14 @@ TINY = ["--model-overrides", "{channels: 4, upsample_channels: 4, num_blocks: 1}
         "--val-dataset", "none"]  # fmt: skip
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=300, memory_limit=None):
+    """`memory_limit` (bytes of address space) keeps a command that would take all memory from taking the machine's."""
     env = {**os.environ, "PYTHONPATH": REPO, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    import resource
+
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))) if memory_limit else None
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit)  # fmt: skip
 
 
 def assert_one_line(done, *names):
@@ -88,6 +93,19 @@ def looping_model(path, *, computed=False):
     nodes = [*trips, h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
              h.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body), *upscale_x2("looped", "sr")]
     return onnx_model(path, nodes)
+
+
+def blowing_up_model(path, *, computed=False):
+    """A Resize up by 4096 and back down to x4: a few hundred bytes whose first tensor is 11.8 GiB on a 9x7 input. Its
+    scales are a constant, or computed at run time (beyond shape inference: lr's mean times 0, plus the constant)."""
+    up = h.make_tensor("up", T.FLOAT, [4], [1, 1, 4096, 4096])
+    down = h.make_tensor("down", T.FLOAT, [4], [1, 1, 1 / 1024, 1 / 1024])
+    scales = [h.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0), h.make_node("Mul", ["mean", "zero"], ["none"]),
+              h.make_node("Add", ["up", "none"], ["scales"])] if computed else \
+        [h.make_node("Identity", ["up"], ["scales"])]  # fmt: skip
+    nodes = [*scales, h.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
+             h.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest")]
+    return onnx_model(path, nodes, initializers=[up, down, h.make_tensor("zero", T.FLOAT, [], [0.0])])
 
 
 def fails_on_large_images(path):
@@ -170,6 +188,25 @@ def test_onnx_with_a_huge_loop_is_refused_at_open(files, command):
         done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu",
                    timeout=120)  # fmt: skip
     assert "Loop node" in assert_one_line(done, model)
+
+
+@pytest.mark.parametrize("computed", [False, True], ids=["constant-scales", "computed-scales"])
+@pytest.mark.parametrize("command", ["upscale", "evaluate"])
+def test_onnx_that_would_take_all_memory_is_refused_at_open(files, command, computed):
+    """The probe's memory is bounded: before, this file took every byte of the machine until the kernel killed it
+    (here, under the address-space limit, it would end in an allocation failure instead of the line)."""
+    model = blowing_up_model(files["root"] / f"blow-up-{command}-{computed}.onnx", computed=computed)
+    assert model.stat().st_size < 1000
+    target = files["root"] / "blown.png"
+    if command == "upscale":
+        done = run("export/upscale.py", str(model), str(files["photo"]), str(target), "--device", "cpu",
+                   timeout=120, memory_limit=16 << 30)  # fmt: skip
+    else:
+        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu",
+                   timeout=120, memory_limit=16 << 30)  # fmt: skip
+    line = assert_one_line(done, model, "1x3x9x7 probe input")
+    assert "a Resize node asks for 11.8 GiB" in line and "not an upscaling network" in line
+    assert not target.exists()
 
 
 def test_a_probe_that_keeps_running_is_stopped(files, monkeypatch):

@@ -11,6 +11,11 @@ int8: the file records the CPU kernel families its check holds for (export/kerne
 CPU, and says so when int8 is not faster than fp32 on it.
 """
 
+from sr_models.starting import stop_while_starting
+
+if __name__ == "__main__":  # before the imports below (seconds); writer_command's handlers take over in main
+    stop_while_starting()
+
 import argparse
 import tempfile
 from pathlib import Path

@@ -16,6 +16,11 @@ estimated from its header before anything is allocated and refused beyond --max-
 memory. CUDA is used when onnxruntime has it.
 """
 
+from sr_models.starting import stop_while_starting
+
+if __name__ == "__main__":  # before the imports below (seconds); writer_command's handlers take over in main
+    stop_while_starting()
+
 import argparse
 import sys
 from pathlib import Path

@@ -25,6 +25,7 @@ numpy-free and torch-free: the deployment path (`export/upscale.py`) uses it.
 """
 
 import atexit
+import contextlib
 import fcntl
 import functools
 import json
@@ -37,6 +38,7 @@ import sys
 from pathlib import Path
 
 from sr_models.errors import UserError
+from sr_models.starting import default_handler, is_starting_handler
 
 WRITTEN_BY = "sr-toolkit"  # the mark this toolkit leaves in what it writes
 FOLDER_MARK = ".sr-toolkit-output.json"  # inside every folder written whole: the mark and the folder's file list
@@ -283,7 +285,8 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     work starts, so that a refusal loses nothing.
 
     kind: "file" (one file, replaced whole), "tree" (a folder replaced whole: a prepared data set, a store) or
-    "folder" (a folder the command writes files into; claim each file too, with lock=False).
+    "folder" (a folder the command writes files into; claim each file too, with lock=False: the folder's lock
+    covers them).
     `inputs`: every file and folder the command reads. `writes`: what kind of file it writes there (not_ours).
     Raises OutputError naming `path` and the problem.
     """
@@ -302,6 +305,7 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
     held = OutputLock(path, folder=kind == "folder") if lock else None
     try:
         if kind != "folder":
+            _check_no_other_writer(path, lone=lock)
             remove_leftovers(path)
             _check_replaceable(path, overwrite=overwrite, option=option, writes=writes)
     except BaseException:
@@ -309,6 +313,19 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
             held.release()
         raise
     return held
+
+
+def _check_no_other_writer(path, *, lone):
+    """Refuse `path` when another command holds the lock that covers it from the other side: for a lone output
+    (its own lock taken), a folder writer's lock on the folder it lies in (a folder upscale into that folder); for a
+    file claimed under this command's folder lock, a lone writer's lock on that one file. Each command takes its
+    own lock before it looks at the other's, so of two started together at least one sees the other."""
+    lock_path = path.parent / LOCK_NAME if lone else OutputLock.lock_path_of(path)
+    holder = OutputLock.holder(lock_path)
+    if holder is not None:
+        writer = f"its folder {path.parent} is" if lone else "it is"
+        raise OutputError(f"{path}: {writer} being written by another command of this toolkit (pid {holder}); wait "
+                          "for it to end, or choose another output")  # fmt: skip
 
 
 def _check_replaceable(path, *, overwrite, option, writes=None):
@@ -345,7 +362,7 @@ class OutputLock:
         self.path = Path(path)
         self.made = []  # folders made to hold the lock: removed at release if nothing was written into them
         self.fd = None  # set before anything can fail: release() reads it
-        self.lock_path = self.path / LOCK_NAME if folder else self.path.with_name(f".{self.path.name}{LOCK_NAME}")
+        self.lock_path = self.path / LOCK_NAME if folder else self.lock_path_of(self.path)
         where = self.path if folder else self.path.parent
         for missing in reversed([p for p in (where, *where.parents) if not p.exists()]):
             try:
@@ -359,6 +376,32 @@ class OutputLock:
         while self.fd is None:
             self.fd = self._take()
         OutputLock.held.append(self)
+
+    @staticmethod
+    def lock_path_of(path):
+        """The lock file of a single output (a folder's is `folder / LOCK_NAME`)."""
+        return path.with_name(f".{path.name}{LOCK_NAME}")
+
+    @classmethod
+    def holder(cls, lock_path):
+        """The pid (as written, or "unknown") of another process holding `lock_path`, or None: a look that takes
+        nothing (a shared lock, dropped at once) and never creates, follows or removes the file."""
+        if any(lock.lock_path == lock_path for lock in cls.held):
+            return None  # this command's own
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:  # none there (the usual case), or not a file we could lock: a writer would be refused at it
+            return None
+        try:
+            if foreign_lock_file(fd):
+                return None  # a user's file under our name: the writers refuse it themselves
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            return None  # free: a killed command's stale file (closing drops the shared lock)
+        finally:
+            os.close(fd)
 
     def _take(self):
         try:
@@ -434,9 +477,19 @@ class Interrupted(KeyboardInterrupt):
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _received = []
+_command_pid = []  # the process whose main the handlers were installed for
 
 
 def _raise_interrupted(signum, frame):
+    if _command_pid and os.getpid() != _command_pid[0]:
+        # A forked worker (datasets' map with num_proc, a multiprocessing pool) inherits the handler. Its parent
+        # decides: Ctrl-C and hang-ups reach the whole group and stop the parent, which ends its pool with SIGTERM,
+        # and a worker must then die by it: raising here would leave a traceback per worker, or (once the pool has
+        # replaced the dead ones) workers that outlive the signal on a queue lock and hang the pool's join forever.
+        if signum == signal.SIGTERM:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        return
     if _received:
         return  # one is on its way out: let the clean-up finish
     _received.append(signum)
@@ -450,6 +503,34 @@ def interrupted(message):
     sys.exit(128 + int(signum))
 
 
+@contextlib.contextmanager
+def removed_on_failure(leftovers):
+    """For files another library writes and leaves behind when it fails or is interrupted: if the block raises
+    (a signal included), the paths `leftovers()` names then are removed before the error goes on."""
+    try:
+        yield
+    except BaseException:
+        for path in leftovers():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def on_interrupt(message):
+    """Inside a writer command: a signal ends the block in one `interrupted: <message>` line (exit 128 + N), also
+    when a library turns the interrupt into an error of its own while unwinding (datasets' map with num_proc raises
+    a TimeoutError from its pool's clean-up in place of the KeyboardInterrupt)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted(message)
+    except Exception:
+        if not _received:
+            raise
+        interrupted(message)
+
+
 def writer_command(main):
     """Decorate a command's `main`: signals raise `Interrupted` while it runs (so partial files go), an interrupt
     not handled by `main` ends in one `interrupted:` line, and the output locks are released at the end."""
@@ -458,19 +539,19 @@ def writer_command(main):
     def run(*args, **kwargs):
         previous = {}
         _received.clear()
+        _command_pid[:] = [os.getpid()]
         for number in _SIGNALS:
             try:
                 previous[number] = signal.signal(number, _raise_interrupted)
             except ValueError:  # not the main thread: leave the signals as they are
                 break
         try:
-            return main(*args, **kwargs)
-        except KeyboardInterrupt:
-            interrupted("nothing more written, no partial file left")
+            with on_interrupt("nothing more written, no partial file left"):
+                return main(*args, **kwargs)
         finally:
             OutputLock.release_all()
-            for number, handler in previous.items():
-                signal.signal(number, handler)
+            for number, handler in previous.items():  # the starting handler's "nothing was written" is past
+                signal.signal(number, default_handler(number) if is_starting_handler(handler) else handler)
             _received.clear()
 
     return run

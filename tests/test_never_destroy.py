@@ -2,11 +2,13 @@
 writer_command), through every command that writes: export/upscale.py, export/to_onnx.py, train/evaluate.py --json,
 python -m train.data prepare (--store too), and the run folder's own files."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +293,36 @@ def test_a_second_command_into_one_output_is_refused_naming_the_pid(tiny, tmp_pa
     assert hidden in ([], [".sr-toolkit-output.json"]), hidden  # the lock file goes with the command
 
 
+@pytest.mark.parametrize("held, name", [("folder", "upscale"), ("folder", "evaluate"), ("folder", "to_onnx"),
+                                         ("file", "upscale-folder")])
+def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_path, held, name):
+    """A folder upscale holds its folder; a lone output holds its own file. Each looks at the other's lock: a single
+    image upscaled (or a report, an export) into a folder being filled, or a folder upscale over a file being
+    written, is refused in one line naming the holder, and the holder's files are untouched."""
+    _, _, photos = tiny
+    folder = tmp_path / "upscaled"
+    lone = folder / ("p0.png" if name.startswith("upscale") else f"out{SUFFIX[name]}")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder if held == "folder" else lone), held],
+                              cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(folder)
+        if name == "upscale-folder":
+            status, message = run(tiny, tmp_path, "upscale", folder, "--overwrite", source=photos)
+            refused = f"{lone}: it is being written"
+        else:
+            status, message = run(tiny, tmp_path, name, lone, "--overwrite")
+            refused = f"{lone}: its folder {folder} is being written"
+        assert status == 1 and refused in message and f"pid {holder.pid}" in message and "\n" not in message
+        assert snapshot(folder) == before and not lone.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    where = {"source": photos} if name == "upscale-folder" else {}
+    assert run(tiny, tmp_path, name.split("-")[0], folder if where else lone, **where) == (0, "")  # once it is gone
+
+
 # ---- writers leave nothing partial: signals, errors, a full disk, an earlier SIGKILL ----------------------
 
 SLOW = {  # what to make slow, once the writer has begun its partial output
@@ -398,3 +430,48 @@ def test_a_new_run_folder_is_never_inside_or_holding_its_training_data(tiny, tmp
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and f"error: {run_dir}: " in done.stderr and "input" in done.stderr, done.stderr
     assert snapshot(tmp_path / "data") == before and not (photos / "run").exists()
+
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
+                         ids=["ctrl-c-to-the-group", "sigterm-to-the-group", "sigterm-to-the-command"])
+def test_a_signal_during_prepare_with_worker_processes_is_one_line_and_leaves_no_process_or_file(tiny, tmp_path,
+                                                                                                  signum, to_group):
+    """`prepare --num-proc 2` cuts sub-images in datasets' forked workers (and a manager process). Before, Ctrl-C to
+    the terminal's group printed the workers' and datasets' tracebacks (its pool's clean-up raised a TimeoutError
+    in place of the interrupt), and SIGTERM to the command alone left it waiting forever on a pool whose
+    replacement workers never ended."""
+    _, _, photos = tiny
+    out, cache = tmp_path / "prepared", tmp_path / "cache"
+    script = ("import sys, time\nimport train.data.subimages as m\nf = m.cut_subimages\n"
+              "def slow(*a, **k):\n    print('writing', flush=True); time.sleep(120); return f(*a, **k)\n"
+              "m.cut_subimages = slow\nm.main(sys.argv[1:])\n")  # fmt: skip
+    argv = ["prepare", "--dataset", photos, "--output", out, "--scale", "2", "--subimage-size", "16",
+            "--subimage-step", "16", "--num-proc", "2", "--cache-dir", cache]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"})  # fmt: skip
+    try:
+        assert process.stdout.readline().startswith("writing")  # a worker is cutting (both may print at once)
+        time.sleep(0.5)  # the other worker too, most likely
+        (os.killpg if to_group else os.kill)(process.pid, signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the test's own clean-up, whatever happened
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == 128 + signum and len(lines) == 1, stderr[-3000:]
+    assert lines[0] == f"interrupted: {out} not written, no partial folder left"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and group_alive(process.pid):
+        time.sleep(0.1)
+    assert not group_alive(process.pid), "a worker of the command outlived it"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
+    assert list((cache / "sr-toolkit-subimages").glob("tmp*")) == [], "datasets' partial cache files were left"
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -15,6 +15,11 @@ LR images are made from HR with the MATLAB-compatible bicubic. Bicubic upscaling
 LPIPS (per image), FID and IS (per set, over HR patches) and self-ensemble: docs/metrics.md.
 """
 
+from sr_models.starting import stop_while_starting
+
+if __name__ == "__main__":  # before the imports below (seconds); writer_command's handlers take over in main
+    stop_while_starting()
+
 import argparse
 from pathlib import Path
 

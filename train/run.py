@@ -26,16 +26,10 @@ from datetime import datetime
 from pathlib import Path
 
 
-def stop_while_starting(signum, frame):
-    """A signal during the imports below (seconds): stop there, nothing written yet. StopSignals takes over after."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        sys.stderr.write(f"interrupted: stopped by {signal.Signals(signum).name} while starting; nothing was written\n")
-    os._exit(128 + signum)
+from sr_models.starting import stop_while_starting
 
-
-if __name__ == "__main__":  # before the imports: a KeyboardInterrupt raised inside one can be swallowed there
-    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(stop_signal, stop_while_starting)
+if __name__ == "__main__":  # before the imports below (seconds); StopSignals takes over once the run starts
+    stop_while_starting()
 
 import torch
 import torch.nn.functional as F

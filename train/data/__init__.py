@@ -31,6 +31,13 @@ decoded once, memory-mapped by every process), training.py (putting it together)
 samples). The public names are importable from `train.data`.
 """
 
+import sys
+
+from sr_models.starting import stop_while_starting
+
+if sys.argv[:1] == ["-m"]:  # `python -m train.data prepare`: runpy imports this package (seconds) before __main__
+    stop_while_starting()
+
 from sr_models.builtin import BUILTIN_HELD_OUT, BUILTIN_TRAIN, builtin_folder
 from train.data.pairs import ImagePairs, decode, image_size, record_name
 from train.data.patches import PatchDataset, small_image_error, usable_images

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sr_models.errors import UserError, user_errors
-from sr_models.files import atomic_write_tree, claim_output, interrupted, writer_command
+from sr_models.files import atomic_write_tree, claim_output, on_interrupt, removed_on_failure, writer_command
 from sr_models.images import ImageError
 from sr_models.metrics import mod_crop
 from sr_models.resize import downscale_image
@@ -88,20 +88,22 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     cache_root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "sr-toolkit-subimages"
     cache_root.mkdir(parents=True, exist_ok=True)
     key = datasets.fingerprint.Hasher.hash([dataset._fingerprint, scale, size, step, skip_corrupt, "v1"])
-    prepared = dataset.map(
-        cut_subimages,
-        fn_kwargs={"scale": scale, "size": size, "step": step, "skip_corrupt": skip_corrupt,
-                   "in_worker": bool(num_proc and num_proc > 1)},
-        with_indices=True,
-        batched=True,
-        batch_size=1,
-        remove_columns=dataset.column_names,
-        features=SUBIMAGE_FEATURES,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
-        cache_file_name=str(cache_root / f"{key}.arrow"),
-        load_from_cache_file=True,
-        desc=f"cutting {size}x{size} sub-images",
-    )
+    before = set(cache_root.glob("tmp*"))
+    with removed_on_failure(lambda: set(cache_root.glob("tmp*")) - before):  # datasets' partial cache files
+        prepared = dataset.map(
+            cut_subimages,
+            fn_kwargs={"scale": scale, "size": size, "step": step, "skip_corrupt": skip_corrupt,
+                       "in_worker": bool(num_proc and num_proc > 1)},
+            with_indices=True,
+            batched=True,
+            batch_size=1,
+            remove_columns=dataset.column_names,
+            features=SUBIMAGE_FEATURES,
+            num_proc=num_proc if num_proc and num_proc > 1 else None,
+            cache_file_name=str(cache_root / f"{key}.arrow"),
+            load_from_cache_file=True,
+            desc=f"cutting {size}x{size} sub-images",
+        )
     return prepared.cast_column("hr", datasets.Image(decode=False)).cast_column("lr", datasets.Image(decode=False))
 
 
@@ -137,7 +139,7 @@ def prepare_command(argv=None):
     args = parser.parse_args(argv)
     if args.subimage_size is None:
         args.subimage_size = 0 if args.store else 480
-    try:
+    with on_interrupt(f"{args.output} not written, no partial folder left"):
         sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
         claim_output(args.output, inputs=sources, overwrite=args.overwrite, kind="tree")
         dataset = load_source(
@@ -161,8 +163,6 @@ def prepare_command(argv=None):
             atomic_write_tree(args.output, write)
         else:
             atomic_write_tree(args.output, lambda partial: prepared.save_to_disk(str(partial)))
-    except KeyboardInterrupt:
-        interrupted(f"{args.output} not written, no partial folder left")
     if args.store:
         size = sum(f.stat().st_size for f in args.output.iterdir())
         skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""

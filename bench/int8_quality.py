@@ -9,6 +9,8 @@ the fp32 export is quantized, then:
     photos    worst and mean PSNR_Y drop (dB) of int8 below fp32 on Set5 (official LR) and `clock_motion.png`
     graphics  the same on drawn slides, screenshots, line art, charts and cartoons (bench/held_out.py)
     speed-up  onnxruntime fp32 median time / int8 median time, one 256x256 -> x4 call, variants interleaved
+    smooth    (--smooth) the same on smooth images (bench/smooth_images.py: smooth synthetic photos, ramps, Set5
+              crops of smooth regions); also the worst image among those where fp32 is at most SMOOTH_CEILING_DB
 None of these images calibrates or checks parity (export/content.py, tests/test_int8.py). The drop is taken
 against the fp32 ONNX model, which equals PyTorch within 1e-6 (fp32 parity).
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/in
 import bench.onnx_speed  # noqa: E402
 from bench.held_out import held_out_photos, synthetic_graphics  # noqa: E402
 from bench.onnx_speed import PAN_WEIGHTS, onnx_runner, time_variants  # noqa: E402
+from bench.smooth_images import smooth_images  # noqa: E402
 from sr_models.errors import user_errors  # noqa: E402
 from export.content import builtin_images, default_calibration  # noqa: E402
 from export.convert import export_fp32  # noqa: E402
@@ -86,6 +89,9 @@ CHOICES = {
                                                                                           4, False),
 }  # fmt: skip
 DEFAULT_CHOICES = [name for name, choice in CHOICES.items() if not isinstance(choice.keep, int)]
+# Above about 50 dB fp32 PSNR_Y a smooth image's fp32 error is under 0.8 grey levels RMS, below the noise floor that
+# int8 activations add on smooth content (about 0.2 levels RMS of Y on PAN x4; docs/int8.md, "Smooth content").
+SMOOTH_CEILING_DB = 50.0
 
 
 def float_convs_of(choice, fp32, name, ranking):
@@ -109,11 +115,13 @@ def sensitivity_ranking(fp32, *, scale, scan_json=None):
     return scan
 
 
-def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, graphics_seeds):
+def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, graphics_seeds, smooth=()):
     scale = model.scale
     fp32 = Path(scratch) / f"{name}_fp32.onnx"
     export_fp32(model, fp32)
     sets = {"photos": held_out_photos(scale=scale), "graphics": synthetic_graphics(scale=scale, seeds=graphics_seeds)}
+    for which in smooth:  # "tuning" and/or "aside" (bench/smooth_images.py)
+        sets[f"smooth {which}"] = smooth_images(scale=scale, aside=which == "aside")
     reference = OnnxUpscaler(fp32, device="cpu", tile=None)
     fp32_scores = {kind: psnr_y(reference, images) for kind, images in sets.items()}
     calibration = {"photos": [p.lr for p in photos_as_pairs(builtin_images("calibration", "photo"), scale=scale)],
@@ -138,6 +146,12 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, grap
             rows[choice][kind] = {"worst": float(drops[worst]), "worst image": images_of_kind[worst].name,
                                   "mean": float(drops.mean()), "images": len(drops),
                                   "over budget": int((drops > DEFAULT_MAX_INT8_DROP_DB).sum())}  # fmt: skip
+            if kind.startswith("smooth"):
+                below = fp32_scores[kind] <= SMOOTH_CEILING_DB
+                if below.any():
+                    index = int(np.flatnonzero(below)[np.argmax(drops[below])])
+                    rows[choice][kind] |= {"worst below ceiling": float(drops[index]),
+                                           "worst image below ceiling": images_of_kind[index].name}  # fmt: skip
 
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     runners = {"fp32": onnx_runner(fp32, x)} | {choice: onnx_runner(path, x) for choice, path in files.items()}
@@ -159,6 +173,17 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, grap
               f"({g['worst image']}) | {g['mean']:.3f} | {p['over budget']}/{p['images']} photos, "
               f"{g['over budget']}/{g['images']} graphics | {times[choice][0] * 1000:.0f} | {row['speed-up']:.2f}x | "
               f"{row['cpu speed-up']:.2f}x |")  # fmt: skip
+    for kind in (kind for kind in sets if kind.startswith("smooth")):
+        print(f"\n{name} x{scale}, {kind} ({len(sets[kind])} images): int8 PSNR_Y drop below fp32 (dB)")
+        print(f"| choice | worst | mean | over {DEFAULT_MAX_INT8_DROP_DB} dB "
+              f"| worst where fp32 <= {SMOOTH_CEILING_DB:.0f} dB |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|")
+        for choice, row in rows.items():
+            fig = row[kind]
+            below = (f"{fig['worst below ceiling']:.3f} ({fig['worst image below ceiling']})"
+                     if "worst below ceiling" in fig else "none below")  # fmt: skip
+            print(f"| {choice} | {fig['worst']:.3f} ({fig['worst image']}) | {fig['mean']:.3f} | "
+                  f"{fig['over budget']}/{fig['images']} | {below} |")  # fmt: skip
     return rows
 
 
@@ -169,6 +194,8 @@ def main(argv=None):
                         help="which choices to run (default: all but the one that needs the sensitivity scan)")
     parser.add_argument("--graphics-seeds", nargs="+", type=int, default=[0, 1],
                         help="seeds of the drawn text/graphics images (default 0 1; tests use 7)")  # fmt: skip
+    parser.add_argument("--smooth", nargs="+", choices=("tuning", "aside"), default=[],
+                        help="also score the smooth images of bench/smooth_images.py (tuning, aside or both)")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (default 5)")
     parser.add_argument("--size", type=int, default=256, help="timed input height and width (default 256)")
     parser.add_argument("--scan-json", nargs="+", type=Path, default=[],
@@ -191,7 +218,7 @@ def main(argv=None):
             scan_json = args.scan_json[index] if index < len(args.scan_json) else None
             figures[name] = bench_model(name, model.eval(), choices=choices, repeats=args.repeats, size=args.size,
                                         scan_json=scan_json, scratch=scratch,
-                                        graphics_seeds=tuple(args.graphics_seeds))  # fmt: skip
+                                        graphics_seeds=tuple(args.graphics_seeds), smooth=args.smooth)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -9,6 +9,7 @@ import torch
 from onnx import numpy_helper
 
 from bench.held_out import HELD_OUT_BUILTIN_PHOTOS, KINDS, SET5, held_out_photos, synthetic_graphics, synthetic_image
+from bench.smooth_images import ASIDE, TUNING, smooth_images
 from export.content import builtin_images, default_calibration
 from export.convert import export_fp32
 from export.kernels import FAMILIES_KEY, PROVABLE_FAMILIES, saturating_convs
@@ -64,6 +65,20 @@ def test_drawn_graphics_are_deterministic_and_varied():
     for pair in pairs:
         assert pair.hr.shape == (pair.lr.shape[0] * 4, pair.lr.shape[1] * 4, 3)
         assert len(np.unique(pair.hr.reshape(-1, 3), axis=0)) >= 2  # something was drawn (line art: black on white)
+
+
+def test_smooth_images_are_deterministic_held_out_and_smooth():
+    """bench/smooth_images.py: the same pixels every run, disjoint lists, no copy of a calibration or parity image."""
+    assert not set(TUNING) & set(ASIDE)
+    first, again = smooth_images(scale=4), smooth_images(scale=4)
+    assert [p.name for p in first] == [p.name for p in again]
+    assert all(np.array_equal(a.hr, b.hr) and np.array_equal(a.lr, b.lr) for a, b in zip(first, again))
+    used = {digest(image.hr) for job in JOBS for image in photos_as_pairs(builtin_images(*job), scale=4)}
+    for pair in first + smooth_images(scale=4, aside=True):
+        assert pair.hr.shape == (pair.lr.shape[0] * 4, pair.lr.shape[1] * 4, 3) and digest(pair.hr) not in used
+    # smooth: neighbouring HR pixels differ by a few levels at most on average (the synthetic ones)
+    synthetic = [p for p in first if not p.name.startswith(("bird", "baby"))]
+    assert synthetic and all(np.abs(np.diff(p.hr.astype(int), axis=1)).mean() < 4 for p in synthetic)
 
 
 def tiny_pan_fp32(tmp_path):

@@ -406,6 +406,10 @@ class OutputLock:
     def _take(self):
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except IsADirectoryError:
+            self.release()
+            raise OutputError(f"{self.lock_path}: is this toolkit's lock file name, but is a folder; it is left as it "
+                              "is: move it away, or choose another output") from None  # fmt: skip
         except OSError as error:  # ELOOP: the lock file is a link; EACCES, EROFS, ...
             self.release()
             raise OutputError(f"{self.path}: cannot take its lock file {self.lock_path.name} "

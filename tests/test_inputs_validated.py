@@ -79,6 +79,13 @@ def test_model_overrides_obey_the_same_schema_before_a_run_starts():
     check_spec("srresnet", 8, {"channels": 8, "num_blocks": 0})  # the limits themselves are allowed
 
 
+def test_overrides_written_without_a_space_after_the_colon_say_why_they_are_unknown():
+    """`--model-overrides {channels:8}` is YAML for the key "channels:8" with no value."""
+    with pytest.raises(ConfigError, match=r"no hyper-parameter channels:8 \(YAML needs a space after the colon: "
+                                          r"channels: 8\); valid: channels"):  # fmt: skip
+        load_recipe("quickstart", model_overrides="{channels:8}")
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, bad):
     tensors = {k: v.clone().contiguous() for k, v in tiny_pan().state_dict().items()}

@@ -5,6 +5,7 @@ python -m train.data prepare (--store too), and the run folder's own files."""
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,6 +261,12 @@ def test_a_users_file_under_our_lock_files_name_is_refused_and_kept(tmp_path, wh
     with pytest.raises((ConfigError, OutputError), match=f"{lock_file}: is {name}, but is not a regular file"):
         take()
     lock_file.unlink()
+    lock_file.mkdir()  # a folder of the user's: said to be one, and kept with what is in it
+    (lock_file / "keep.txt").write_text("mine\n")
+    with pytest.raises((ConfigError, OutputError), match=f"{lock_file}: is {name}, but is a folder; it is left"):
+        take()
+    assert (lock_file / "keep.txt").read_text() == "mine\n"
+    shutil.rmtree(lock_file)
     lock_file.write_text("12345\n")  # left by a holder that was killed: ours, taken over and removed at the end
     take()
     assert lock_file.exists() == (where == "run")

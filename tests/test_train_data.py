@@ -161,6 +161,17 @@ def test_the_small_image_rule(hr_folder, tmp_path):
     assert lr_pad.shape[:2] == (17, 20) and inner.mean() < 1.0
 
 
+@pytest.mark.parametrize("small_images", ["error", "pad"])
+def test_an_image_smaller_than_the_scale_is_named_as_such(tmp_path, small_images):
+    """A 3x2 image at x4 has no LR pixel: its message says so, not "LR 0x0 (HR 0x0)"."""
+    folder = tmp_path / "hr"
+    save_rgb(folder / "big.png", np.zeros((40, 40, 3), np.uint8))
+    save_rgb(folder / "speck.png", np.zeros((2, 3, 3), np.uint8))
+    pairs = ImagePairs(load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache")), scale=4)
+    with pytest.raises(ImageError, match=r"speck\.png: narrower or lower than 4 pixels, so at x4 it has no LR pixel"):
+        usable_images(pairs, lr_patch_size=8, small_images=small_images, skip_corrupt=False)
+
+
 def test_the_prepare_step_cuts_aligned_subimages_once_and_caches_them(hr_folder, tmp_path):
     cache = tmp_path / "cache"
     source = load_source(str(hr_folder), split="train", cache_dir=str(cache))

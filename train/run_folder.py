@@ -61,6 +61,9 @@ class RunFolderLock:
                 raise ConfigError(f"{marker}: is the run lock's name, but {foreign}; it is left as it is: move it away, "
                                   "or choose another --output-dir")  # fmt: skip
             self.file = os.fdopen(fd, "r+")
+        except IsADirectoryError:
+            raise ConfigError(f"{marker}: is the run lock's name, but is a folder; it is left as it is: move it away, "
+                              "or choose another --output-dir") from None  # fmt: skip
         except OSError as error:  # a path under a file, an unwritable parent, a read-only file system
             raise ConfigError(f"{self.run_dir}: cannot use it as the run folder ({one_line(error)})") from None
         try:

@@ -25,6 +25,7 @@ patches keeps each training run to seconds; most of the time is Python importing
 
 import argparse
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -206,12 +207,16 @@ class Outcome:
     timed_out: bool = False
 
 
-def run(command, *, cwd=REPO, env=None, timeout=TIMEOUT):
+def run(command, *, cwd=REPO, env=None, timeout=TIMEOUT, memory_limit=None):
+    """`memory_limit`: bytes of address space, for a case that would otherwise take the machine's memory."""
+    import resource
+
     start = time.perf_counter()
     environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **(env or {})}
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))) if memory_limit else None
     try:
         done = subprocess.run([sys.executable, *command], cwd=cwd, env=environment, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
+                              timeout=timeout, preexec_fn=limit)  # fmt: skip
         return Outcome(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
     except subprocess.TimeoutExpired as expired:
         return Outcome(-1, str(expired.stdout or ""), str(expired.stderr or ""), time.perf_counter() - start, True)
@@ -1486,6 +1491,9 @@ class Suite:
         for where in ("export/upscale.py", "train/evaluate.py"):
             cases.append((f"one line / ONNX failing on an image / {where}", lambda w=where: self.onnx_fails_on_image(w)))
             cases.append((f"one line / ONNX with a 2^62-trip Loop / {where}", lambda w=where: self.looping_onnx(w)))
+            for computed in (False, True):
+                cases.append((f"one line / ONNX asking 12 GB on its probe, {'computed' if computed else 'constant'} "
+                              f"scales / {where}", lambda w=where, c=computed: self.blowing_up_onnx(w, c)))
         return cases
 
     def judge_one_line(self, case, where, outcome, *, names):
@@ -1618,6 +1626,32 @@ class Suite:
         return self.judge_one_line(f"ONNX model ({path.stat().st_size} bytes) with a 2^62-trip Loop", where, outcome,
                                    names=str(path))  # fmt: skip
 
+
+    def blowing_up_onnx(self, where, computed):
+        """A 300-byte model that resizes its input up by 4096 and back down to x4: refused at open, in bounded
+        memory (the run is capped at 16 GB of address space, so that a regression fails the case, not the machine)."""
+        from onnx import TensorProto as T
+        from onnx import helper
+
+        scales = [helper.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0),
+                  helper.make_node("Mul", ["mean", "zero"], ["none"]), helper.make_node("Add", ["up", "none"], ["scales"])]
+        path = self.onnx_graph(self.root / f"blow-up-{computed}-{slug(where)}.onnx", [
+            *(scales if computed else [helper.make_node("Identity", ["up"], ["scales"])]),
+            helper.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
+            helper.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest")],
+            [helper.make_tensor("up", T.FLOAT, [4], [1, 1, 4096, 4096]),
+             helper.make_tensor("down", T.FLOAT, [4], [1, 1, 1 / 1024, 1 / 1024]),
+             helper.make_tensor("zero", T.FLOAT, [], [0.0])])  # fmt: skip
+        target = self.root / f"blow-up-{computed}.png"
+        if where == "export/upscale.py":
+            command = ["export/upscale.py", str(path), str(self.good / "good0.png"), str(target), "--device", "cpu"]
+        else:
+            command = ["train/evaluate.py", "--weights", str(path), "--hr", str(self.good), "--device", "cpu"]
+        outcome = run(command, timeout=60, memory_limit=16 << 30)
+        if target.exists():
+            return Result("ONNX model asking 12 GB on its probe", where, "lost", "wrote an image", outcome.seconds)
+        return self.judge_one_line(f"ONNX model ({path.stat().st_size} bytes) asking 12 GB on its probe", where,
+                                   outcome, names=str(path))  # fmt: skip
 
     # ---- decode only what is meant; bounded image memory (issue 19, rules 2 and 4) ---------------------------
 
@@ -1787,6 +1821,12 @@ class Suite:
                            ("export/upscale.py", "folder holding the input folder")):  # fmt: skip
             cases.append((f"destroy / output is an input ({how}) / {where}",
                           lambda w=where, h=how: self.destroy_onto_input(w, h)))  # fmt: skip
+        for where in ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py"):
+            cases.append((f"destroy / a lone output into a folder being upscaled / {where}",
+                          lambda w=where: self.destroy_into_a_folder_being_written(w)))  # fmt: skip
+        for signum, group in ((signal.SIGINT, True), (signal.SIGTERM, False)):
+            cases.append((f"destroy / {signum.name} to the {'group' if group else 'command'} with worker processes / "
+                          "python -m train.data prepare", lambda s=signum, g=group: self.destroy_prepare_workers(s, g)))
         cases.append(("destroy / a report onto our model / train/evaluate.py", self.destroy_report_onto_model))
         cases.append(("destroy / run lock is a link / train/run.py", self.destroy_run_lock_link))
         cases.append(("destroy / output is an input (run folder inside --dataset) / train/run.py",
@@ -2065,6 +2105,85 @@ class Suite:
         if result.verdict == "handled":
             result.what = result.what.replace(str(first.pid), "N")
         return result
+
+    def destroy_into_a_folder_being_written(self, where):
+        """A folder upscale is filling a folder; a single image (a report, an export) written into it is refused."""
+        case = "a lone output into a folder another command is filling"
+        place, photos, _ = self.destroy_place(where, "into-folder")
+        folder = place / "upscaled"
+        started = time.perf_counter()
+        first = self.destroy_writer("export/upscale.py", self.destroy_command("export/upscale.py", folder,
+                                                                              inputs=photos))  # fmt: skip
+        try:
+            if not self.destroy_wait_writing(first):
+                return Result(case, where, "other", "the folder upscale never began")
+            before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+            lone = folder / ("good0.png" if where == "export/upscale.py" else self.destroy_place(where, "name")[2].name)
+            command = self.destroy_command(where, lone, inputs=photos / "good0.png" if where == "export/upscale.py"
+                                           else photos)  # fmt: skip
+            second = run([*command, "--overwrite"])
+            after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        finally:
+            first.kill()
+            first.communicate()
+        second.seconds = time.perf_counter() - started
+        if after != before:
+            return Result(case, where, "lost", "the folder's files changed", second.seconds)
+        result = judge_refusal(case, where, second, names=str(lone))
+        if result.verdict == "handled" and f"pid {first.pid}" not in error_line(second):
+            return Result(case, where, "other", f"refused without the holder's pid: {error_line(second)}",
+                          second.seconds)  # fmt: skip
+        if result.verdict == "handled":
+            result.what = result.what.replace(str(first.pid), "N")
+        return result
+
+    def destroy_prepare_workers(self, signum, group):
+        """prepare --num-proc 2 cutting sub-images in datasets' forked workers, stopped by a signal to the terminal's
+        process group or to the command alone: one line, no process left, no partial output or cache file."""
+        where = "python -m train.data prepare"
+        case = f"{signum.name} to the {'process group' if group else 'command'} while 2 workers cut sub-images"
+        place, photos, out = self.destroy_place(where, f"workers-{signum}-{group}")
+        cache = place / "cache"
+        script = ("import sys, time\nimport train.data.subimages as m\nf = m.cut_subimages\n"
+                  "def slow(*a, **k):\n    print('writing', flush=True); time.sleep(120); return f(*a, **k)\n"
+                  "m.cut_subimages = slow\nm.main(sys.argv[1:])\n")  # fmt: skip
+        argv = ["prepare", "--dataset", str(photos), "--output", str(out), "--scale", "2", "--subimage-size", "32",
+                "--subimage-step", "32", "--num-proc", "2", "--cache-dir", str(cache)]  # fmt: skip
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"})  # fmt: skip
+        try:
+            if not process.stdout.readline().startswith("writing"):
+                return Result(case, where, "other", "no worker began")
+            (os.killpg if group else os.kill)(process.pid, signum)
+            _, stderr = process.communicate(timeout=TIMEOUT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and group_alive(process.pid):
+                time.sleep(0.1)
+            survivors = group_alive(process.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        seconds = time.perf_counter() - started
+        left = self.destroy_leftovers(place, out) + ([out.name] if out.exists() else [])
+        left += [p.name for p in (cache / "sr-toolkit-subimages").glob("tmp*")]
+        if left:
+            return Result(case, where, "lost", f"left {left}", seconds)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if survivors or process.returncode != 128 + signum or len(lines) != 1 or not lines[0].startswith("interrupted: "):
+            return Result(case, where, "other", f"exit {process.returncode}{', a worker survived' if survivors else ''}"
+                          f": {stderr.strip()[-200:]}", seconds)  # fmt: skip
+        return Result(case, where, "handled", f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, "
+                      "no process, partial folder or cache file left", seconds)  # fmt: skip
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def make_eps(path):

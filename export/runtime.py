@@ -10,7 +10,9 @@ The ONNX contract of our exports (export/to_onnx.py writes it, `check_model` enf
     metadata_props: model, scale, layout, value_range, precision (+ hyper-parameters, exporter, opset).
 """
 
+import functools
 import json
+import math
 import re
 import threading
 from pathlib import Path
@@ -127,6 +129,68 @@ def check_loops(path, graph):
         for attribute in node.attribute:
             for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 check_loops(path, subgraph)
+
+
+def largest_tensor(path, height, width):
+    """(bytes, op type) of the largest tensor of the graph at `path` whose size ONNX shape inference (with data
+    propagation) fixes for a 1x3xheightxwidth input: what the model allocates at least, before it runs. Sizes
+    computed at run time are not known here ((0, None) when none is, or without the `onnx` package); the probes'
+    bounded arena covers those at the probe's size."""
+    try:
+        import onnx
+        from onnx import helper, shape_inference
+    except ImportError:
+        return 0, None
+    model = onnx.load(str(path), load_external_data=False)  # check_model has read it already: it loads
+    inline_constants(model.graph)
+    for value in model.graph.input:
+        if value.name == INPUT_NAME:
+            for dim, size in zip(value.type.tensor_type.shape.dim, (1, 3, height, width)):
+                dim.Clear()
+                dim.dim_value = size
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # onnx's own errors on graphs it cannot follow: nothing is known, the probes still run
+        return 0, None
+    producers = {name: node.op_type for node in inferred.graph.node for name in node.output}
+    largest = (0, None)
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if not tensor.HasField("shape") or None in dims or tensor.elem_type == onnx.TensorProto.UNDEFINED:
+            continue
+        try:
+            size = math.prod(dims) * helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize
+        except (KeyError, TypeError):  # a string or other non-numeric type: not an activation
+            continue
+        if size > largest[0]:
+            largest = (size, producers.get(value.name))
+    return largest
+
+
+def inline_constants(graph):
+    """Constant nodes, and Identity nodes of constants, become initializers: shape inference reads a Resize's scales
+    or a Reshape's shape only from an initializer, and a graph need not spell them as one."""
+    import onnx
+
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    kept = []
+    for node in graph.node:
+        value = None
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            value = node.attribute[0].t
+        elif node.op_type == "Identity" and node.input and node.input[0] in constants:
+            value = constants[node.input[0]]
+        if value is None or not node.output:
+            kept.append(node)
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        constants[tensor.name] = tensor
+        graph.initializer.append(tensor)
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def choose_providers(device=None):
@@ -314,6 +378,12 @@ class OnnxUpscaler:
         finally:
             timer.cancel()
         return np.asarray(output)
+
+    @functools.lru_cache(maxsize=64)
+    def graph_memory(self, height, width):
+        """(bytes, op type): the largest tensor the graph is known to allocate on a height x width input
+        (largest_tensor), for the callers' memory estimate before an image is run."""
+        return largest_tensor(self.path, height, width)
 
     @property
     def spec(self):

@@ -62,22 +62,26 @@ def plan(source, target, *, model=None, overwrite=False):
     return jobs
 
 
-def upscale_memory(header, *, scale, tile, tile_pad):
+def upscale_memory(header, *, scale, tile, tile_pad, graph_memory=lambda height, width: (0, None)):
     """(bytes, what they are) one image takes in this command: decoding, the whole output (colour and alpha,
-    and Pillow's copy when it is saved), and the model's activations on one tile (or the whole image)."""
+    and Pillow's copy when it is saved), and the model's activations on one tile (or the whole image): the
+    estimate for an SR network, or more where the graph itself is known to allocate more (`graph_memory`:
+    OnnxUpscaler.graph_memory, a tiny file that resizes by 4096 asks terabytes)."""
     output_pixels = header.width * header.height * scale * scale
     output = output_pixels * ((3 + 1 + 1 + 4 + 4) if header.alpha else (3 + 3))
-    if tile:
-        side_h, side_w = min(tile + 2 * tile_pad, header.height), min(tile + 2 * tile_pad, header.width)
-        run, where = side_h * side_w * scale * scale * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, f"tiles of {tile}"
-    else:
-        run, where = output_pixels * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image at once (--tile 0)"
+    side_h, side_w = (min(tile + 2 * tile_pad, header.height), min(tile + 2 * tile_pad, header.width)) if tile else \
+        (header.height, header.width)  # fmt: skip
+    where = f"tiles of {tile}" if tile else "the whole image at once (--tile 0)"
+    run = side_h * side_w * scale * scale * ACTIVATION_BYTES_PER_OUTPUT_PIXEL
+    known, op = graph_memory(side_h, side_w)
+    if known > run:
+        run, where = known, f"{where} (its graph's {op} output alone)"
     decoding = header.decoded_bytes()
     return decoding + output + run, (f"decoding {gib(decoding)}, the {header.width * scale}x{header.height * scale}"
                                      f" output {gib(output)}, the model on {where} {gib(run)}")  # fmt: skip
 
 
-def check_inputs(jobs, *, scale, tile, tile_pad, max_memory):
+def check_inputs(jobs, *, scale, tile, tile_pad, max_memory, graph_memory=lambda height, width: (0, None)):
     """Every input's header, checked before the first image is run: one image per file, an output format that
     holds what it keeps (alpha, ICC profile), and the memory it needs (refused with the size and the option)."""
     for source, target in jobs:
@@ -86,7 +90,7 @@ def check_inputs(jobs, *, scale, tile, tile_pad, max_memory):
             raise ImageError(f"{source}: has {header.frames} frames (animated or multi-page); upscale.py writes one "
                              "image per file: save the frame to upscale as its own file")  # fmt: skip
         check_output_holds(target, header, source)
-        need, parts = upscale_memory(header, scale=scale, tile=tile, tile_pad=tile_pad)
+        need, parts = upscale_memory(header, scale=scale, tile=tile, tile_pad=tile_pad, graph_memory=graph_memory)
         change = ("tile it (--tile 256) or pass a larger --max-memory if the machine has it" if not tile else
                   "pass a larger --max-memory if the machine has it (tiles bound only the model's share)")  # fmt: skip
         check_fits(need, name=str(source), what=f"upscaling x{scale} ({parts})", max_memory=max_memory, change=change)
@@ -156,7 +160,8 @@ def upscale_command(args):
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
                                 self_ensemble=args.self_ensemble)
-        check_inputs(jobs, scale=upscaler.scale, tile=upscaler.tile, tile_pad=args.tile_pad, max_memory=args.max_memory)
+        check_inputs(jobs, scale=upscaler.scale, tile=upscaler.tile, tile_pad=args.tile_pad, max_memory=args.max_memory,
+                     graph_memory=upscaler.graph_memory)  # fmt: skip
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
             for line in upscale_file(upscaler, source, target, max_memory=args.max_memory):
                 tqdm.write(line, file=sys.stderr)

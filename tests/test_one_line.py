@@ -95,11 +95,12 @@ def looping_model(path, *, computed=False):
     return onnx_model(path, nodes)
 
 
-def blowing_up_model(path, *, computed=False):
-    """A Resize up by 4096 and back down to x4: a few hundred bytes whose first tensor is 11.8 GiB on a 9x7 input. Its
-    scales are a constant, or computed at run time (beyond shape inference: lr's mean times 0, plus the constant)."""
-    up = h.make_tensor("up", T.FLOAT, [4], [1, 1, 4096, 4096])
-    down = h.make_tensor("down", T.FLOAT, [4], [1, 1, 1 / 1024, 1 / 1024])
+def blowing_up_model(path, *, computed=False, factor=4096):
+    """A Resize up by `factor` and back down to x4: a few hundred bytes whose first tensor is 11.8 GiB on a 9x7 input
+    at 4096. Its scales are a constant, or computed at run time (beyond shape inference: lr's mean times 0, plus the
+    constant)."""
+    up = h.make_tensor("up", T.FLOAT, [4], [1, 1, factor, factor])
+    down = h.make_tensor("down", T.FLOAT, [4], [1, 1, 4 / factor, 4 / factor])
     scales = [h.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0), h.make_node("Mul", ["mean", "zero"], ["none"]),
               h.make_node("Add", ["up", "none"], ["scales"])] if computed else \
         [h.make_node("Identity", ["up"], ["scales"])]  # fmt: skip
@@ -206,6 +207,24 @@ def test_onnx_that_would_take_all_memory_is_refused_at_open(files, command, comp
                    timeout=120, memory_limit=16 << 30)  # fmt: skip
     line = assert_one_line(done, model, "1x3x9x7 probe input")
     assert "a Resize node asks for 11.8 GiB" in line and "not an upscaling network" in line
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("command", ["upscale", "evaluate"])
+def test_onnx_that_explodes_only_beyond_the_probe_is_refused_before_an_image_runs(files, command, tmp_path):
+    """Resize x256 then down to x4: 150 MB on the 9x7 probe, 61 GB on a 288x288 tile. The graph's own tensor sizes
+    (shape inference at the tile's size) enter the memory estimate, which refuses it with the size and the option."""
+    model = blowing_up_model(tmp_path / "late.onnx", factor=256)
+    photo = tmp_path / "photo.png"
+    save_rgb(photo, np.zeros((300, 300, 3), np.uint8))
+    target = tmp_path / "late.png"
+    if command == "upscale":
+        done = run("export/upscale.py", str(model), str(photo), str(target), "--device", "cpu", memory_limit=16 << 30)
+    else:
+        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(tmp_path), "--device", "cpu",
+                   memory_limit=16 << 30)  # fmt: skip
+    line = assert_one_line(done, photo)
+    assert "(its graph's Resize output alone)" in line and "GiB, more than --max-memory" in line, line
     assert not target.exists()
 
 

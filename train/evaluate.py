@@ -120,6 +120,9 @@ def check_evaluation_memory(upscaler, hr, *, max_memory=None):
     if tile:  # OnnxUpscaler: the model runs on tiles of `tile` LR pixels plus their context
         side_h, side_w = (min(tile + 2 * upscaler.tile_pad, n // s) * s for n in (height, width))
         run, where = side_h * side_w * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, f"tiles of {tile}"
+        known, op = upscaler.graph_memory(side_h // s, side_w // s)  # a graph known to allocate more (export.runtime)
+        if known > run:
+            run, where = known, f"tiles of {tile} (its graph's {op} output alone)"
     else:
         run, where = width * height * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image"
     scoring = width * height * SCORING_BYTES_PER_OUTPUT_PIXEL

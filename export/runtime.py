@@ -373,8 +373,12 @@ class OnnxUpscaler:
             if stopped.is_set():
                 raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
                                      "(a loop in the graph?): not an upscaling network") from None  # fmt: skip
-            raise OnnxModelError(f"{self.path}: the model does not run on a {shape} input ({_one_line(error)}); it "
-                                 "needs dynamic batch, height and width: export it with export/to_onnx.py") from None
+            # onnxruntime's words for an input of another size than a static shape: then the advice is the export
+            fixed = "invalid dimensions" in str(error).lower() or "invalid rank" in str(error).lower()
+            advice = ("; it needs dynamic batch, height and width: export it with export/to_onnx.py" if fixed else
+                      ": not usable as an upscaler")  # fmt: skip
+            raise OnnxModelError(f"{self.path}: the model does not run on a {shape} input "
+                                 f"({_one_line(error)}){advice}") from None
         finally:
             timer.cancel()
         return np.asarray(output)

@@ -35,10 +35,12 @@ import shutil
 import signal
 import stat
 import sys
+import threading
+import time
 from pathlib import Path
 
 from sr_models.errors import UserError
-from sr_models.starting import default_handler, is_starting_handler
+from sr_models.starting import is_starting_handler
 
 WRITTEN_BY = "sr-toolkit"  # the mark this toolkit leaves in what it writes
 FOLDER_MARK = ".sr-toolkit-output.json"  # inside every folder written whole: the mark and the folder's file list
@@ -308,6 +310,8 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
             _check_no_other_writer(path, lone=lock)
             remove_leftovers(path)
             _check_replaceable(path, overwrite=overwrite, option=option, writes=writes)
+        elif lock:
+            _check_no_lone_writer_inside(path)
     except BaseException:
         if held is not None:
             held.release()
@@ -326,6 +330,21 @@ def _check_no_other_writer(path, *, lone):
         writer = f"its folder {path.parent} is" if lone else "it is"
         raise OutputError(f"{path}: {writer} being written by another command of this toolkit (pid {holder}); wait "
                           "for it to end, or choose another output")  # fmt: skip
+
+
+def _check_no_lone_writer_inside(folder):
+    """A folder writer (its lock taken) refuses a folder in which another command is writing a lone output, whatever
+    its name: the same exclusion as _check_no_other_writer, seen from the folder's side."""
+    if not folder.is_dir():
+        return
+    for lock_path in sorted(folder.glob(f".*{LOCK_NAME}")):
+        if lock_path.name == LOCK_NAME:
+            continue
+        holder = OutputLock.holder(lock_path, remove_stale=True)  # a killed writer's: this folder writer's to clear
+        if holder is not None:
+            output = folder / lock_path.name[1 : -len(LOCK_NAME)]
+            raise OutputError(f"{folder}: {output.name} in it is being written by another command of this toolkit "
+                              f"(pid {holder}); wait for it to end, or choose another output folder")  # fmt: skip
 
 
 def _check_replaceable(path, *, overwrite, option, writes=None):
@@ -383,9 +402,10 @@ class OutputLock:
         return path.with_name(f".{path.name}{LOCK_NAME}")
 
     @classmethod
-    def holder(cls, lock_path):
+    def holder(cls, lock_path, *, remove_stale=False):
         """The pid (as written, or "unknown") of another process holding `lock_path`, or None: a look that takes
-        nothing (a shared lock, dropped at once) and never creates, follows or removes the file."""
+        nothing (a shared lock, dropped at once) and never creates or follows the file. `remove_stale`: a lock
+        file of ours that nobody holds (a killed command's) is removed; a user's file under that name never is."""
         if any(lock.lock_path == lock_path for lock in cls.held):
             return None  # this command's own
         try:
@@ -399,6 +419,9 @@ class OutputLock:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if remove_stale:  # a writer taking it now finds its file gone and makes a new one (OutputLock._take)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
             return None  # free: a killed command's stale file (closing drops the shared lock)
         finally:
             os.close(fd)
@@ -487,17 +510,44 @@ _command_pid = []  # the process whose main the handlers were installed for
 def _raise_interrupted(signum, frame):
     if _command_pid and os.getpid() != _command_pid[0]:
         # A forked worker (datasets' map with num_proc, a multiprocessing pool) inherits the handler. Its parent
-        # decides: Ctrl-C and hang-ups reach the whole group and stop the parent, which ends its pool with SIGTERM,
-        # and a worker must then die by it: raising here would leave a traceback per worker, or (once the pool has
-        # replaced the dead ones) workers that outlive the signal on a queue lock and hang the pool's join forever.
+        # decides: Ctrl-C and hang-ups reach the whole group and stop the parent, which ends its pool with SIGTERM.
+        # On SIGTERM a worker leaves quietly (multiprocessing ends a process on SystemExit without a traceback) by
+        # unwinding, not by dying of the signal: a worker waiting for a task holds the task queue's lock, and one that
+        # dies holding it hangs the pool's terminate forever. Raising Interrupted instead would print a traceback per
+        # worker, and ignoring SIGTERM would leave workers that the pool's terminate never ends.
         if signum == signal.SIGTERM:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            raise SystemExit(128 + signum)
         return
     if _received:
         return  # one is on its way out: let the clean-up finish
     _received.append(signum)
+    threading.Thread(target=_end_stuck_workers, daemon=True, name="end-stuck-workers").start()
     raise Interrupted(signum)
+
+
+STUCK_WORKER_SECONDS = 10
+
+
+def _end_stuck_workers():
+    """Once a signal has stopped the command, worker processes still alive after STUCK_WORKER_SECONDS are killed.
+    A multiprocessing pool that is ending can wait forever for a worker it started while it was being stopped (one
+    forked to replace a worker that had left, blocked on the task queue's lock: seen about 1 in 40 times with
+    SIGTERM to the group during `prepare --num-proc 2`); the clean-up, and the `interrupted:` line, then never come.
+    Killing it lets the pool's join return; the command's own clean-up removes what the workers wrote."""
+    time.sleep(STUCK_WORKER_SECONDS)
+    if _received:  # else the command's clean-up has finished (writer_command clears it): nothing is stuck
+        kill_workers()
+
+
+def kill_workers():
+    """SIGKILL every worker process this one started through multiprocessing (or datasets' `multiprocess`)."""
+    for name in ("multiprocess", "multiprocessing"):  # datasets' pools use `multiprocess`, ours the standard one
+        module = sys.modules.get(name)
+        try:
+            for child in module.active_children() if module else ():
+                child.kill()
+        except Exception:  # a child that ended meanwhile, a set changing under us: the next one still goes
+            continue
 
 
 def interrupted(message):
@@ -549,13 +599,27 @@ def writer_command(main):
                 previous[number] = signal.signal(number, _raise_interrupted)
             except ValueError:  # not the main thread: leave the signals as they are
                 break
+        command_process = any(is_starting_handler(handler) for handler in previous.values())
         try:
             with on_interrupt("nothing more written, no partial file left"):
                 return main(*args, **kwargs)
+        except SystemExit as leaving:
+            if not (command_process and _received):
+                raise
+            # Interrupted, its clean-up done and its line printed: the command's process leaves now. The interpreter's
+            # own exit would join what libraries left running (a pool's threads, forking a worker while the exit
+            # holds the locks they need: a hang seen with SIGTERM during `prepare --num-proc 2`).
+            OutputLock.release_all()
+            kill_workers()  # what the exit would have ended (multiprocessing's atexit), without waiting on them
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(leaving.code if isinstance(leaving.code, int) else 1)
         finally:
             OutputLock.release_all()
-            for number, handler in previous.items():  # the starting handler's "nothing was written" is past
-                signal.signal(number, default_handler(number) if is_starting_handler(handler) else handler)
+            for number, handler in previous.items():
+                # The command's process (its handler was the starting one): what is left is the exit itself, its
+                # line and status already decided; a signal now would only kill it silently (exit -N, no line).
+                signal.signal(number, signal.SIG_IGN if is_starting_handler(handler) else handler)
             _received.clear()
 
     return run

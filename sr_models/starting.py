@@ -26,7 +26,3 @@ def stop_while_starting():
 def is_starting_handler(handler):
     return handler is _stop
 
-
-def default_handler(number):
-    """What Python itself has for `number`: KeyboardInterrupt for SIGINT, the system's default for the others."""
-    return signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL

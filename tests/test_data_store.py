@@ -158,6 +158,27 @@ def test_a_decoding_worker_ends_on_sigterm(source):
     assert worker.exitcode == -signal.SIGTERM, "a decoding worker ignored SIGTERM"
 
 
+def report_start_dispositions(queue):  # the first thing a spawned process runs, after its bootstrap imports
+    queue.put([signal.getsignal(number) == signal.SIG_IGN for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)])
+
+
+def test_decoding_workers_start_with_the_terminal_signals_ignored():
+    """A Ctrl-C or hang-up to the group while a spawned worker still imports (seconds) was a traceback per worker;
+    they start with both ignored, SIGTERM (the pool's way to end them) left as it is, and the parent's handlers
+    come back after."""
+    from train.data.store import terminal_signals_ignored_by_new_processes
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    before = signal.getsignal(signal.SIGINT)
+    with terminal_signals_ignored_by_new_processes():
+        worker = context.Process(target=report_start_dispositions, args=(queue,))
+        worker.start()
+    assert signal.getsignal(signal.SIGINT) is before
+    assert queue.get(timeout=60) == [True, True, False]
+    worker.join(timeout=30)
+
+
 TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
         "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1", "--val-dataset", "none",
         "--steps", "4", "--batch-size", "2", "--gradient-accumulation-steps", "2", "--lr", "3e-3"]  # fmt: skip

@@ -301,7 +301,7 @@ def test_a_second_command_into_one_output_is_refused_naming_the_pid(tiny, tmp_pa
 
 
 @pytest.mark.parametrize("held, name", [("folder", "upscale"), ("folder", "evaluate"), ("folder", "to_onnx"),
-                                         ("file", "upscale-folder")])
+                                         ("file", "upscale-folder"), ("other file", "upscale-folder")])
 def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_path, held, name):
     """A folder upscale holds its folder; a lone output holds its own file. Each looks at the other's lock: a single
     image upscaled (or a report, an export) into a folder being filled, or a folder upscale over a file being
@@ -309,7 +309,10 @@ def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_
     _, _, photos = tiny
     folder = tmp_path / "upscaled"
     lone = folder / ("p0.png" if name.startswith("upscale") else f"out{SUFFIX[name]}")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder if held == "folder" else lone), held],
+    if held == "other file":  # a lone output of another name (a report, say): the folder is still being written
+        lone = folder / "report.json"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder if held == "folder" else lone),
+                               "folder" if held == "folder" else "file"],
                               cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
                               text=True)  # fmt: skip
     try:
@@ -317,7 +320,7 @@ def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_
         before = snapshot(folder)
         if name == "upscale-folder":
             status, message = run(tiny, tmp_path, "upscale", folder, "--overwrite", source=photos)
-            refused = f"{lone}: it is being written"
+            refused = f"{folder}: {lone.name} in it is being written"
         else:
             status, message = run(tiny, tmp_path, name, lone, "--overwrite")
             refused = f"{lone}: its folder {folder} is being written"
@@ -482,3 +485,80 @@ def group_alive(pgid):
     except ProcessLookupError:
         return False
     return True
+
+
+STUCK = """
+import multiprocessing, signal, sys, time
+import sr_models.files as files
+from sr_models.starting import stop_while_starting
+stop_while_starting()  # as a command's entry point does
+files.STUCK_WORKER_SECONDS = 1
+
+def stuck():  # a worker that outlives the pool's SIGTERM (ignores it) and waits forever
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    time.sleep(600)
+
+@files.writer_command
+def main(how):
+    worker = multiprocessing.get_context("fork").Process(target=stuck)
+    worker.start()
+    print("writing", flush=True)
+    try:
+        time.sleep(600)
+    except BaseException:
+        if how == "joins":  # a library's clean-up (a pool's terminate) that joins its workers before going on
+            worker.join()
+        raise
+
+main(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("how", ["joins", "leaves"])
+def test_an_interrupted_command_ends_even_when_a_worker_does_not(tmp_path, how):
+    """A worker that ignores SIGTERM: a library's clean-up that joins it ("joins", as a pool whose replacement worker
+    is stuck on its queue lock) is unblocked by killing it after STUCK_WORKER_SECONDS; one left running ("leaves")
+    no longer holds the command at its exit (multiprocessing's atexit joined it forever)."""
+    process = subprocess.Popen([sys.executable, "-c", STUCK, how], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    try:
+        assert process.stdout.readline().strip() == "writing"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143 and stderr.strip() == "interrupted: nothing more written, no partial file left"
+
+
+def test_a_folder_upscale_clears_a_killed_lone_writers_lock_and_keeps_a_users_file(tiny, tmp_path):
+    _, _, photos = tiny
+    folder = tmp_path / "upscaled"
+    folder.mkdir()
+    stale = folder / ".p0.png.sr-toolkit.lock"
+    stale.write_text("12345\n")  # what a SIGKILLed single-image upscale into this folder leaves
+    users = folder / ".notes.txt.sr-toolkit.lock"
+    users.write_text("the user's notes\n")  # not a lock file of ours: kept
+    assert run(tiny, tmp_path, "upscale", folder, source=photos) == (0, "")
+    assert not stale.exists() and users.read_text() == "the user's notes\n"
+
+
+def test_after_a_command_ends_a_signal_no_longer_kills_its_process_silently():
+    """Once `main` has returned (its line printed, its status decided), the command's process ignores the stop
+    signals for the rest of its exit: before, a Ctrl-C then ended it by the signal, with no line (exit -2)."""
+    from sr_models.files import writer_command
+    from sr_models.starting import stop_while_starting
+
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop_while_starting()  # as the command's entry point does
+        writer_command(lambda: None)()
+        assert all(signal.getsignal(number) is signal.SIG_IGN for number in saved)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a caller's own handler (tests, a library) ...
+        writer_command(lambda: None)()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # ... is given back as it was
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

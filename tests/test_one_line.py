@@ -228,6 +228,18 @@ def test_onnx_that_explodes_only_beyond_the_probe_is_refused_before_an_image_run
     assert not target.exists()
 
 
+def test_a_model_that_fails_on_the_probe_gets_the_export_advice_only_for_a_fixed_input_size(files, tmp_path):
+    from export import runtime
+
+    model = onnx_model(tmp_path / "bad-reshape.onnx", [h.make_node("Reshape", ["lr", "rows"], ["bad"]),
+                                                       *upscale_x2("bad", "sr")],
+                       initializers=[h.make_tensor("rows", T.INT64, [4], [1, 5, 1, -1])])  # 189 values: no rows of 5
+    with pytest.raises(runtime.OnnxModelError) as refused:
+        runtime.OnnxUpscaler(model, device="cpu")
+    assert "does not run on a 1x3x9x7 input" in str(refused.value) and "not usable as an upscaler" in str(refused.value)
+    assert "dynamic" not in str(refused.value)  # its size is not the problem: exporting again would not help
+
+
 def test_a_probe_that_keeps_running_is_stopped(files, monkeypatch):
     """A trip count computed at run time passes the graph check; the probe's time limit stops it."""
     from export import runtime

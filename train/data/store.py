@@ -23,12 +23,14 @@ SHA-256 the first time a process reads that image, so damage inside the data (a 
 trained on, at the cost of hashing each image once per process (about 0.75 GB/s, docs/gpu-and-data-store.md).
 """
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -253,12 +255,12 @@ _WORKER_PAIRS = None
 
 def _start_worker(pairs):
     global _WORKER_PAIRS
-    import signal
-
     import torch
 
     # A terminal's Ctrl-C or hang-up reaches the whole group: the main process stops the pool and cleans up. SIGTERM
     # keeps its default: Pool.terminate() ends the workers with it, and a worker ignoring it is joined forever.
+    # (Workers start with them ignored already, terminal_signals_ignored_by_new_processes; a worker the pool starts
+    # later to replace one gets it here, after its imports.)
     for number in (signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(1)  # one image per process already uses every core
@@ -276,13 +278,34 @@ def _decode_one(index):
     return load_or_error(_WORKER_PAIRS, index)
 
 
+@contextlib.contextmanager
+def terminal_signals_ignored_by_new_processes():
+    """Processes spawned inside (the pool's workers, multiprocessing's resource tracker) ignore Ctrl-C and hang-ups
+    from their first instruction, as an ignored signal stays ignored across exec: set in the initializer only, a
+    Ctrl-C to the group during a worker's seconds of imports was a KeyboardInterrupt traceback per worker, and a
+    hang-up killed the resource tracker ("process died unexpectedly, relaunching" and KeyError tracebacks). The
+    command's own handlers come back at once; a signal in those milliseconds of starting processes is lost."""
+    numbers = (signal.SIGINT, signal.SIGHUP)
+    try:
+        previous = {number: signal.signal(number, signal.SIG_IGN) for number in numbers}
+    except ValueError:  # not the main thread: signals are the main thread's to set
+        previous = {}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def decoded(pairs, num_proc):
     """(index, (hr, lr) or the ImageError) for every image, in order, decoded by num_proc processes."""
     if num_proc <= 1:
         yield from (load_or_error(pairs, index) for index in range(len(pairs)))
         return
     # spawn, not fork: a process forked from one that already ran OpenMP threads can hang (libgomp).
-    with multiprocessing.get_context("spawn").Pool(num_proc, initializer=_start_worker, initargs=(pairs,)) as pool:
+    with terminal_signals_ignored_by_new_processes():
+        pool = multiprocessing.get_context("spawn").Pool(num_proc, initializer=_start_worker, initargs=(pairs,))
+    with pool:
         yield from pool.imap(_decode_one, range(len(pairs)))
         # Done: every worker takes its end-of-work sentinel and exits. (Leaving `with` alone terminates the pool, which
         # drains the queue and may take a worker's sentinel from under it; that stays for errors and signals.)

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
 from sr_models.errors import user_errors
 from sr_models.files import claim_output, interrupted, writer_command
-from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
+from sr_models.image_memory import (ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib,
+                                     memory_limit, parse_memory)
 from sr_models.images import (
     IMAGE_SUFFIXES, ImageError, check_output_holds, decode_image, list_images, read_header, save_image,
 )  # fmt: skip
@@ -159,7 +160,7 @@ def upscale_command(args):
         jobs = plan(args.input, args.output, model=args.model, overwrite=args.overwrite)
         tile = "auto" if args.tile is None else args.tile
         upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
-                                self_ensemble=args.self_ensemble)
+                                self_ensemble=args.self_ensemble, memory_limit=memory_limit(args.max_memory)[0])
         check_inputs(jobs, scale=upscaler.scale, tile=upscaler.tile, tile_pad=args.tile_pad, max_memory=args.max_memory,
                      graph_memory=upscaler.graph_memory)  # fmt: skip
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):

@@ -228,6 +228,45 @@ def test_onnx_that_explodes_only_beyond_the_probe_is_refused_before_an_image_run
     assert not target.exists()
 
 
+def grows_with_the_input(path):
+    """Fine on the probe's inputs; on an input of more than 1000 values, a tensor of 4096 floats per input value,
+    sized at run time (ConstantOfShape of a computed shape: beyond shape inference), then x2 of the input as usual."""
+    big = h.make_graph([h.make_node("Mul", ["size", "per_value"], ["count"]),
+                        h.make_node("Reshape", ["count", "one"], ["shape"]),
+                        h.make_node("ConstantOfShape", ["shape"], ["filled"]),
+                        h.make_node("ReduceMax", ["filled"], ["top"], keepdims=0),
+                        h.make_node("Mul", ["lr", "top"], ["out"])], "big", [],
+                       [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
+    small = h.make_graph([h.make_node("Identity", ["lr"], ["out"])], "small", [],
+                         [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
+    nodes = [h.make_node("Size", ["lr"], ["size"]), h.make_node("Greater", ["size", "limit"], ["large"]),
+             h.make_node("If", ["large"], ["picked"], then_branch=big, else_branch=small), *upscale_x2("picked", "sr")]
+    return onnx_model(path, nodes, initializers=[h.make_tensor("limit", T.INT64, [], [1000]),
+                                                 h.make_tensor("per_value", T.INT64, [], [4096]),
+                                                 h.make_tensor("one", T.INT64, [1], [1])])  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["upscale", "evaluate"])
+def test_an_onnx_run_past_max_memory_fails_in_one_line_instead_of_taking_the_machine(files, command, tmp_path):
+    """Every run on the CPU allocates from an arena bounded by the command's memory limit (--max-memory 2G here):
+    a graph that sizes a tensor at run time (4.4 GB on a 300x300 LR input) is stopped at the allocation."""
+    model = grows_with_the_input(tmp_path / "grows.onnx")
+    small, large = tmp_path / "small.png", tmp_path / "large" / "hr.png"
+    save_rgb(small, np.zeros((16, 20, 3), np.uint8))  # 960 values: the model's small branch
+    save_rgb(large, np.zeros((600, 600, 3), np.uint8))
+    target = tmp_path / "out.png"
+    if command == "upscale":
+        assert run("export/upscale.py", str(model), str(small), str(target), "--device", "cpu").returncode == 0
+        save_rgb(large, np.zeros((300, 300, 3), np.uint8))  # upscale's input is the LR
+        done = run("export/upscale.py", str(model), str(large), str(target), "--device", "cpu", "--overwrite",
+                   "--max-memory", "2G", memory_limit=12 << 30)  # fmt: skip
+    else:
+        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(large.parent), "--device", "cpu",
+                   "--max-memory", "2G", memory_limit=12 << 30)  # fmt: skip
+    line = assert_one_line(done, model)
+    assert "node asks for 4.1 GiB" in line and "more than the 2.0 GiB this command may use" in line, line
+
+
 def test_a_model_that_fails_on_the_probe_gets_the_export_advice_only_for_a_fixed_input_size(files, tmp_path):
     from export import runtime
 

@@ -31,7 +31,8 @@ from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmar
 from sr_models.ensemble import self_ensemble
 from sr_models.errors import UserError, user_errors
 from sr_models.files import claim_output, interrupted, write_report, writer_command
-from sr_models.image_memory import ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib, parse_memory
+from sr_models.image_memory import (ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib,
+                                     memory_limit, parse_memory)
 from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
@@ -85,13 +86,15 @@ def resolve_device(device):
     return device
 
 
-def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensemble=False):
-    """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX."""
+def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensemble=False, max_memory=None):
+    """An upscaler from a weights file: our safetensors, a foreign `.pth` (with model and scale), or ONNX (whose
+    runs on the CPU fail past `max_memory`'s limit: OnnxUpscaler's memory_limit)."""
     weights = Path(weights)
     if weights.suffix.lower() == ".onnx":
         from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
 
-        upscaler = OnnxUpscaler(weights, device=device, self_ensemble=self_ensemble)
+        upscaler = OnnxUpscaler(weights, device=device, self_ensemble=self_ensemble,
+                                memory_limit=memory_limit(max_memory)[0] if max_memory else None)  # fmt: skip
         if scale is not None and scale != upscaler.scale:
             raise WeightsError(f"{weights}: the ONNX model is x{upscaler.scale}, but --scale {scale} was given")
         return upscaler
@@ -254,7 +257,7 @@ def score_command(args):
         torch_device = resolve_device(args.device)
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
         upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device,
-                                 self_ensemble=args.self_ensemble)  # fmt: skip
+                                 self_ensemble=args.self_ensemble, max_memory=args.max_memory)  # fmt: skip
         check_evaluation_memory(upscaler, args.hr, max_memory=args.max_memory)
         samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr, max_memory=args.max_memory)
         perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,

@@ -255,7 +255,10 @@ def create_session(path, *, device=None, optimization="all", threads=None, optim
     check_model(path)
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
-    options.log_severity_level = 3  # errors only: onnxruntime's warnings are about its internals, not the user's
+    # Fatal only: onnxruntime's warnings are about its internals, and each error it logs is raised to us too and
+    # reported in one line (a failed load logged "[E:onnxruntime:...] Exception during initialization" beside it).
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
     if threads:
         options.intra_op_num_threads = threads
     if optimized_model_path:

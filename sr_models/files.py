@@ -371,6 +371,16 @@ def foreign_lock_file(fd):
     return None
 
 
+def _holder_pid(fd):
+    """The pid written in a held lock file: a holder writes it just after it takes the lock, so wait a moment."""
+    for _ in range(20):
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if pid:
+            return pid
+        time.sleep(0.005)
+    return "unknown"
+
+
 class OutputLock:
     """An exclusive `flock` on a hidden lock file for one output, held until the command ends (the kernel drops
     it however the process ends). The lock file is opened with O_NOFOLLOW and holds the holder's pid."""
@@ -418,7 +428,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                return _holder_pid(fd)
             if remove_stale:  # a writer taking it now finds its file gone and makes a new one (OutputLock._take)
                 with contextlib.suppress(OSError):
                     os.unlink(lock_path)
@@ -446,7 +456,7 @@ class OutputLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(fd)
             os.close(fd)
             self.release()
             raise OutputError(f"{self.path}: being written by another command of this toolkit (pid {holder}); wait "
@@ -516,6 +526,10 @@ def _raise_interrupted(signum, frame):
         # dies holding it hangs the pool's terminate forever. Raising Interrupted instead would print a traceback per
         # worker, and ignoring SIGTERM would leave workers that the pool's terminate never ends.
         if signum == signal.SIGTERM:
+            # It leaves silently: the exit may unwind through code that reports what interrupts it (after-fork hooks,
+            # weakref callbacks, a writer's close), and those reports are not the user's to read.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
             raise SystemExit(128 + signum)
         return
     if _received:

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -289,10 +290,53 @@ def read_metadata(session):
 
 
 def run_options():
+    """Options for one run. onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after
+    each run returns a tile's working memory before the next file is saved (and lowered the per-tile peak:
+    docs/export.md)."""
     options = ort.RunOptions()
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     options.log_severity_level = 4  # a failed run is raised to us (and reported in one line), not logged too
     return options
+
+
+class StillRunning(Exception):
+    """run_in_thread's time limit passed while onnxruntime was still running."""
+
+
+RUN_THREAD_NAME = "onnxruntime-run"
+
+
+def run_in_thread(session, feed, options, *, seconds=None):
+    """`session.run` for our one output, in a daemon thread of its own while the calling thread waits on it.
+
+    The waiting thread stays free: a signal reaches the command at once, instead of when the run ends (a single
+    node can run for minutes), and `seconds` bounds the run even inside one node (StillRunning). Either way
+    onnxruntime is told to stop (RunOptions.terminate, checked between nodes), and a node still running is left to
+    its thread, which the command's exit ends (sr_models.files.writer_command).
+    """
+    done = {}
+
+    def work():
+        try:
+            done["output"] = session.run([OUTPUT_NAME], feed, options)
+        except BaseException as error:  # raised again in the calling thread
+            done["error"] = error
+
+    worker = threading.Thread(target=work, name=RUN_THREAD_NAME, daemon=True)
+    worker.start()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while worker.is_alive():
+            wait = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if wait <= 0:
+                raise StillRunning()
+            worker.join(wait)
+    except BaseException:
+        options.terminate = True
+        raise
+    if "error" in done:
+        raise done["error"]
+    return done["output"]
 
 
 def split_evenly(length, tile):
@@ -330,9 +374,6 @@ class OnnxUpscaler:
         self.metadata = read_metadata(self.session)
         if on_cpu:  # int8 arithmetic differs by CPU family
             warn_unchecked_family(self.path, self.metadata)
-        # onnxruntime keeps its memory arena at the largest size a run needed; shrinking it after each run
-        # returns a tile's working memory before the next file is saved (and lowered the per-tile peak: docs/export.md).
-        self.run_options = run_options()
         # fp32 I/O in our fp16 exports; a foreign model with fp16 I/O still works.
         self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.scale = self._checked_scale()
@@ -374,35 +415,25 @@ class OnnxUpscaler:
     def _probe(self, batch):
         """One run of a probe input, stopped (onnxruntime's RunOptions.terminate) after PROBE_SECONDS, in the
         probe session (on the CPU its memory is bounded by PROBE_MEMORY_BYTES)."""
-        options = run_options()
-        stopped = threading.Event()
-
-        def stop():
-            stopped.set()
-            options.terminate = True
-
-        timer = threading.Timer(PROBE_SECONDS, stop)
-        timer.start()
+        shape = "x".join(map(str, batch.shape))
         try:
-            (output,) = self.probe_session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(self.input_dtype)}, options)
+            (output,) = run_in_thread(self.probe_session, {INPUT_NAME: batch.astype(self.input_dtype)}, run_options(),
+                                      seconds=PROBE_SECONDS)  # fmt: skip
+        except StillRunning:
+            raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
+                                 "(a loop in the graph?): not an upscaling network") from None  # fmt: skip
         except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
-            shape = "x".join(map(str, batch.shape))
             asked = arena_refusal(error)
             if asked:  # the bounded arena's refusal (BFCArena), not a broken graph
                 raise OnnxModelError(f"{self.path}: a {asked[0]} node asks for {asked[1] / 2**30:.1f} GiB on a "
                                      f"{shape} probe input (an SR network needs a few MB; the limit is "
                                      f"{self.probe_session.memory_limit >> 20} MiB): not an upscaling network") from None
-            if stopped.is_set():
-                raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
-                                     "(a loop in the graph?): not an upscaling network") from None  # fmt: skip
             # onnxruntime's words for an input of another size than a static shape: then the advice is the export
             fixed = "invalid dimensions" in str(error).lower() or "invalid rank" in str(error).lower()
             advice = ("; it needs dynamic batch, height and width: export it with export/to_onnx.py" if fixed else
                       ": not usable as an upscaler")  # fmt: skip
             raise OnnxModelError(f"{self.path}: the model does not run on a {shape} input "
                                  f"({_one_line(error)}){advice}") from None
-        finally:
-            timer.cancel()
         return np.asarray(output)
 
     @functools.lru_cache(maxsize=64)
@@ -425,7 +456,8 @@ class OnnxUpscaler:
         the model and `image` (the file the batch comes from, when the caller knows it)."""
         feed = {INPUT_NAME: batch.astype(self.input_dtype, copy=False)}
         try:
-            (output,) = self.session.run([OUTPUT_NAME], feed, self.run_options)
+            # Options of its own (run_options: the arena shrunk after the run), as an interrupt sets terminate on them.
+            (output,) = run_in_thread(self.session, feed, run_options())
         except Exception as error:  # onnxruntime's own exception types (Fail, RuntimeException, InvalidArgument)
             on = f"{image} ({'x'.join(map(str, batch.shape))} input)" if image else f"a {'x'.join(map(str, batch.shape))} input"
             asked = arena_refusal(error)

@@ -618,16 +618,21 @@ def writer_command(main):
             with on_interrupt("nothing more written, no partial file left"):
                 return main(*args, **kwargs)
         except SystemExit as leaving:
-            if not (command_process and _received):
+            running = any(thread.name == "onnxruntime-run" and thread.is_alive() for thread in threading.enumerate())
+            if not (command_process and (_received or running)):
                 raise
-            # Interrupted, its clean-up done and its line printed: the command's process leaves now. The interpreter's
-            # own exit would join what libraries left running (a pool's threads, forking a worker while the exit
-            # holds the locks they need: a hang seen with SIGTERM during `prepare --num-proc 2`).
+            if not isinstance(leaving.code, int) and leaving.code is not None:
+                print(leaving.code, file=sys.stderr)  # what Python would print on its way out (the error line)
+            # Interrupted (or stopped while onnxruntime still runs a node in its thread: export/runtime.run_in_thread),
+            # its clean-up done and its line printed: the command's process leaves now. The interpreter's own exit
+            # would join what libraries left running (a pool's threads, forking a worker while the exit holds the
+            # locks they need: a hang seen with SIGTERM during `prepare --num-proc 2`), or end a thread inside
+            # onnxruntime's C++ code.
             OutputLock.release_all()
             kill_workers()  # what the exit would have ended (multiprocessing's atexit), without waiting on them
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(leaving.code if isinstance(leaving.code, int) else 1)
+            os._exit(leaving.code if isinstance(leaving.code, int) else 0 if leaving.code is None else 1)
         finally:
             OutputLock.release_all()
             for number, handler in previous.items():

@@ -94,9 +94,10 @@ DEFAULT_CHOICES = [name for name, choice in CHOICES.items() if not isinstance(ch
 SMOOTH_CEILING_DB = 50.0
 
 
-def float_convs_of(choice, fp32, name, ranking):
+def float_convs_of(choice, fp32, model, ranking):
+    name = model.spec["name"]
     if choice.keep == "default":
-        return default_keep_float(fp32, name)
+        return default_keep_float(fp32, model)
     if choice.keep == "previous":
         convs = [node.name for node in onnx.load(str(fp32)).graph.node if node.op_type == "Conv"]
         return [[conv for conv in convs if conv.endswith(suffix)][-1] for suffix in PREVIOUS_KEEP_FLOAT[name]]
@@ -134,7 +135,7 @@ def bench_model(name, model, *, choices, repeats, size, scan_json, scratch, grap
     rows, files = {}, {}
     for choice, how in choices.items():
         files[choice] = Path(scratch) / f"{name}_{len(files)}.onnx"
-        exclude = float_convs_of(how, fp32, name, ranking)
+        exclude = float_convs_of(how, fp32, model, ranking)
         percentile = default_percentile(name) if how.percentile == "default" else how.percentile or PERCENTILE
         to_int8(fp32, files[choice], calibration_images=calibration[how.images], method=how.method, exclude=exclude,
                 percentile=percentile, equalize_channels=how.new_steps, exact_input=how.new_steps,

@@ -130,7 +130,7 @@ def main(argv=None):
                 export_fp32(model, files[f"fp32 {form}"], graph_friendly_forms=friendly)
             files["int8 friendly"] = Path(scratch) / f"{name}_int8.onnx"
             to_int8(files["fp32 friendly"], files["int8 friendly"], calibration_images=calibration,
-                    exclude=default_keep_float(files["fp32 friendly"], name),
+                    exclude=default_keep_float(files["fp32 friendly"], model),
                     percentile=default_percentile(name))  # as export/to_onnx.py does
 
             if "main" in args.sections:
@@ -152,7 +152,7 @@ def main(argv=None):
             if "forms" in args.sections:
                 einops_int8 = Path(scratch) / f"{name}_einops_int8.onnx"
                 to_int8(files["fp32 einops"], einops_int8, calibration_images=calibration,
-                        exclude=default_keep_float(files["fp32 einops"], name), percentile=default_percentile(name))
+                        exclude=default_keep_float(files["fp32 einops"], model), percentile=default_percentile(name))
                 runners = {
                     "fp32 einops (Reshape/Transpose)": onnx_runner(files["fp32 einops"], x),
                     "fp32 graph-friendly (DepthToSpace, Split/Concat)": onnx_runner(files["fp32 friendly"], x),

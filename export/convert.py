@@ -10,7 +10,6 @@ dynamic batch even from a batch-1 example, where torch.export silently specializ
 
 import copy
 import json
-import types
 import warnings
 
 import onnx
@@ -21,8 +20,7 @@ from torch import nn
 from export.runtime import INPUT_NAME, LAYOUT, METADATA_FORMAT, OUTPUT_NAME, VALUE_RANGE
 from sr_models.errors import UserError
 from sr_models.layers import PixelShuffle
-from sr_models.pan import SCPA
-from sr_models.srresnet import SRResNet
+from sr_models.registry import architecture
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -40,85 +38,23 @@ class ExportError(UserError, RuntimeError):  # RuntimeError: what it was before 
     """The export itself failed; the message says at which step."""
 
 
-def _scpa_forward_split_concat(self, x):
-    """`SCPA.forward` with its einops branch split and merge written as what they mean: a channel Split and Concat.
-
-    "b (branch c) h w -> branch b c h w" takes the first half of the channels as branch 0: a split at a fixed
-    channel count (a constant, so ONNX gets one Split node, not a shape computation); the merge is `cat(dim=1)`.
-    As einops, the TorchScript exporter emits Shape/Gather/Reshape/Transpose chains per block, and onnxruntime's
-    int8 kernels pay ~14 ms per block for the 5-D Transpose (docs/performance.md).
-    """
-    half = self.plain_branch.in_channels
-    plain, attention = torch.split(self.act(self.split(x)), [half, half], dim=1)
-    plain = self.act(self.plain_branch(plain))
-    attention = self.act(self.attention_branch(attention))
-    return x + self.merge(torch.cat([plain, attention], dim=1))
-
-
-def conv_before_pixel_shuffle(conv, r):
-    """The conv that, run BEFORE `nn.PixelShuffle(r)`, gives what `conv` gives run after it.
-
-    `conv(PixelShuffle(r)(x))`: a k x k conv over the r-times larger image. Output pixel (r*i + a, r*j + b) reads
-    shuffled pixels (r*i + a + dy, r*j + b + dx), i.e. channel (c, e, f) of input pixel (i + p, j + q) with
-    a + dy = r*p + e. So the same sums are a conv over the small image, with r*r times the output channels (one
-    per (a, b)), r*r times the input channels and a kernel of 2*ceil(k//2 / r) + 1: `PixelShuffle(r)(conv'(x))`.
-    Zero padding agrees too: a shuffled pixel is outside the image exactly when its small-image pixel is.
-    """
-    assert conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1, "plain stride-1 convs only"
-    k = conv.kernel_size[0]
-    assert conv.kernel_size == (k, k) and k % 2 == 1 and conv.padding == (k // 2, k // 2), "odd 'same' kernels only"
-    half = k // 2
-    reach = -(-half // r)  # ceil(half / r): how far, in small-image pixels, the kernel reaches
-    out_channels, in_channels = conv.out_channels, conv.in_channels
-    weight = conv.weight.detach()
-    folded = torch.zeros(out_channels, r, r, in_channels, r, r, 2 * reach + 1, 2 * reach + 1, dtype=weight.dtype)
-    for a in range(r):
-        for b in range(r):
-            for dy in range(-half, half + 1):
-                p, e = divmod(a + dy, r)
-                for dx in range(-half, half + 1):
-                    q, f = divmod(b + dx, r)
-                    folded[:, a, b, :, e, f, p + reach, q + reach] = weight[:, :, dy + half, dx + half]
-    before = nn.Conv2d(in_channels * r * r, out_channels * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None)
-    before.weight.data = folded.reshape(before.weight.shape)  # (o a b) (c e f) kh kw: PixelShuffle's channel order
-    if conv.bias is not None:
-        before.bias.data = conv.bias.detach().repeat_interleave(r * r)
-    return before
-
-
-def _srresnet_tail_before_last_shuffle(model):
-    """SRResNet ends with PixelShuffle(r) -> PReLU -> 9x9 conv to 3 channels on the full-size image. A 3-channel
-    conv is a poor matrix product (onnxruntime: 2.7 s of a 256x256 x4 call at one thread). Moved before the shuffle
-    it is a 5x5 conv to 12 channels on the half-size image: the same sums, 0.8 s."""
-    last = model.upsample[-1]  # conv -> PixelShuffle(r) -> PReLU
-    conv, shuffle, prelu = last
-    assert isinstance(shuffle, nn.PixelShuffle), "run after the einops pixel shuffles became nn.PixelShuffle"
-    r = shuffle.upscale_factor
-    assert prelu.num_parameters == 1, "one PReLU slope commutes with the shuffle; per-channel slopes would not"
-    model.upsample[-1] = nn.Sequential(conv, prelu, conv_before_pixel_shuffle(model.tail, r), nn.PixelShuffle(r))
-    model.tail = nn.Identity()
-
-
 def graph_friendly(model):
     """A copy of `model` whose einops reshapes are the plain ops ONNX has for them; the model itself is untouched.
 
     - pixel-shuffle `Rearrange` layers -> `nn.PixelShuffle` (one DepthToSpace instead of Reshape/Transpose/Reshape)
-    - PAN's SC-PA split/merge -> chunk/cat (Split/Concat instead of Reshape/Transpose/Split/Squeeze and back)
-    - SRResNet's tail conv moved before the last pixel shuffle (`conv_before_pixel_shuffle`)
+    - then the architecture's own rewrites (its descriptor's `graph_friendly`: PAN's SC-PA split/merge as
+      Split/Concat, SRResNet's tail conv moved before the last pixel shuffle)
     The models keep their einops form (that is what is trained and tested); parity against the original model,
     which every export runs, proves the copy computes the same thing.
     """
     model = copy.deepcopy(model)
     for parent in model.modules():
-        if isinstance(parent, SCPA):
-            parent.forward = types.MethodType(_scpa_forward_split_concat, parent)
         for child_name, child in parent.named_children():
             if isinstance(child, Rearrange) and child.pattern == PIXEL_SHUFFLE_PATTERN:
                 r1, r2 = child.axes_lengths["r1"], child.axes_lengths["r2"]
                 assert r1 == r2, f"pixel shuffle with unequal factors {r1}, {r2} has no DepthToSpace twin"
                 setattr(parent, child_name, nn.PixelShuffle(r1))
-    if isinstance(model, SRResNet):
-        _srresnet_tail_before_last_shuffle(model)
+    architecture(model.spec["name"]).graph_friendly(model)
     return model
 
 

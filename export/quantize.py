@@ -31,8 +31,10 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
+from torch import nn
 
 from sr_models.errors import UserError
+from sr_models.registry import architecture
 from export.equalize import equalize
 from export.kernels import make_unsaturable
 from export.runtime import INPUT_NAME
@@ -40,14 +42,12 @@ from export.runtime import INPUT_NAME
 # Calibration: this many LR patches per image, all of one size (onnxruntime's histogram calibrators need equal
 # shapes), at most CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration ignores the rare outlier
 # activations that stretch min/max ranges; where to cut is a trade between clipping (costly on the hard edges of
-# cartoons and charts) and coarse steps (costly on smooth photos), measured per architecture (docs/int8.md): PAN,
-# whose drawn images are the hard ones, keeps all but the top 1e-7 of values (99.9999 clipped cartoon edges: worst
-# held-out drop 0.31 against 0.23 dB); SRResNet, whose hard image is a smooth photo, cuts at 99.9999 (0.27 dB
-# against 0.37 dB at 99.99999). Other architectures get PERCENTILE.
+# cartoons and charts) and coarse steps (costly on smooth photos), measured per architecture (docs/int8.md) and
+# set in its descriptor (`calibration_percentile`); the others get PERCENTILE, which suits SRResNet, whose hard
+# image is a smooth photo (0.27 dB against 0.37 dB at 99.99999).
 CALIBRATION_PATCH = 64
 PATCHES_PER_IMAGE = 2
 PERCENTILE = 99.9999
-MODEL_PERCENTILE = {"pan": 99.99999}
 # On x86 CPUs without VNNI, onnxruntime's u8s8 kernels add two uint8 x int8 products in int16 with saturation
 # (VPMADDUBSW): 8-bit weights overflow it (255 * 2 * 127 > 32767). "paired" (default): 8-bit weights, then each
 # same-sign pair of weights that the kernel adds is cut to 128 in magnitude (export/kernels.py), so no pair can
@@ -120,38 +120,52 @@ def large_kernel_convs(path):
     return names
 
 
-# Convs kept float by default, per architecture, matched as suffixes of the exported node names; chosen by
-# measurement (export/sensitivity.py, bench/int8_quality.py, docs/int8.md).
-# PAN: the refine conv of its last U-PA stage (full output resolution; 1.78 dB of the worst crop's drop, 10x any
-# other), the tail conv, the first SC-PA block's split and attention convs, and the head conv. The head's output
-# starts the residual stream, the widest-ranging tensor of the net, and is also the long skip, so its int8 rounding
-# reached the upsampler unfiltered: with equalization and PAN's percentile, keeping the head float took the worst
-# held-out drop on drawn images from 0.32 to 0.23 dB for 0.2% of the multiply-adds. Keeping every block's split
-# conv float as well measured no better, and was slower.
-# SRResNet (paper width, 16 blocks; measured on a briefly trained model, the only one here): the conv after the
-# residual trunk and the first upsampling conv, the two most sensitive. With equalization the third (the last
-# block's first conv) bought 0.003 dB for 0.1x of int8's speed-up; without the upsampling conv the smoothest
-# photo lost 0.64 dB, without the trunk conv 0.43 dB.
-# Other depths or exporters have other node names: nothing matches, nothing is kept float, and the parity check
-# still judges the result.
-KEEP_FLOAT = {
-    "pan": ("/refine/Conv", "/tail/Conv", "/trunk/trunk.0/attention_branch/conv/Conv", "/trunk/trunk.0/split/Conv",
-            "/head/Conv"),
-    "srresnet": ("/trunk/trunk.16/Conv", "/upsample/upsample.0/upsample.0.0/Conv"),
-}  # fmt: skip
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def default_keep_float(path, model_name):
-    """Names of the Conv nodes of `path` that stay float by default: per suffix of KEEP_FLOAT, the last conv whose
-    name ends with it (PAN x4 has two U-PA stages: the second one's refine)."""
+def onnx_scope(model, module_path):
+    """The name scope the TorchScript exporter gives the nodes of `model`'s submodule `module_path`.
+
+    One segment per module on the path, each the module's name relative to its nearest ancestor that is not a
+    container: `trunk.0.body.0` -> `/trunk/trunk.0/body/body.0` (trunk and body are nn.Sequential).
+    """
+    parts = module_path.split(".")
+    segments, anchor, module = [], 0, model
+    for index, part in enumerate(parts):
+        module = getattr(module, part)
+        segments.append(".".join(parts[anchor : index + 1]))
+        if not isinstance(module, CONTAINERS):
+            anchor = index + 1
+    return "/" + "/".join(segments)
+
+
+def default_keep_float(path, model):
+    """Names of the Conv nodes of the ONNX file `path` (exported from `model`) that stay float by default: the
+    convs its architecture names (`Architecture.int8_float_modules`, chosen by measurement, docs/int8.md).
+
+    Each name must be a Conv2d of `model` and a Conv node of the graph: a renamed module fails here instead of
+    being quantized without a word. A graph without the TorchScript exporter's scope names (the dynamo exporter's)
+    keeps nothing float; the parity check still judges the result.
+    """
+    arch = architecture(model.spec["name"])
+    modules = dict(model.named_modules())
     convs = [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
-    matches = ([name for name in convs if name.endswith(suffix)] for suffix in KEEP_FLOAT.get(model_name, ()))
-    return [found[-1] for found in matches if found]
+    if not any(name.startswith("/") for name in convs):
+        return []
+    names = []
+    for module_path in arch.int8_float_modules(model):
+        if not isinstance(modules.get(module_path), nn.Conv2d):
+            raise LookupError(f"{arch.name}: int8_float_modules names {module_path!r}, not a Conv2d of the model")
+        node = onnx_scope(model, module_path) + "/Conv"
+        if node not in convs:
+            raise LookupError(f"{arch.name}: the conv {module_path!r} to keep float has no node {node!r} in {path}")
+        names.append(node)
+    return names
 
 
 def default_percentile(model_name):
-    """The calibration percentile of an architecture (MODEL_PERCENTILE, else PERCENTILE)."""
-    return MODEL_PERCENTILE.get(model_name, PERCENTILE)
+    """The calibration percentile of an architecture (its descriptor's, else PERCENTILE)."""
+    return architecture(model_name).calibration_percentile or PERCENTILE
 
 
 def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PERCENTILE, exclude=(),

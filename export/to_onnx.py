@@ -46,7 +46,7 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
                exporter="torchscript", graph_friendly_forms=True):  # fmt: skip
     """Write `model` as a validated ONNX file of the given precision at `path` (no parity: see `export`).
 
-    int8: `keep_float` names the Conv nodes that stay float (None: export.quantize.KEEP_FLOAT of the model); the
+    int8: `keep_float` names the Conv nodes that stay float (None: the architecture's, export.quantize.default_keep_float); the
     calibration percentile is the architecture's (export.quantize.default_percentile).
     """
     # Hidden and named as ours (sr_models.files): a killed export's scratch folder is removed by the next one.
@@ -58,7 +58,7 @@ def build_onnx(model, path, *, precision, calibration_images=None, keep_float=No
             to_fp16(fp32, path)
         elif precision == "int8":
             if keep_float is None:
-                keep_float = default_keep_float(fp32, model.spec["name"])
+                keep_float = default_keep_float(fp32, model)
             to_int8(fp32, path, calibration_images=calibration_images, exclude=keep_float,
                     percentile=default_percentile(model.spec["name"]))  # fmt: skip
     if precision != "fp32":

@@ -1,13 +1,13 @@
 """Weights in and out.
 
 Our own files are safetensors whose metadata names the model, scale and hyper-parameters, so one file rebuilds
-its model. Checkpoints people already have (`.pth`) are imported: the PAN authors' plain state_dicts and BasicSR
-files (`{'params': ...}` / `{'params_ema': ...}`, `module.` prefixes). Every load is strict: each tensor mapped
-and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, so no pickled code ever runs.
+its model. Checkpoints people already have (`.pth`) are imported: the authors' plain state_dicts (each
+architecture's descriptor maps its authors' key layout: `import_state`) and BasicSR files (`{'params': ...}` /
+`{'params_ema': ...}`, `module.` prefixes, unwrapped here for every architecture). Every load is strict: each
+tensor mapped and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, so no pickled code ever runs.
 """
 
 import hashlib
-import inspect
 import json
 import pickle
 import re
@@ -20,9 +20,8 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from sr_models.errors import UserError
 from sr_models.files import atomic_write
-from sr_models.pan import UPSAMPLE_STAGES as PAN_STAGES
-from sr_models.registry import check_spec, create_model, model_class
-from sr_models.srresnet import UPSAMPLE_STAGES as SRRESNET_STAGES
+from sr_models.archs import ARCHITECTURES
+from sr_models.registry import architecture, check_spec, create_model
 
 FORMAT = "sr-toolkit/1"
 
@@ -111,7 +110,7 @@ def load_model(path, *, name=None, scale=None, **overrides):
     """Build a model and load its weights from `path`.
 
     A safetensors file of ours needs nothing else. A foreign checkpoint (`.pth`, foreign safetensors) of PAN or
-    SRResNet is recognised from its tensor names and shapes (`checkpoint_spec`); `name` and `scale` are then only
+    any registered architecture is recognised from its tensor names and shapes (`checkpoint_spec`); `name` and `scale` are then only
     needed where the shapes cannot tell (PAN x2 and x3), or to check what the file is.
     """
     path = Path(path)
@@ -160,35 +159,18 @@ def checkpoint_spec(path, *, name=None, scale=None):
 def recognize(state, *, source, scale=None):
     """The architecture, scale and hyper-parameters of a foreign state_dict, from its tensor names and shapes.
 
-    PAN: `trunk.N.split` tensors (after the authors' names are mapped); one U-PA stage is x2 or x3 (their
-    tensors are identical: then `scale` decides, or the error asks for it), two stages are x4.
-    SRResNet: `head.0` and `upsample.N.0` convs; each stage's conv has channels x r^2 outputs, so the stages
-    (2), (3), (2, 2), (2, 2, 2) are x2, x3, x4, x8.
+    Each architecture's descriptor imports its authors' key layout (`import_state`), says whether the tensors are
+    its own (`detect`) and reads the hyper-parameters and the scales they fit (`recognize`). Where the tensors fit
+    two scales (PAN x2 and x3 are identical), `scale` decides, or the error asks for it.
     """
-    state = convert_pan_authors_keys(state) if "SCPA_trunk.0.conv1_a.weight" in state else state
-
-    def blocks(prefix):  # trunk.N.<layer>.<param>: blocks, not the trunk's own conv/BN (trunk.N.<param>)
-        return len({k.split(".")[1] for k in state if k.startswith(prefix) and k.count(".") > 2})
-
-    if "head.weight" in state and "trunk.0.split.weight" in state and "tail.weight" in state:
-        name = "pan"
-        stages = len({k.split(".")[1] for k in state if k.startswith("upsample.")})
-        hyper = {"channels": state["head.weight"].shape[0], "upsample_channels": state["tail.weight"].shape[1],
-                 "num_blocks": blocks("trunk."), "in_channels": state["head.weight"].shape[1]}  # fmt: skip
-        candidates = [s for s, factors in PAN_STAGES.items() if len(factors) == stages]
-    elif "head.0.weight" in state and "upsample.0.0.weight" in state and "tail.weight" in state:
-        name = "srresnet"
-        channels = state["head.0.weight"].shape[0]
-        factors, index = [], 0
-        while f"upsample.{index}.0.weight" in state:
-            factors.append(round((state[f"upsample.{index}.0.weight"].shape[0] / channels) ** 0.5))
-            index += 1
-        hyper = {"channels": channels, "num_blocks": blocks("trunk."), "in_channels": state["head.0.weight"].shape[1]}
-        candidates = [s for s, stage in SRRESNET_STAGES.items() if list(stage) == factors]
-    else:
+    found = [arch for arch in ARCHITECTURES.values() if arch.detect(arch.import_state(state))]
+    if not found:
         shown = ", ".join(list(state)[:4])
         raise WeightsError(f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); "
                            "pass --model and --scale")  # fmt: skip
+    arch = found[0]
+    name = arch.name
+    hyper, candidates = arch.recognize(arch.import_state(state))
     if not candidates:
         raise WeightsError(f"{source}: a {name} checkpoint whose upsampling stages fit no supported scale")
     if scale is not None and scale not in candidates:
@@ -199,8 +181,8 @@ def recognize(state, *, source, scale=None):
             raise WeightsError(f"{source}: a {name} checkpoint of scale {' or '.join(map(str, candidates))}: their "
                                "tensors are identical, so the file cannot tell; pass --scale")  # fmt: skip
         scale = candidates[0]
-    defaults = inspect.signature(model_class(name)).parameters
-    overrides = {k: int(v) for k, v in hyper.items() if int(v) != defaults[k].default}
+    defaults = arch.defaults()
+    overrides = {k: int(v) for k, v in hyper.items() if int(v) != defaults[k]}
     return {"name": name, "scale": scale, **overrides}
 
 
@@ -256,9 +238,8 @@ def check_zip_crcs(path):
 
 
 def load_state_dict_strict(model, state, *, source):
-    """Load `state` into `model`, mapping known foreign layouts; every key and shape must match."""
-    if "SCPA_trunk.0.conv1_a.weight" in state:
-        state = convert_pan_authors_keys(state)
+    """Load `state` into `model`, mapping its architecture's foreign layouts; every key and shape must match."""
+    state = architecture(model.spec["name"]).import_state(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -285,8 +266,7 @@ def load_matching(model, state, *, source):
     `state` not used (with the reason), names of `model` that keep their fresh initial values. Every tensor loaded
     passes the same check as a strict load (check_tensors: the model's kind, finite): not strict means "not every
     tensor", never "any values"."""
-    if "SCPA_trunk.0.conv1_a.weight" in state:
-        state = convert_pan_authors_keys(state)
+    state = architecture(model.spec["name"]).import_state(state)
     expected = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     left_out = [f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")
@@ -295,43 +275,3 @@ def load_matching(model, state, *, source):
     check_tensors(loaded, model, source=source)
     model.load_state_dict(loaded, strict=False)
     return sorted(loaded), left_out, fresh
-
-
-# The PAN authors' names (left) -> ours (right), for every tensor but the SC-PA split, which is two of theirs.
-_PAN_AUTHORS_RENAMES = [
-    (r"^conv_first\.", "head."),
-    (r"^SCPA_trunk\.(\d+)\.k1\.0\.", r"trunk.\1.plain_branch."),
-    (r"^SCPA_trunk\.(\d+)\.PAConv\.k2\.", r"trunk.\1.attention_branch.gate."),
-    (r"^SCPA_trunk\.(\d+)\.PAConv\.k3\.", r"trunk.\1.attention_branch.conv."),
-    (r"^SCPA_trunk\.(\d+)\.PAConv\.k4\.", r"trunk.\1.attention_branch.out."),
-    (r"^SCPA_trunk\.(\d+)\.conv3\.", r"trunk.\1.merge."),
-    (r"^upconv(\d)\.", lambda m: f"upsample.{int(m[1]) - 1}.conv."),
-    (r"^att(\d)\.conv\.", lambda m: f"upsample.{int(m[1]) - 1}.attention.conv."),
-    (r"^HRconv(\d)\.", lambda m: f"upsample.{int(m[1]) - 1}.refine."),
-    (r"^conv_last\.", "tail."),
-]
-
-
-def convert_pan_authors_keys(state):
-    """The authors' PAN state_dict in our layout. Unknown keys pass through, so the strict check names them."""
-    converted = {}
-    for key, tensor in state.items():
-        split = re.match(r"^SCPA_trunk\.(\d+)\.conv1_([ab])\.weight$", key)
-        if split:
-            if split[2] == "a":  # our split conv = their conv1_a (first half of outputs) stacked on conv1_b
-                other = state.get(key.replace("conv1_a", "conv1_b"))
-                if other is not None:
-                    converted[f"trunk.{split[1]}.split.weight"] = torch.cat([tensor, other], dim=0)
-                else:
-                    converted[key] = tensor
-            elif key.replace("conv1_b", "conv1_a") not in state:
-                converted[key] = tensor
-            continue
-        for pattern, replacement in _PAN_AUTHORS_RENAMES:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                converted[new_key] = tensor
-                break
-        else:
-            converted[key] = tensor
-    return converted

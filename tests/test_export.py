@@ -9,17 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from export.convert import conv_before_pixel_shuffle, export_fp32, graph_friendly
+from export.convert import export_fp32, graph_friendly
+from sr_models.layers import conv_before_pixel_shuffle
 from export.parity import ParityError, check_parity, load_parity_images
 from export.quantize import to_fp16
 from export.runtime import INPUT_NAME, OUTPUT_NAME, OnnxUpscaler, create_session
 from export.to_onnx import export, main
 from sr_models import create_model, list_models
-from sr_models.registry import model_class
+from sr_models.registry import architecture
 from tests.conftest import SHARED, needs_shared
 
-TINY = {"pan": dict(channels=8, upsample_channels=8, num_blocks=1), "srresnet": dict(channels=8, num_blocks=1)}
-MODEL_SCALES = [(name, scale) for name in list_models() for scale in model_class(name).supported_scales]
+TINY = {name: architecture(name).tiny for name in list_models()}
+MODEL_SCALES = [(name, scale) for name in list_models() for scale in architecture(name).scales]
 
 
 def tiny_model(name, scale, seed=0):

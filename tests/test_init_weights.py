@@ -8,7 +8,7 @@ import yaml
 
 from conftest import SHARED, needs_shared, train_in_process
 from sr_models import create_model, list_models, save_weights
-from sr_models.registry import model_class
+from sr_models.registry import architecture
 from sr_models.weights import WeightsError, checkpoint_spec, load_model
 from train.config import load_recipe
 from train.data import training_patches
@@ -30,7 +30,7 @@ def read_log(run_dir):
 
 @pytest.mark.parametrize("name", list_models())
 def test_a_foreign_checkpoint_tells_its_architecture_scale_and_width(tmp_path, name):
-    for scale in model_class(name).supported_scales:
+    for scale in architecture(name).scales:
         model = create_model(name, scale=scale, **TINY[name])
         path = tmp_path / f"{name}x{scale}.pth"
         torch.save({"params": model.state_dict()}, path)  # BasicSR's container

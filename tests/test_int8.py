@@ -159,7 +159,7 @@ def test_pan_x4_int8_on_held_out_graphics(tmp_path):
     assert saturating_convs(written) == []
     assert {p.key: p.value for p in written.metadata_props}[FAMILIES_KEY] == ",".join(PROVABLE_FAMILIES)
     # the last refine, the tail, the first block's split and attention convs, the head
-    assert set(float_convs(output)) == set(default_keep_float(output, "pan")) and len(float_convs(output)) == 5
+    assert set(float_convs(output)) == set(default_keep_float(output, model)) and len(float_convs(output)) == 5
     # Seeds the bench does not report on: drawn images nobody looked at while choosing the defaults.
     held_out = synthetic_graphics(scale=4, seeds=(7,))
     rows = check_parity(model, output, held_out, precision="int8", progress=False)["images"]

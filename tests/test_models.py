@@ -4,18 +4,17 @@ from torch import nn
 
 from sr_models import create_model, list_models
 from sr_models.layers import PixelShuffle, pixel_shuffle
-from sr_models.pan import SCPA
-from sr_models.registry import MODELS
+from sr_models.archs.pan import SCPA
+from sr_models.registry import architecture
 
-TINY = {
-    "pan": dict(channels=8, upsample_channels=8, num_blocks=1),
-    "srresnet": dict(channels=8, num_blocks=1),
-}
-CASES = [(name, scale) for name in list_models() for scale in MODELS[name].supported_scales]
+TINY = {name: architecture(name).tiny for name in list_models()}
+CASES = [(name, scale) for name in list_models() for scale in architecture(name).scales]
 
 
-def test_every_registered_model_has_a_tiny_config():
-    assert sorted(TINY) == list_models()
+def test_every_tiny_config_is_small_and_valid():
+    for name in list_models():
+        model = create_model(name, scale=architecture(name).scales[0], **TINY[name])
+        assert sum(p.numel() for p in model.parameters()) < 50_000, name
 
 
 @pytest.mark.parametrize("name,scale", CASES)
@@ -73,4 +72,4 @@ def test_unknown_hyperparameter_lists_valid_ones():
 
 def test_constructors_are_keyword_only():
     with pytest.raises(TypeError):
-        MODELS["pan"](4)
+        architecture("pan").model_class(4)

@@ -17,7 +17,6 @@ images), checkpoints/, model.safetensors (the EMA weights when EMA is on) and me
 
 import hashlib
 import json
-import math
 import os
 import signal
 import sys
@@ -32,7 +31,6 @@ if __name__ == "__main__":  # before the imports below (seconds); StopSignals ta
     stop_while_starting()
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
     DataLoaderConfiguration,
@@ -52,11 +50,13 @@ from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
 from train.checkpoint import (Progress, check_fits, files_load_state_reads, resolve_resume, run_dir_of,
                               save_checkpoint)
-from train.config import ConfigError, parse_args, save_config
+from train.config import ConfigError, latest_checkpoint, parse_args, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
+from train.losses import LOSSES, WeightedLoss  # LOSSES is also train.run.LOSSES: the fault suite swaps a loss in there
+from train.optim import make_optimizer, make_scheduler
 from train.precision import choose as choose_precision
 from train.step_guard import StepGuard
 from train.cpu_memory import keep_freed_memory
@@ -197,7 +197,7 @@ def train(argv=None):
     )
 
     # ---- loop -----------------------------------------------------------------------------------------------
-    loss_fn = LOSSES[config.loss]
+    loss_fn = WeightedLoss(config.losses, registry=LOSSES).to(accelerator.device)  # sum of weight x loss
 
     def unwrap(model):  # the plain module: no DDP, no compile wrapper (its parameters are the trained ones)
         return accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -424,44 +424,6 @@ def with_sync_batchnorm(model, accelerator):
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def make_optimizer(config, parameters):
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay)
-    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-
-
-def make_scheduler(config, optimizer):
-    """The learning rate per optimizer step (stepped once after each one): an optional linear warm-up, the
-    schedule over `config.schedule_length` steps, then its final rate held (steps past the planned schedule)."""
-    schedulers = torch.optim.lr_scheduler
-    length, warmup = config.schedule_length, config.warmup_steps
-    decay = max(1, length - warmup)  # check_choices keeps warmup below the schedule; never a zero-length cosine
-    if config.scheduler == "constant":
-        main, final_factor = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0), 1.0
-    elif config.scheduler == "cosine":
-        main = schedulers.CosineAnnealingLR(optimizer, T_max=decay, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr if config.lr else 0.0  # lr 0 (min_lr <= lr): nothing moves
-    else:  # cosine_restarts: `cycles` equal cycles over the schedule, each from lr down to min_lr
-        period = max(1, math.ceil(decay / config.cycles))
-        main = schedulers.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr if config.lr else 0.0
-    # Past the schedule: its final rate, never a restart of the cosine (which would raise the rate again).
-    hold = schedulers.ConstantLR(optimizer, factor=final_factor, total_iters=2**62)
-    stages, milestones = [main, hold], [length]
-    if warmup:
-        rise = schedulers.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup)
-        stages, milestones = [rise, *stages], [warmup, length]
-    return schedulers.SequentialLR(optimizer, stages, milestones=milestones)
-
-
-def charbonnier(sr, hr, eps=1e-3):
-    return torch.sqrt((sr - hr) ** 2 + eps**2).mean()
-
-
-LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier}
-
-
 def as_float(images, channels_last):
     """uint8 (B, 3, H, W) on the device -> float in [0, 1]; batches travel as uint8 (4x less to copy)."""
     images = images.float().div_(255)
@@ -473,8 +435,6 @@ class TrainingDiverged(UserError):
 
 
 def diverged(progress, run_dir):
-    from train.config import latest_checkpoint
-
     first = progress.step - progress.nonfinite_in_a_row + 1
     latest = latest_checkpoint(run_dir)
     return TrainingDiverged(
@@ -517,8 +477,6 @@ class StopSignals:
         if self.received is not None:  # asked twice: no more waiting, and no traceback from wherever we were
             if time.monotonic() - self.received_at < self.REPEAT_AFTER_S:
                 return  # the first request, delivered again
-            from train.config import latest_checkpoint
-
             if int(os.environ.get("RANK", "0")) == 0:  # every process got it: one line says so
                 latest = latest_checkpoint(self.run_dir) if self.run_dir else None
                 resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""

@@ -537,6 +537,18 @@ def refuse_contradictions(planned, overrides, *, source):
                           f"{', '.join(changed)}. Start a new run to change them")  # fmt: skip
 
 
+def refuse_resume_changes(config):
+    """For a config built in code (load_recipe, build) with `resume`: the rule parse_args applies to the command
+    line's overrides, applied to the whole config (its schedule length included). Nothing to check without resume."""
+    if not config.resume:
+        return
+    saved = saved_config(config.resume, config.output_dir)
+    _, planned = started_config(saved)
+    given = {key: getattr(config, key) for key in (*FIXED_ON_RESUME, "ema_decay")}
+    given["schedule_steps"] = config.schedule_length
+    refuse_contradictions(planned, given, source=str(saved))
+
+
 def with_default(text, default):
     """A field's help with its default appended, unless the text already says what the default is."""
     return text if "default" in text else f"{text} (default: {default})"

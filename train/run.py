@@ -48,9 +48,9 @@ from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
-from train.checkpoint import (Progress, check_fits, files_load_state_reads, resolve_resume, run_dir_of,
+from train.checkpoint import (Progress, latest_checkpoint, load_checkpoint, resume_options, run_dir_of,
                               save_checkpoint)
-from train.config import ConfigError, latest_checkpoint, parse_args, save_config
+from train.config import ConfigError, parse_args, refuse_resume_changes, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
@@ -67,16 +67,18 @@ from train.validation import validation_scorer
 
 
 def main(argv=None):
-    """Train as the config says; the run folder's lock is let go however the run ends."""
+    """Train as the command line says; the run folder's lock is let go however the run ends."""
     try:
-        return train(argv)
+        return train(parse_args(argv))
     finally:
         RunFolderLock.release_all()
 
 
-def train(argv=None):
+def train(config):
+    """Train as `config` (a TrainConfig: parse_args, load_recipe) says; returns the run folder. The run folder stays
+    locked until RunFolderLock.release_all() (main calls it)."""
     # ---- config ---------------------------------------------------------------------------------------------
-    config = parse_args(argv)
+    refuse_resume_changes(config)  # a config built in code keeps to the rule --resume's overrides keep to
 
     # ---- accelerator ----------------------------------------------------------------------------------------
     # cpu=True without a GPU is also what lets launch_configs/cpu_ddp.yaml (MULTI_GPU type) start 2 gloo
@@ -164,13 +166,9 @@ def train(argv=None):
 
     # ---- resume ---------------------------------------------------------------------------------------------
     resumed_from = None
-    if config.resume:
-        # Verified first: complete, undamaged, no pickle that runs code (load_state unpickles with
-        # weights_only=False), finite weights, tensors of this run's shapes.
-        needs = files_load_state_reads(accelerator, registered=len(checkpointed))
-        resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print, needs=needs)
-        check_fits(resumed_from, model=accelerator.unwrap_model(model), optimizer=optimizer)  # another run's tensors: one line, not a traceback
-        accelerator.load_state(str(resumed_from))
+    if config.resume:  # verified before it is loaded (train/checkpoint.py)
+        resumed_from = load_checkpoint(accelerator, config.resume, run_dir=run_dir, model=model, optimizer=optimizer,
+                                       registered=len(checkpointed))  # fmt: skip
         if accelerator.is_main_process:
             save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
@@ -306,12 +304,11 @@ def train(argv=None):
             accelerator.end_training()
             signum = STOP.received or signal.SIGTERM  # a process the signal has not reached yet stops with the rest
             raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}, state saved in "
-                              f"{saved}; continue with: --resume latest --output-dir {run_dir}")  # fmt: skip
+                              f"{saved}; continue with: {resume_options(run_dir)}")  # fmt: skip
 
         if step == config.stop_after and step < config.steps:
             save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
-            accelerator.print(f"stopped after step {step} (stop_after); continue with: --resume latest "
-                              f"--output-dir {run_dir}")  # fmt: skip
+            accelerator.print(f"stopped after step {step} (stop_after); continue with: {resume_options(run_dir)}")
             bar.close()
             accelerator.end_training()
             return run_dir
@@ -479,7 +476,7 @@ class StopSignals:
                 return  # the first request, delivered again
             if int(os.environ.get("RANK", "0")) == 0:  # every process got it: one line says so
                 latest = latest_checkpoint(self.run_dir) if self.run_dir else None
-                resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""
+                resume = f"; continue with: {resume_options(self.run_dir)}" if latest else ""
                 sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
                                  f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
                 sys.stderr.flush()

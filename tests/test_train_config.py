@@ -191,3 +191,15 @@ def test_a_registered_optimizer_is_a_valid_choice_at_once():
         del OPTIMIZERS["test_rmsprop"], OPTIMIZERS.descriptions["test_rmsprop"]
     with pytest.raises(ConfigError, match="optimizer: 'test_rmsprop' is not one of adam, adamw, sgd"):
         parse_args(["--optimizer", "test_rmsprop"])
+
+
+def test_a_bugs_value_error_in_the_model_check_is_not_taken_for_a_config_error(monkeypatch):
+    import train.config
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(train.config, "check_spec", broken)
+    with pytest.raises(ValueError, match="a bug") as raised:
+        parse_args([])
+    assert not isinstance(raised.value, ConfigError)  # user_errors() lets it through with its traceback

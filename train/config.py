@@ -195,14 +195,14 @@ def check_choices(config):
                           f"is {config.warmup_steps} warm-up steps, leaving none for the schedule itself")  # fmt: skip
     try:  # the model's own schema, before any folder is made or anything built (sr_models.registry)
         check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
-    except ValueError as error:
+    except UserError as error:  # a bug's ValueError keeps its traceback
         raise ConfigError(str(error)) from None
 
     from sr_models.perceptual import parse_metrics  # deferred: the config module stays free of the metric nets
 
     try:
         parse_metrics(config.val_metrics)
-    except ValueError as error:
+    except UserError as error:
         raise ConfigError(f"val_metrics: {error}") from None
 
 

@@ -100,8 +100,10 @@ class Check:
 
     def model_args(self, name):
         """model_options as train/run.py's command-line options."""
-        return [arg for key, value in self.model_options(name).items()
-                for arg in (f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, dict) else str(value))]  # fmt: skip
+        args = []
+        for key, value in self.model_options(name).items():
+            args += [f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, dict) else str(value)]
+        return args
 
     def batch_size(self, name):
         return 4 if self.cpu else MODELS[name]["batch_size"]

@@ -26,10 +26,9 @@ def test_evaluate_export_and_upscale_read_the_shared_options_alike():
     from export.upscale import parse_args as upscale_args
     from train.evaluate import parse_args as evaluate_args
 
-    evaluated = evaluate_args(["--weights", "w.pth", "--hr", "hr", "--model", "pan", "--scale", "3", "--overwrite"])
-    exported = export_args(["--weights", "w.pth", "--output", "m.onnx", "--model", "pan", "--scale", "3", "--overwrite"])
-    for args in (evaluated, exported):
+    shared = ["--weights", "w.pth", "--model", "pan", "--scale", "3", "--overwrite"]
+    for args in (evaluate_args([*shared, "--hr", "hr"]), export_args([*shared, "--output", "m.onnx"])):
         assert (args.weights, args.model, args.scale, args.overwrite) == (Path("w.pth"), "pan", 3, True)
-    assert evaluate_args(["--weights", "w.pth", "--hr", "hr"]).device == "auto" == upscale_args(["m.onnx", "a", "b"]).device
+    assert evaluate_args(["--weights", "w", "--hr", "hr"]).device == "auto" == upscale_args(["m.onnx", "a", "b"]).device
     upscaled = upscale_args(["m.onnx", "a", "b", "--device", "cpu"])
     assert (upscaled.device, upscaled.overwrite) == ("cpu", False)

@@ -29,7 +29,8 @@ def run(tmp_path, name, data=None, **overrides):
     """The quickstart recipe, TINY, then `overrides`, in tmp_path/name; `data`: a folder of photos, no validation."""
     if data is not None:
         overrides.update(dataset=str(data), val_dataset="none", cache_dir=str(data.parent / "hf-cache"))
-    return train_config_in_process(load_recipe("quickstart", **{**TINY, "output_dir": str(tmp_path / name), **overrides}))
+    config = load_recipe("quickstart", **{**TINY, "output_dir": str(tmp_path / name), **overrides})
+    return train_config_in_process(config)
 
 
 def read_log(run_dir):

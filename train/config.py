@@ -480,9 +480,10 @@ def command_line():
 
 def choices_help():
     """The end of --help: every registered loss, optimizer and schedule with its description."""
+    sections = {"losses (--losses NAME: WEIGHT, ..., or --loss NAME)": LOSSES, "optimizers (--optimizer)": OPTIMIZERS,
+                "schedules (--scheduler)": SCHEDULERS}  # fmt: skip
     lines = []
-    for title, registry in (("losses (--losses NAME: WEIGHT, ..., or --loss NAME)", LOSSES),
-                            ("optimizers (--optimizer)", OPTIMIZERS), ("schedules (--scheduler)", SCHEDULERS)):  # fmt: skip
+    for title, registry in sections.items():
         lines += [f"{title}:", *registry.listing(), ""]
     return "\n".join(lines[:-1])
 

@@ -45,6 +45,7 @@ from train_speed import plain_loop
 
 from sr_models.errors import user_errors
 from sr_models import create_model
+from train.config import load_recipe
 from train.data import load_source, write_store
 from train.step_guard import StepGuard
 
@@ -92,10 +93,17 @@ class Check:
         self.results["skipped"].append(f"{what}: {why}")
         self.row("skipped", what, why)
 
+    def model_options(self, name):
+        """The model and its batch, as config overrides (load_recipe)."""
+        options = {"model": name, "batch_size": self.batch_size(name), "lr_patch_size": self.lr_patch(name)}
+        return {**options, "model_overrides": TINY[name]} if self.cpu else options
+
     def model_args(self, name):
-        args = ["--model", name, "--batch-size", str(self.batch_size(name)),
-                "--lr-patch-size", str(self.lr_patch(name))]  # fmt: skip
-        return args + (["--model-overrides", json.dumps(TINY[name])] if self.cpu else [])
+        """model_options as train/run.py's command-line options."""
+        args = []
+        for key, value in self.model_options(name).items():
+            args += [f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, dict) else str(value)]
+        return args
 
     def batch_size(self, name):
         return 4 if self.cpu else MODELS[name]["batch_size"]
@@ -214,22 +222,21 @@ def correctness(check, store):
 def toolkit_run(check, store, name, variant, *, count_syncs=False):
     """train/run.py in this process: (samples/s, data-wait fraction, peak GPU MiB, syncs per step or None)."""
     steps = check.warmup + check.measured
-    argv = [
-        "--recipe", "pan_x4_paper", *check.model_args(name), "--dataset", str(store), "--steps", str(steps),
-        "--log-every", str(check.log_every), "--val-dataset", "none", "--save-every", "0", "--progress", "false",
-        "--log-with", "none", "--num-workers", str(check.workers), "--repeat-images", "true",
-        "--mixed-precision", "bf16" if "bf16" in variant else "no",
-        "--channels-last", str("channels_last" in variant).lower(), "--compile", str("compile" in variant).lower(),
-        "--output-dir", str(check.workdir / f"speed-{name}-{variant}-{time.monotonic_ns()}"),
-    ]  # fmt: skip
-    if check.cpu:
-        argv += ["--num-threads", "1"]
+    config = load_recipe(
+        "pan_x4_paper", **check.model_options(name), dataset=str(store), steps=steps,
+        log_every=check.log_every, val_dataset="none", save_every=0, progress=False,
+        log_with="none", num_workers=check.workers, repeat_images=True,
+        mixed_precision="bf16" if "bf16" in variant else "no",
+        channels_last="channels_last" in variant, compile="compile" in variant,
+        output_dir=str(check.workdir / f"speed-{name}-{variant}-{time.monotonic_ns()}"),
+        **({"num_threads": 1} if check.cpu else {}),
+    )  # fmt: skip
     reset_peak_memory()
     syncs = None
     if count_syncs and torch.cuda.is_available():
-        run_dir, syncs = with_sync_count(lambda: run_training(argv), check)
+        run_dir, syncs = with_sync_count(lambda: run_training(config), check)
     else:
-        run_dir = run_training(argv)
+        run_dir = run_training(config)
     windows = [w for w in logged_windows(run_dir) if w["step"] > check.warmup] or logged_windows(run_dir)[-1:]
     rate = statistics.median(w["samples_per_second"] for w in windows)
     wait = statistics.median(w["data_wait_fraction"] for w in windows)

@@ -29,15 +29,20 @@ def make_2k_images(folder, count=8, seed=0):
     return sorted(folder.glob("*.png"))[:count]
 
 
-def run_training(argv):
-    """train/run.py's main in this process, from a clean Accelerate state; returns its run folder."""
+def run_training(config):
+    """train/run.py's train(config) in this process, from a clean Accelerate state, the run folder let go as its
+    main does; returns the run folder."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from train.run import main
+    from train.run import train
+    from train.run_folder import RunFolderLock
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    return main(argv)
+    try:
+        return train(config)
+    finally:
+        RunFolderLock.release_all()
 
 
 def logged_windows(run_dir):

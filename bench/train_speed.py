@@ -116,17 +116,17 @@ def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warm
 
 def toolkit_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup, workdir):
     """train/run.py on the built-in photos (decoded once into memory), no validation, no checkpoints."""
-    argv = [
-        "--model", name, "--steps", str(warmup + steps), "--batch-size", str(batch_size),
-        "--gradient-accumulation-steps", str(accumulation), "--lr-patch-size", str(lr_patch),
-        "--val-dataset", "none", "--log-every", "1", "--progress", "false", "--log-with", "none",
-        "--warmup-fraction", "0", "--lr", "1e-4", "--grad-clip", "0", "--repeat-images", "true",  # 12 photos, batch 16
-        "--num-threads", str(torch.get_num_threads()),  # as the plain loop: no thread tuning in a benchmark
-        "--mixed-precision", "bf16" if variant.startswith("bf16") else "no",
-        "--channels-last", str("channels_last" in variant).lower(), "--compile", str(variant == "compile").lower(),
-        "--output-dir", str(Path(workdir) / f"{name}-{variant}-{time.monotonic_ns()}"),
-    ]  # fmt: skip
-    windows = logged_windows(run_training(argv))
+    config = load_recipe(
+        "quickstart", model=name, steps=warmup + steps, batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, lr_patch_size=lr_patch,
+        val_dataset="none", log_every=1, progress=False, log_with="none",
+        warmup_fraction=0.0, lr=1e-4, grad_clip=0.0, repeat_images=True,  # 12 photos, batch 16
+        num_threads=torch.get_num_threads(),  # as the plain loop: no thread tuning in a benchmark
+        mixed_precision="bf16" if variant.startswith("bf16") else "no",
+        channels_last="channels_last" in variant, compile=variant == "compile",
+        output_dir=str(Path(workdir) / f"{name}-{variant}-{time.monotonic_ns()}"),
+    )  # fmt: skip
+    windows = logged_windows(run_training(config))
     return [w["samples_per_second"] for w in windows[warmup:]]
 
 

@@ -34,6 +34,7 @@ from export.parity import (
 from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
 from export.kernels import FAMILIES_KEY, checked_families, detect_cpu, int8_pays, kernel_family
 from export.runtime import check_model
+from sr_models.cli import add_model_arguments, add_overwrite_argument, add_weights_argument
 from sr_models.errors import user_errors
 from sr_models.files import OutputError, claim_output, interrupted, partial_path, publish, write_report, writer_command
 from sr_models.images import list_images, load_rgb
@@ -126,11 +127,10 @@ def export(model, output, *, precision="fp32", parity_data=None, calibration=Non
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, type=Path, help="our .safetensors, or a PAN/SRResNet .pth")
+    add_weights_argument(parser, help="our .safetensors, or a PAN/SRResNet .pth")
     parser.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it already exists")
-    parser.add_argument("--model", help="architecture of a foreign checkpoint (checked against its tensors)")
-    parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
+    add_overwrite_argument(parser, help="replace --output if it already exists")
+    add_model_arguments(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 | fp16 (GPU format, float32 in and out) | int8 (static QDQ, PSNR_Y drop checked)")
     parser.add_argument("--calibration", type=Path,

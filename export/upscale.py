@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
+from sr_models.cli import add_device_argument, add_overwrite_argument
 from sr_models.errors import user_errors
 from sr_models.files import claim_output, interrupted, writer_command
 from sr_models.image_memory import (ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib,
@@ -123,14 +124,14 @@ def parse_args(argv=None):
     parser.add_argument("model", type=Path, help="an .onnx file written by export/to_onnx.py")
     parser.add_argument("input", type=Path, help="an image file or a folder of images")
     parser.add_argument("output", type=Path, help="an image file (suffix picks the format) or a folder")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_device_argument(parser, help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--tile", type=int, help=f"tile size in input pixels, 0: whole image at once "
                         f"(default: {TILE_OUTPUT_PIXELS} / scale, e.g. 256 for x4)")  # fmt: skip
     parser.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD,
                         help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})")  # fmt: skip
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations of each tile (EDSR's x8 self-ensemble: 8x the time)")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    add_overwrite_argument(parser, help="replace output files that already exist")
     parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
                         help="memory one image may take, e.g. 8G (default 4G; never more than MemAvailable)")
     args = parser.parse_args(argv)

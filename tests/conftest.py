@@ -58,9 +58,25 @@ def train_in_process(argv):
     return main(argv)
 
 
+def train_config_in_process(config):
+    """train/run.py's train(config) from a clean Accelerate state, the run folder let go as main does; returns the
+    run folder."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from train.run import train
+    from train.run_folder import RunFolderLock
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        return train(config)
+    finally:
+        RunFolderLock.release_all()
+
+
 def reference_lrs(config):
     """The learning-rate schedule of `config` stepped by hand once per optimizer step, in one process."""
-    from train.run import make_optimizer, make_scheduler
+    from train.optim import make_optimizer, make_scheduler
 
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = make_optimizer(config, [parameter])

@@ -6,12 +6,13 @@ import re
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO, train_in_process
+from conftest import REPO, train_config_in_process, train_in_process
 from train.checkpoint import CheckpointError, resolve_resume, write_manifest
 from train.config import ConfigError, parse_args
 from train.run_folder import MARKER, RunFolderLock
@@ -158,6 +159,16 @@ def test_resume_refuses_overrides_that_contradict_the_checkpoint_naming_the_keys
         with pytest.raises(ConfigError, match=f"contradict it: .*{named}"):
             parse_args(["--resume", "latest", "--output-dir", str(run_dir), *argv])
     parse_args(["--resume", "latest", "--output-dir", str(run_dir), "--ema-decay", "0.99", "--steps", "8"])  # allowed
+    # A config built in code for train(config) keeps to the same rule, whole, before anything is written.
+    started = parse_args([*TINY, "--output-dir", str(run_dir), "--steps", "4", "--ema-decay", "0.9"])
+    before = snapshot(run_dir)
+    for changed, named in [(dict(lr=0.01), "lr 0.003 -> 0.01"), (dict(steps=8), "schedule_steps 4 -> 8"),
+                           (dict(losses={"l1": 1.0, "mse": 0.1}), "losses {'l1': 1.0} -> {'l1': 1.0, 'mse': 0.1}")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(f"contradict it: {named}")):
+            train_config_in_process(replace(started, resume="latest", **changed))
+    assert snapshot(run_dir) == before
+    assert train_config_in_process(replace(started, resume="latest")) == run_dir
+    assert (run_dir / "model.safetensors").is_file()
 
 
 def test_more_steps_after_the_schedule_ended_run_at_its_final_rate(tmp_path):

@@ -11,26 +11,26 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import reference_lrs, train_in_process
+from conftest import reference_lrs, train_config_in_process, train_in_process
 from sr_models.images import ImageError, save_rgb
 from sr_models.weights import load_model, read_spec
 from train.config import ConfigError, load_recipe
 
 # One CPU thread: tiny tensors gain nothing from two, and a thread pool waiting on a busy core slows every op.
-# --repeat-images: tiny photo folders, batches of up to 32.
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1",
-        "--repeat-images", "true"]  # fmt: skip
+# repeat_images: tiny photo folders, batches of up to 32.
+TINY = dict(model_overrides={"channels": 8, "upsample_channels": 8, "num_blocks": 1}, lr_patch_size=8,
+            progress=False, log_every=1, log_with="none", num_threads=1, repeat_images=True)  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
-def run(tmp_path, name, *args, data=None):
-    argv = [*TINY, "--output-dir", str(tmp_path / name), *args]
+def run(tmp_path, name, data=None, **overrides):
+    """The quickstart recipe, TINY, then `overrides`, in tmp_path/name; `data`: a folder of photos, no validation."""
     if data is not None:
-        argv += ["--dataset", str(data), "--val-dataset", "none", "--cache-dir", str(data.parent / "hf-cache")]
-    return train_in_process(argv)
+        overrides.update(dataset=str(data), val_dataset="none", cache_dir=str(data.parent / "hf-cache"))
+    config = load_recipe("quickstart", **{**TINY, "output_dir": str(tmp_path / name), **overrides})
+    return train_config_in_process(config)
 
 
 def read_log(run_dir):
@@ -46,7 +46,7 @@ def max_difference(a, b):
 
 
 def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
-    run_dir = run(tmp_path, "quick", "--steps", "3", "--warmup-fraction", "0.34", "--batch-size", "2", "--log-with", "auto")
+    run_dir = run(tmp_path, "quick", steps=3, warmup_fraction=0.34, batch_size=2, log_with="auto")
     config = load_recipe("quickstart")
     saved = (run_dir / "config.yaml").read_text()
     assert "recipe: quickstart" in saved and "dataset: builtin" in saved
@@ -76,10 +76,10 @@ def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
 def test_accumulating_8x4_is_one_step_on_a_batch_of_32(tmp_path, photos):
     # SGD: its update is the gradient itself, so this compares gradients (Adam would hide their scale). MSE: L1's
     # gradient is a sign, which float-level differences between batch shapes flip where SR and HR nearly agree.
-    common = ["--steps", "2", "--optimizer", "sgd", "--lr", "0.5", "--scheduler", "constant", "--flips", "false",
-              "--loss", "mse", "--mixed-precision", "no", "--grad-clip", "0"]  # fmt: skip
-    accumulated = run(tmp_path, "8x4", *common, "--batch-size", "8", "--gradient-accumulation-steps", "4", data=photos)
-    one_batch = run(tmp_path, "32x1", *common, "--batch-size", "32", data=photos)
+    common = dict(steps=2, optimizer="sgd", lr=0.5, scheduler="constant", flips=False, losses={"mse": 1.0},
+                  mixed_precision="no", grad_clip=0.0)  # fmt: skip
+    accumulated = run(tmp_path, "8x4", photos, **common, batch_size=8, gradient_accumulation_steps=4)
+    one_batch = run(tmp_path, "32x1", photos, **common, batch_size=32)
     assert_same_update(weights(accumulated), weights(one_batch), start=weights_at_init())
     losses = [[r["loss"] for r in read_log(d) if "loss" in r] for d in (accumulated, one_batch)]
     assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-6), "step 1: same weights, same 32 patches"
@@ -102,10 +102,9 @@ def weights_at_init():
 
 
 def test_resuming_gives_the_weights_and_learning_rates_of_an_uninterrupted_run(tmp_path, photos):
-    common = ["--steps", "6", "--warmup-fraction", "0.34", "--batch-size", "2", "--gradient-accumulation-steps", "2",
-              "--ema-decay", "0.9", "--lr", "3e-3"]  # fmt: skip
-    straight = run(tmp_path, "straight", *common, data=photos)
-    interrupted = run(tmp_path, "resumed", *common, "--stop-after", "3", data=photos)
+    common = dict(steps=6, warmup_fraction=0.34, batch_size=2, gradient_accumulation_steps=2, ema_decay=0.9, lr=3e-3)
+    straight = run(tmp_path, "straight", photos, **common)
+    interrupted = run(tmp_path, "resumed", photos, **common, stop_after=3)
     assert not (interrupted / "model.safetensors").exists()
     assert [p.name for p in (interrupted / "checkpoints").iterdir()] == ["step-00000003"]
     resumed = train_in_process(["--resume", "latest", "--output-dir", str(interrupted), "--stop-after", "0"])
@@ -126,12 +125,10 @@ def test_resuming_gives_the_weights_and_learning_rates_of_an_uninterrupted_run(t
 
 
 def test_the_scheduler_steps_once_per_optimizer_step_under_accumulation(tmp_path, photos):
-    args = ["--steps", "5", "--warmup-fraction", "0.34", "--batch-size", "1", "--gradient-accumulation-steps", "4",
-            "--lr", "1e-2", "--min-lr", "1e-4", "--scheduler", "cosine"]  # fmt: skip
-    run_dir = run(tmp_path, "sched", *args, data=photos)
+    schedule = dict(steps=5, warmup_fraction=0.34, lr=1e-2, min_lr=1e-4, scheduler="cosine")
+    run_dir = run(tmp_path, "sched", photos, **schedule, batch_size=1, gradient_accumulation_steps=4)
     logged = [r["lr"] for r in read_log(run_dir) if "lr" in r]
-    assert logged == pytest.approx(reference_lrs(load_recipe("quickstart", steps=5, warmup_fraction=0.34, lr=1e-2,
-                                                             min_lr=1e-4, scheduler="cosine")), rel=1e-12)  # fmt: skip
+    assert logged == pytest.approx(reference_lrs(load_recipe("quickstart", **schedule)), rel=1e-12)
     assert logged[2] == pytest.approx(1e-2), "peak right after the 2 warm-up steps"
 
 
@@ -141,9 +138,8 @@ def test_cosine_restarts_cycle_over_the_run():
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, photos):
-    common = ["--steps", "3", "--batch-size", "4"]
-    fp32 = run(tmp_path, "fp32", *common, "--mixed-precision", "no", data=photos)
-    bf16 = run(tmp_path, "bf16", *common, "--mixed-precision", "bf16", "--channels-last", "true", data=photos)
+    fp32 = run(tmp_path, "fp32", photos, steps=3, batch_size=4, mixed_precision="no")
+    bf16 = run(tmp_path, "bf16", photos, steps=3, batch_size=4, mixed_precision="bf16", channels_last=True)
     assert read_log(bf16)[0]["mixed_precision"] == "bf16"
     a, b = weights(fp32), weights(bf16)
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in b.values()), "fp32 master weights"
@@ -152,11 +148,8 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, photos):
 
 
 def test_srresnet_with_ema_and_gradient_clipping(tmp_path, photos):
-    run_dir = train_in_process(["--model", "srresnet", "--model-overrides", "{channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-                    "--steps", "2", "--batch-size", "2", "--ema-decay", "0.5", "--grad-clip", "0.1",
-                    "--sync-batchnorm", "true", "--dataset", str(photos), "--val-dataset", "none",
-                    "--cache-dir", str(photos.parent / "hf-cache"), "--output-dir", str(tmp_path / "srr"),
-                    "--progress", "false", "--log-with", "none", "--num-threads", "1"])  # fmt: skip
+    run_dir = run(tmp_path, "srr", photos, model="srresnet", model_overrides={"channels": 8, "num_blocks": 1},
+                  steps=2, batch_size=2, ema_decay=0.5, grad_clip=0.1, sync_batchnorm=True)  # fmt: skip
     assert read_spec(run_dir / "model.safetensors")["name"] == "srresnet"
 
 
@@ -168,16 +161,16 @@ def test_errors_name_the_problem(tmp_path, photos):
     save_rgb(broken / "fine.png", np.zeros((64, 64, 3), dtype=np.uint8))
     (broken / "garbage.png").write_bytes(b"GIF89a not really")
     with pytest.raises(ImageError, match=r"garbage\.png"):
-        run(tmp_path, "broken-run", "--steps", "1", data=broken)
-    done = run(tmp_path, "twice", "--steps", "1", "--batch-size", "1", data=photos)
+        run(tmp_path, "broken-run", broken, steps=1)
+    done = run(tmp_path, "twice", photos, steps=1, batch_size=1)
     with pytest.raises(ConfigError, match="already holds a run"):
-        train_in_process(["--output-dir", str(done), *TINY, "--steps", "1"])
+        run(tmp_path, done.name, steps=1)
 
 
 def test_a_data_set_smaller_than_one_micro_batch_is_refused_with_the_numbers(tmp_path, photos):
     # 6 photos, batch 8: one micro-batch would crop some photos twice. Refused before any step is taken.
     with pytest.raises(ImageError, match=r"too small for 1 process\(es\) x batch size 8: 6 usable training image"):
-        run(tmp_path, "too-small", "--steps", "1", "--batch-size", "8", "--repeat-images", "false", data=photos)
+        run(tmp_path, "too-small", photos, steps=1, batch_size=8, repeat_images=False)
     assert not (tmp_path / "too-small" / "checkpoints").exists()
-    done = run(tmp_path, "repeats", "--steps", "1", "--batch-size", "8", "--repeat-images", "true", data=photos)
+    done = run(tmp_path, "repeats", photos, steps=1, batch_size=8, repeat_images=True)
     assert (done / "model.safetensors").is_file()

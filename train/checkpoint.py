@@ -88,6 +88,23 @@ def save_checkpoint(accelerator, *, run_dir, step, config, keep):
     return final
 
 
+def load_checkpoint(accelerator, resume, *, run_dir, model, optimizer, registered):
+    """Load the checkpoint that `--resume` names into the prepared `model`, `optimizer`, ... and the `registered`
+    objects (register_for_checkpointing); returns its folder. Verified first: complete, undamaged, no pickle that
+    runs code (load_state unpickles with weights_only=False), finite weights, tensors of this run's shapes
+    (another run's tensors: one line, not a traceback)."""
+    needs = files_load_state_reads(accelerator, registered=registered)
+    checkpoint = resolve_resume(resume, run_dir, say=accelerator.print, needs=needs)
+    check_fits(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer)
+    accelerator.load_state(str(checkpoint))
+    return checkpoint
+
+
+def resume_options(run_dir):
+    """What continues a run from its newest complete checkpoint, for the lines that say how."""
+    return f"--resume latest --output-dir {run_dir}"
+
+
 def complete_checkpoints(run_dir):
     folder = Path(run_dir) / "checkpoints"
     return sorted(p for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".partial"))

@@ -27,6 +27,8 @@ import yaml
 from sr_models.errors import UserError
 from sr_models.files import atomic_write_text
 from sr_models.registry import check_spec
+from train.losses import LOSSES
+from train.optim import OPTIMIZERS, SCHEDULERS
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
@@ -90,12 +92,13 @@ class TrainConfig:
     steps: int = option(1000, "optimizer steps")
     batch_size: int = option(16, "patches per micro-batch per process")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    loss: str = option("l1", "l1 | mse | charbonnier")
-    optimizer: str = option("adam", "adam | adamw | sgd")
+    losses: dict = option({"l1": 1.0}, f"weighted sum of losses, name: weight, e.g. {{l1: 1.0, mse: 0.5}}; names: "
+                          f"{LOSSES.names()}")  # fmt: skip
+    optimizer: str = option("adam", OPTIMIZERS.names())
     lr: float = option(1e-3, "peak learning rate")
     betas: tuple = option((0.9, 0.999), "Adam betas")
     weight_decay: float = option(0.0, "weight decay")
-    scheduler: str = option("cosine", "constant | cosine (CosineAnnealingLR) | cosine_restarts (...WarmRestarts)")
+    scheduler: str = option("cosine", SCHEDULERS.names())
     cycles: int = option(1, "cosine_restarts: number of cosine cycles over the run")
     warmup_fraction: float = option(0.0, "fraction of the schedule spent in a linear warm-up before it")
     schedule_steps: int = option(0, "length of the learning-rate schedule in optimizer steps (0: --steps); fixed when "
@@ -123,6 +126,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choices(self)
+        self.losses = {name: float(weight) for name, weight in self.losses.items()}  # {l1: 1} is {l1: 1.0}
 
     @property
     def schedule_length(self):
@@ -138,9 +142,8 @@ class TrainConfig:
 
 CHOICES = {
     "small_images": ("error", "skip", "pad"),
-    "loss": ("l1", "mse", "charbonnier"),
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("constant", "cosine", "cosine_restarts"),
+    "optimizer": OPTIMIZERS,  # the registries: a choice registered is a valid value
+    "scheduler": SCHEDULERS,
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "log_with": ("auto", "tensorboard", "none"),
 }
@@ -163,6 +166,7 @@ def check_choices(config):
     for key, valid in CHOICES.items():
         if getattr(config, key) not in valid:
             raise ConfigError(f"{key}: {getattr(config, key)!r} is not one of {', '.join(valid)}")
+    check_losses(config.losses)
     for key in POSITIVE:
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be positive, got {getattr(config, key)}")
@@ -191,15 +195,30 @@ def check_choices(config):
                           f"is {config.warmup_steps} warm-up steps, leaving none for the schedule itself")  # fmt: skip
     try:  # the model's own schema, before any folder is made or anything built (sr_models.registry)
         check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
-    except ValueError as error:
+    except UserError as error:  # a bug's ValueError keeps its traceback
         raise ConfigError(str(error)) from None
 
     from sr_models.perceptual import parse_metrics  # deferred: the config module stays free of the metric nets
 
     try:
         parse_metrics(config.val_metrics)
-    except ValueError as error:
+    except UserError as error:
         raise ConfigError(f"val_metrics: {error}") from None
+
+
+def check_losses(losses):
+    """ConfigError unless `losses` maps registered loss names to finite weights >= 0, one of them positive."""
+    valid = f"valid losses: {', '.join(LOSSES)}"
+    if not losses:
+        raise ConfigError(f"losses: empty: give at least one loss and its weight, e.g. {{l1: 1.0}}; {valid}")
+    for name, weight in losses.items():
+        if name not in LOSSES:
+            raise ConfigError(f"losses: unknown loss {name!r}; {valid}")
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not number or not 0 <= weight < 1e308:  # NaN, inf and ints too large for a float fail the comparison
+            raise ConfigError(f"losses: the weight of {name} must be a finite number >= 0, got {weight!r}; {valid}")
+    if not any(losses.values()):
+        raise ConfigError(f"losses: every weight is 0: nothing would be trained; {valid}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,7 +292,7 @@ def coerce(key, value, *, source):
 
 
 def unknown_key(key, *, source):
-    valid = [f.name for f in fields(TrainConfig)]
+    valid = [f.name for f in fields(TrainConfig)] + ["loss"]
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
     return ConfigError(f"{source}: unknown key {key!r}{hint}")
@@ -329,12 +348,29 @@ def read_yaml(path):
 def apply(values, *, source, base=None):
     """Merge `values` (a dict of raw values) into `base` (a dict of checked values)."""
     merged = dict(base or {})
-    for key, value in values.items():
-        key = str(key).replace("-", "_")
+    for key, value in with_losses(values, source=source).items():
         if key not in FIELD_TYPES:
             raise unknown_key(key, source=source)
         merged[key] = coerce(key, value, source=source)
     return merged
+
+
+def with_losses(values, *, source):
+    """`values` (raw, keys with - or _) with keys in _ form and the shorthand `loss: NAME` written as `losses: {NAME:
+    1.0}` (the only form in older recipes and run folders' config.yaml); a `losses` given beside it must agree."""
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    if "loss" not in values:
+        return values
+    name = values.pop("loss")
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ConfigError(f"{source}: loss: {name!r} is not one of {', '.join(LOSSES)}")
+    if "losses" not in values:
+        return {**values, "losses": {name: 1.0}}
+    losses = coerce("losses", values["losses"], source=source)
+    if losses != {name: 1.0}:
+        raise ConfigError(f"{source}: loss {name} means losses {{{name}: 1.0}}, but losses {losses} is given too: "
+                          "give one of them")  # fmt: skip
+    return values
 
 
 def build(values, *, source):
@@ -364,27 +400,13 @@ def parse_args(argv=None):
     resumed run continues with the settings it started with; overrides still apply (e.g. more --steps).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="train/run.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # --lr must never be read as a prefix of --lr-patch-size
-    )
-    parser.add_argument("--recipe", default=None, help="recipe name in train/recipes/ or a .yaml path (default quickstart)")
-    for f in fields(TrainConfig):
-        if f.name == "recipe":
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()
-        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
-        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=with_default(f.metadata["help"], default))  # fmt: skip
-    known, unknown = parser.parse_known_args(argv)
+    known, unknown = command_line().parse_known_args(argv)
     if unknown:
         first = unknown[0]
         if first.startswith("--"):
             raise unknown_key(first[2:].split("=")[0].replace("-", "_"), source="command line")
         raise ConfigError(f"command line: unexpected argument {first!r} (options are --key value)")
-    overrides = vars(known)
+    overrides = with_losses(vars(known), source="command line")  # --loss NAME is --losses '{NAME: 1.0}'
     recipe = overrides.pop("recipe")
     resume = overrides.get("resume")
     from_recipe = None
@@ -396,15 +418,13 @@ def parse_args(argv=None):
             # A recipe's `resume:` is --resume: its other keys are overrides of the checkpoint's config, checked
             # for contradictions like the command line's, before any folder is made.
             from_recipe, recipe = path, None
-            overrides = {**{str(k).replace("-", "_"): v for k, v in raw.items()}, **overrides}
+            overrides = {**with_losses(raw, source=str(path)), **overrides}
             resume = overrides["resume"]
     if resume:
         # The base is the config the run started with; a resumed run lives in its checkpoint's folder
         # (train/run_folder.py), not in the one its saved config names.
         saved = saved_config(resume, overrides.get("output_dir"))
-        values = apply(read_yaml(saved), source=str(saved))
-        values.pop("output_dir", None)
-        planned = build(values, source=str(saved))
+        values, planned = started_config(saved)
         values["schedule_steps"] = planned.schedule_length  # fixed when the run started, whatever --steps says now
         if recipe is not None:
             overrides["recipe"] = recipe_path(recipe).stem
@@ -415,6 +435,57 @@ def parse_args(argv=None):
         values["recipe"] = path.stem
     values = apply(overrides, source="command line", base=values)
     return build(values, source="command line")
+
+
+# --help in sections, each field in one of them (command_line checks), in this order.
+HELP_GROUPS = {
+    "data": ("dataset", "split", "image_column", "lr_column", "lr_dataset", "cache_dir", "cache_images",
+             "subimage_size", "subimage_step", "lr_patch_size", "flips", "rot90", "small_images", "skip_corrupt",
+             "repeat_images", "num_workers", "persistent_workers"),
+    "validation": ("val_dataset", "val_split", "val_images", "val_every", "preview_images", "val_metrics"),
+    "model": ("model", "scale", "model_overrides", "init_weights", "init_strict", "sync_batchnorm"),
+    "optimization": ("steps", "batch_size", "gradient_accumulation_steps", "loss", "losses", "optimizer", "lr", "betas",
+                     "weight_decay", "grad_clip", "max_nonfinite_steps", "ema_decay", "seed"),
+    "schedule": ("scheduler", "cycles", "warmup_fraction", "schedule_steps", "min_lr"),
+    "precision & speed": ("mixed_precision", "channels_last", "compile", "num_threads"),
+    "logging & outputs": ("output_dir", "log_every", "save_every", "keep_checkpoints", "log_with", "progress"),
+    "resume": ("resume", "stop_after"),
+}  # fmt: skip
+
+
+def command_line():
+    """The parser of train/run.py: `--recipe`, then one `--key VALUE` per config field (and `--loss`), in sections."""
+    parser = argparse.ArgumentParser(
+        prog="train/run.py",
+        description=__doc__,
+        epilog=choices_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --lr must never be read as a prefix of --lr-patch-size
+    )
+    parser.add_argument("--recipe", default=None, help="recipe name in train/recipes/ or a .yaml path (default quickstart)")
+    options = {f.name: (f.metadata["help"], f.default if f.default is not MISSING else f.default_factory())
+               for f in fields(TrainConfig) if f.name != "recipe"}  # fmt: skip
+    options["loss"] = (LOSSES.names(), "l1")  # the shorthand of losses: {NAME: 1.0}
+    grouped = [name for names in HELP_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(options), f"HELP_GROUPS must list each option once: {set(grouped) ^ set(options)}"
+    for title, names in HELP_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            text, default = options[name]
+            flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+            group.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+                               help=with_default(text, default))  # fmt: skip
+    return parser
+
+
+def choices_help():
+    """The end of --help: every registered loss, optimizer and schedule with its description."""
+    sections = {"losses (--losses NAME: WEIGHT, ..., or --loss NAME)": LOSSES, "optimizers (--optimizer)": OPTIMIZERS,
+                "schedules (--scheduler)": SCHEDULERS}  # fmt: skip
+    lines = []
+    for title, registry in sections.items():
+        lines += [f"{title}:", *registry.listing(), ""]
+    return "\n".join(lines[:-1])
 
 
 def saved_config(resume, output_dir):
@@ -435,11 +506,19 @@ def saved_config(resume, output_dir):
     return checkpoint / "config.yaml"
 
 
+def started_config(saved):
+    """(values, config) of the config a run started with, from a checkpoint's config.yaml (an older one's `loss:`
+    included); the run folder it names is left out: a resumed run lives in its checkpoint's folder."""
+    values = apply(read_yaml(saved), source=str(saved))
+    values.pop("output_dir", None)
+    return values, build(values, source=str(saved))
+
+
 # What a resumed run cannot change: its model, its optimizer state's meaning, its schedule and its data stream.
 # (--steps can: steps past the planned schedule run at its final learning rate, see TrainConfig.schedule_steps.)
 FIXED_ON_RESUME = ("recipe", "model", "scale", "model_overrides", "optimizer", "betas", "weight_decay", "lr", "min_lr",
                    "scheduler", "cycles", "warmup_fraction", "schedule_steps", "seed", "batch_size",
-                   "gradient_accumulation_steps", "lr_patch_size", "loss")  # fmt: skip
+                   "gradient_accumulation_steps", "lr_patch_size", "losses")  # fmt: skip
 
 
 def refuse_contradictions(planned, overrides, *, source):
@@ -457,6 +536,18 @@ def refuse_contradictions(planned, overrides, *, source):
     if changed:
         raise ConfigError(f"{source}: a resumed run continues as it was started; these overrides contradict it: "
                           f"{', '.join(changed)}. Start a new run to change them")  # fmt: skip
+
+
+def refuse_resume_changes(config):
+    """For a config built in code (load_recipe, build) with `resume`: the rule parse_args applies to the command
+    line's overrides, applied to the whole config (its schedule length included). Nothing to check without resume."""
+    if not config.resume:
+        return
+    saved = saved_config(config.resume, config.output_dir)
+    _, planned = started_config(saved)
+    given = {key: getattr(config, key) for key in (*FIXED_ON_RESUME, "ema_decay")}
+    given["schedule_steps"] = config.schedule_length
+    refuse_contradictions(planned, given, source=str(saved))
 
 
 def with_default(text, default):

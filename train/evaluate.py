@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sr_models.benchmark import is_benchmark_root, load_benchmark, load_benchmark_root
+from sr_models.cli import add_device_argument, add_model_arguments, add_overwrite_argument, add_weights_argument
 from sr_models.ensemble import self_ensemble
 from sr_models.errors import UserError, user_errors
 from sr_models.files import claim_output, interrupted, write_report, writer_command
@@ -221,14 +222,13 @@ def memory_argument(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, type=Path, help=".safetensors (ours), a PAN/SRResNet .pth, .onnx")
+    add_weights_argument(parser, help=".safetensors (ours), a PAN/SRResNet .pth, .onnx")
     parser.add_argument("--hr", required=True, type=Path, help="folder of HR images, or a benchmark root (HR/ + LR_bicubic/X<scale>/)")
     parser.add_argument("--lr", type=Path, help="folder of LR images matched by stem (default: MATLAB bicubic of HR)")
-    parser.add_argument("--model", help="architecture of a foreign checkpoint (checked against its tensors)")
-    parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
+    add_model_arguments(parser)
     parser.add_argument("--json", type=Path, help="write the report here")
-    parser.add_argument("--overwrite", action="store_true", help="replace --json if it already exists")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_overwrite_argument(parser, help="replace --json if it already exists")
+    add_device_argument(parser, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
     parser.add_argument("--metrics", type=metrics_argument, default=DEFAULT_METRICS,
                         help="comma-separated: psnr,ssim,lpips,fid,is (default psnr,ssim; docs/metrics.md)")

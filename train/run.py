@@ -17,7 +17,6 @@ images), checkpoints/, model.safetensors (the EMA weights when EMA is on) and me
 
 import hashlib
 import json
-import math
 import os
 import signal
 import sys
@@ -32,7 +31,6 @@ if __name__ == "__main__":  # before the imports below (seconds); StopSignals ta
     stop_while_starting()
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
     DataLoaderConfiguration,
@@ -50,13 +48,15 @@ from sr_models import create_model
 from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
-from train.checkpoint import (Progress, check_fits, files_load_state_reads, resolve_resume, run_dir_of,
+from train.checkpoint import (Progress, latest_checkpoint, load_checkpoint, resume_options, run_dir_of,
                               save_checkpoint)
-from train.config import ConfigError, parse_args, save_config
+from train.config import ConfigError, parse_args, refuse_resume_changes, save_config
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
+from train.losses import LOSSES, WeightedLoss  # LOSSES is also train.run.LOSSES: the fault suite swaps a loss in there
+from train.optim import make_optimizer, make_scheduler
 from train.precision import choose as choose_precision
 from train.step_guard import StepGuard
 from train.cpu_memory import keep_freed_memory
@@ -67,16 +67,18 @@ from train.validation import validation_scorer
 
 
 def main(argv=None):
-    """Train as the config says; the run folder's lock is let go however the run ends."""
+    """Train as the command line says; the run folder's lock is let go however the run ends."""
     try:
-        return train(argv)
+        return train(parse_args(argv))
     finally:
         RunFolderLock.release_all()
 
 
-def train(argv=None):
+def train(config):
+    """Train as `config` (a TrainConfig: parse_args, load_recipe) says; returns the run folder. The run folder stays
+    locked until RunFolderLock.release_all() (main calls it)."""
     # ---- config ---------------------------------------------------------------------------------------------
-    config = parse_args(argv)
+    refuse_resume_changes(config)  # a config built in code keeps to the rule --resume's overrides keep to
 
     # ---- accelerator ----------------------------------------------------------------------------------------
     # cpu=True without a GPU is also what lets launch_configs/cpu_ddp.yaml (MULTI_GPU type) start 2 gloo
@@ -164,13 +166,9 @@ def train(argv=None):
 
     # ---- resume ---------------------------------------------------------------------------------------------
     resumed_from = None
-    if config.resume:
-        # Verified first: complete, undamaged, no pickle that runs code (load_state unpickles with
-        # weights_only=False), finite weights, tensors of this run's shapes.
-        needs = files_load_state_reads(accelerator, registered=len(checkpointed))
-        resumed_from = resolve_resume(config.resume, run_dir, say=accelerator.print, needs=needs)
-        check_fits(resumed_from, model=accelerator.unwrap_model(model), optimizer=optimizer)  # another run's tensors: one line, not a traceback
-        accelerator.load_state(str(resumed_from))
+    if config.resume:  # verified before it is loaded (train/checkpoint.py)
+        resumed_from = load_checkpoint(accelerator, config.resume, run_dir=run_dir, model=model, optimizer=optimizer,
+                                       registered=len(checkpointed))  # fmt: skip
         if accelerator.is_main_process:
             save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
@@ -197,7 +195,7 @@ def train(argv=None):
     )
 
     # ---- loop -----------------------------------------------------------------------------------------------
-    loss_fn = LOSSES[config.loss]
+    loss_fn = WeightedLoss(config.losses, registry=LOSSES).to(accelerator.device)  # sum of weight x loss
 
     def unwrap(model):  # the plain module: no DDP, no compile wrapper (its parameters are the trained ones)
         return accelerator.unwrap_model(model, keep_torch_compile=False)
@@ -306,12 +304,11 @@ def train(argv=None):
             accelerator.end_training()
             signum = STOP.received or signal.SIGTERM  # a process the signal has not reached yet stops with the rest
             raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}, state saved in "
-                              f"{saved}; continue with: --resume latest --output-dir {run_dir}")  # fmt: skip
+                              f"{saved}; continue with: {resume_options(run_dir)}")  # fmt: skip
 
         if step == config.stop_after and step < config.steps:
             save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
-            accelerator.print(f"stopped after step {step} (stop_after); continue with: --resume latest "
-                              f"--output-dir {run_dir}")  # fmt: skip
+            accelerator.print(f"stopped after step {step} (stop_after); continue with: {resume_options(run_dir)}")
             bar.close()
             accelerator.end_training()
             return run_dir
@@ -424,44 +421,6 @@ def with_sync_batchnorm(model, accelerator):
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def make_optimizer(config, parameters):
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay)
-    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-
-
-def make_scheduler(config, optimizer):
-    """The learning rate per optimizer step (stepped once after each one): an optional linear warm-up, the
-    schedule over `config.schedule_length` steps, then its final rate held (steps past the planned schedule)."""
-    schedulers = torch.optim.lr_scheduler
-    length, warmup = config.schedule_length, config.warmup_steps
-    decay = max(1, length - warmup)  # check_choices keeps warmup below the schedule; never a zero-length cosine
-    if config.scheduler == "constant":
-        main, final_factor = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0), 1.0
-    elif config.scheduler == "cosine":
-        main = schedulers.CosineAnnealingLR(optimizer, T_max=decay, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr if config.lr else 0.0  # lr 0 (min_lr <= lr): nothing moves
-    else:  # cosine_restarts: `cycles` equal cycles over the schedule, each from lr down to min_lr
-        period = max(1, math.ceil(decay / config.cycles))
-        main = schedulers.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=config.min_lr)
-        final_factor = config.min_lr / config.lr if config.lr else 0.0
-    # Past the schedule: its final rate, never a restart of the cosine (which would raise the rate again).
-    hold = schedulers.ConstantLR(optimizer, factor=final_factor, total_iters=2**62)
-    stages, milestones = [main, hold], [length]
-    if warmup:
-        rise = schedulers.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup)
-        stages, milestones = [rise, *stages], [warmup, length]
-    return schedulers.SequentialLR(optimizer, stages, milestones=milestones)
-
-
-def charbonnier(sr, hr, eps=1e-3):
-    return torch.sqrt((sr - hr) ** 2 + eps**2).mean()
-
-
-LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "charbonnier": charbonnier}
-
-
 def as_float(images, channels_last):
     """uint8 (B, 3, H, W) on the device -> float in [0, 1]; batches travel as uint8 (4x less to copy)."""
     images = images.float().div_(255)
@@ -473,8 +432,6 @@ class TrainingDiverged(UserError):
 
 
 def diverged(progress, run_dir):
-    from train.config import latest_checkpoint
-
     first = progress.step - progress.nonfinite_in_a_row + 1
     latest = latest_checkpoint(run_dir)
     return TrainingDiverged(
@@ -517,11 +474,9 @@ class StopSignals:
         if self.received is not None:  # asked twice: no more waiting, and no traceback from wherever we were
             if time.monotonic() - self.received_at < self.REPEAT_AFTER_S:
                 return  # the first request, delivered again
-            from train.config import latest_checkpoint
-
             if int(os.environ.get("RANK", "0")) == 0:  # every process got it: one line says so
                 latest = latest_checkpoint(self.run_dir) if self.run_dir else None
-                resume = f"; continue with: --resume latest --output-dir {self.run_dir}" if latest else ""
+                resume = f"; continue with: {resume_options(self.run_dir)}" if latest else ""
                 sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
                                  f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
                 sys.stderr.flush()

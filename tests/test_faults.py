@@ -1,37 +1,30 @@
-"""The fast cases of bench/faults.py, in this process: every reader decodes odd files the same way and refuses
-bad ones with an error naming the file; checkpoints survive kills, full disks and diverging losses.
+"""The fast cases of the fault suite (python -m bench.faults), in this process: every reader decodes odd files
+the same way and refuses bad ones with an error naming the file; checkpoints survive kills, full disks and
+diverging losses.
 
-The files are made by bench/faults.py's makers, so the suite and these tests exercise the same bytes.
+The files are made by the suite's makers (bench/faults/makers.py) and the faults inside a process are its
+injections (bench/faults/injections.py), so the suite and these tests exercise the same bytes and the same faults.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.faults.commands import injected
+from bench.faults.makers import FILES, base_image
 from conftest import train_in_process
 from sr_models.images import ImageError, load_rgb, save_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_fault_script():
-    spec = importlib.util.spec_from_file_location("bench_faults", REPO / "bench" / "faults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = load_fault_script()
-
-
-NORMALISED = [case for case, (_, _, refused) in faults.FILES.items() if not refused]
-REFUSED = [case for case, (_, _, refused) in faults.FILES.items() if refused]
+NORMALISED = [case for case, (_, _, refused) in FILES.items() if not refused]
+REFUSED = [case for case, (_, _, refused) in FILES.items() if refused]
 
 
 def make(case, folder):
-    maker, suffix, _ = faults.FILES[case]
+    maker, suffix, _ = FILES[case]
     path = Path(folder) / f"case é{suffix}"
     return path, maker(path)
 
@@ -39,7 +32,7 @@ def make(case, folder):
 @pytest.mark.parametrize("case", NORMALISED)
 def test_odd_files_read_as_the_same_8_bit_rgb_everywhere(tmp_path, case):
     """load_rgb (evaluate, upscale, validation, training from folders) and the training decoder of image bytes
-    (save_to_disk and hub data) give the reference RGB array of bench/faults.py's maker."""
+    (save_to_disk and hub data) give the reference RGB array of the suite's maker."""
     from train.data import decode
 
     path, expected = make(case, tmp_path)
@@ -90,7 +83,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # conftest.py
 def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     for seed in range(3):
-        save_rgb(folder / f"p{seed}.png", faults.base_image(seed=seed))
+        save_rgb(folder / f"p{seed}.png", base_image(seed=seed))
     return folder
 
 
@@ -105,17 +98,15 @@ def final_weights(run_dir):
     return load_model(Path(run_dir) / "model.safetensors").state_dict()
 
 
-KILL_WHILE_SAVING = faults.KILL_WHILE_SAVING  # SIGKILL after the step-4 checkpoint's files, before its rename
-
-
 def test_sigkill_while_writing_a_checkpoint_resumes_to_the_same_weights(tmp_path, photos):
     import subprocess
     import sys
 
     whole = train_in_process(train_args(photos, tmp_path / "whole"))
     killed_dir = tmp_path / "killed"
-    child = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, *train_args(photos, killed_dir)], cwd=REPO,
-                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    # SIGKILL after the step-4 checkpoint's files are written, before its folder is renamed complete
+    killed = injected("kill-while-saving", ["train/run.py", *train_args(photos, killed_dir)])
+    child = subprocess.run([sys.executable, *killed], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert child.returncode == -9, child.stderr[-2000:]
     names = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())
     assert names == ["step-00000002", "step-00000004.partial"]  # the half-written one is marked as such
@@ -185,25 +176,6 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert (good / "config.yaml").is_file() and (good / "model.safetensors").read_bytes() == b"half a checkpoint"
 
 
-# Runs train/run.py's main with a loss that is NaN for the optimizer steps listed in argv[1] (1-based).
-NAN_AT_STEPS = """
-import sys
-import torch
-import train.run as run
-steps = {int(s) for s in sys.argv[1].split(",")}
-calls = []
-def loss(sr, hr):
-    calls.append(1)
-    value = torch.nn.functional.l1_loss(sr, hr)
-    return value * float("nan") if len(calls) in steps else value
-run.LOSSES["l1"] = loss
-try:
-    run.main(sys.argv[2:])
-except ValueError as error:
-    sys.exit(f"error: {error}")
-"""
-
-
 def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos):
     import json
     import subprocess
@@ -213,10 +185,12 @@ def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos)
 
     from train.config import latest_checkpoint
 
+    def nan_at(steps, *args):  # train/run.py with a loss that is NaN at those optimizer steps (1-based)
+        return [sys.executable, *injected("nan-loss", [steps, "train/run.py", *args])]
+
     # Two NaN steps: skipped, counted, logged; the run ends normally with finite weights.
-    train_here_nan = [sys.executable, "-c", NAN_AT_STEPS]
-    child = subprocess.run([*train_here_nan, "3,4", *train_args(photos, tmp_path / "blip")], cwd=REPO,
-                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    child = subprocess.run(nan_at("3,4", *train_args(photos, tmp_path / "blip")), cwd=REPO, capture_output=True,
+                           text=True, timeout=240)  # fmt: skip
     assert child.returncode == 0, child.stderr[-2000:]
     log = [json.loads(line) for line in (tmp_path / "blip" / "log.jsonl").read_text().splitlines()]
     assert max(r.get("nonfinite_steps", 0) for r in log) == 2
@@ -225,8 +199,7 @@ def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos)
 
     # NaN from step 3 on, 3 allowed in a row: stops at step 5 with one line, the step-2 checkpoint kept.
     run_dir = tmp_path / "diverged"
-    child = subprocess.run([*train_here_nan, ",".join(map(str, range(3, 20))),
-                            *train_args(photos, run_dir, "--max-nonfinite-steps", "3")], cwd=REPO,
+    child = subprocess.run(nan_at("3-", *train_args(photos, run_dir, "--max-nonfinite-steps", "3")), cwd=REPO,
                            capture_output=True, text=True, timeout=240)  # fmt: skip
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr[-2000:]
     assert "3 optimizer steps in a row" in child.stderr.strip().splitlines()[-1]

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.faults.harness import group_alive  # the fault suite's: one home
 from export.convert import export_fp32
 from export.to_onnx import main as export_main
 from export.upscale import main as upscale_main
@@ -477,14 +478,6 @@ def test_a_signal_during_prepare_with_worker_processes_is_one_line_and_leaves_no
     assert not group_alive(process.pid), "a worker of the command outlived it"
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
     assert list((cache / "sr-toolkit-subimages").glob("tmp*")) == [], "datasets' partial cache files were left"
-
-
-def group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 STUCK = """

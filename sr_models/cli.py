@@ -19,8 +19,9 @@ def add_model_arguments(parser):
     the registry's (sr_models.registry.list_models) at the time of the call."""
     from sr_models.registry import list_models  # deferred: imports the models, and torch with them
 
-    parser.add_argument("--model", choices=list_models(),
-                        help="architecture of a foreign checkpoint (checked against its tensors)")  # fmt: skip
+    # Not argparse choices: an unknown name is the toolkit's one-line error (exit 1), as every other bad option.
+    parser.add_argument("--model", help=f"architecture of a foreign checkpoint: {', '.join(list_models())} "
+                                        "(checked against its tensors)")  # fmt: skip
     parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
 
 

@@ -8,17 +8,20 @@ import pytest
 from sr_models.cli import add_model_arguments
 
 
-def test_model_choices_are_the_registrys_at_the_time_of_the_call(monkeypatch, capsys):
-    from sr_models import registry
+def test_model_help_lists_the_registry_and_an_unknown_name_is_left_to_the_one_line_error(monkeypatch, capsys):
+    from sr_models import archs, registry
 
-    monkeypatch.setitem(registry.MODELS, "test_arch", registry.MODELS["pan"])
+    monkeypatch.setitem(archs.ARCHITECTURES, "test_arch", archs.ARCHITECTURES["pan"])
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
     assert vars(parser.parse_args(["--model", "test_arch", "--scale", "2"])) == {"model": "test_arch", "scale": 2}
-    with pytest.raises(SystemExit):  # argparse's usage error, naming the valid models
-        parser.parse_args(["--model", "nope"])
-    said = capsys.readouterr().err
-    assert "argument --model: invalid choice: 'nope'" in said and all(name in said for name in registry.list_models())
+    assert parser.parse_args(["--model", "nope"]).model == "nope"  # refused later: registry.architecture's UserError
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert all(name in said for name in registry.list_models())
+    with pytest.raises(ValueError, match="unknown model 'nope'; valid models: .*imdn.*pan.*srresnet"):
+        registry.architecture("nope")
 
 
 def test_evaluate_export_and_upscale_read_the_shared_options_alike():

@@ -26,7 +26,7 @@ import yaml
 
 from sr_models.errors import UserError
 from sr_models.files import atomic_write_text
-from sr_models.registry import check_spec
+from sr_models.registry import check_spec, list_models
 from train.losses import LOSSES
 from train.optim import OPTIMIZERS, SCHEDULERS
 
@@ -47,7 +47,7 @@ def option(default, help):
 @dataclass
 class TrainConfig:
     # --- model ---
-    model: str = option("pan", "architecture: pan or srresnet")
+    model: str = option("pan", f"architecture: {', '.join(list_models())} (sr_models/archs)")
     scale: int = option(4, "upscaling factor")
     model_overrides: dict = option({}, "model hyper-parameters, e.g. {channels: 8, num_blocks: 1}")
     sync_batchnorm: bool = option(False, "SyncBatchNorm across processes (SRResNet on several GPUs)")

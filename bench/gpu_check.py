@@ -45,6 +45,7 @@ from train_speed import plain_loop
 
 from sr_models.errors import user_errors
 from sr_models import create_model
+from sr_models.registry import architecture
 from train.config import load_recipe
 from train.data import load_source, write_store
 from train.step_guard import StepGuard
@@ -54,7 +55,7 @@ MODELS = {"pan": {"batch_size": 32, "lr_patch": 64}, "srresnet": {"batch_size": 
 VARIANTS = ("eager", "bf16", "bf16_channels_last", "bf16_channels_last_compile")
 # Dense bf16 tensor-core peak (no sparsity), from the vendor's data sheets.
 BF16_PEAK = {"H200": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.5e12, "A100": 312e12}
-TINY = {"pan": {"channels": 8, "upsample_channels": 8, "num_blocks": 1}, "srresnet": {"channels": 8, "num_blocks": 1}}
+TINY = {name: architecture(name).tiny for name in MODELS}  # the descriptors' tiny configurations
 
 
 class Check:

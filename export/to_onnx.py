@@ -138,7 +138,7 @@ def parse_args(argv=None):
                              "(default: LR of built-in photos and text/graphics, export/content.py)")  # fmt: skip
     parser.add_argument("--keep-float", nargs="+", metavar="CONV",
                         help="int8: Conv node names to keep float, or 'none' (default: the model's most sensitive "
-                             "convs, export/quantize.py KEEP_FLOAT; rank them with export/sensitivity.py)")  # fmt: skip
+                             "convs, the architecture's int8_float_modules; rank them with export/sensitivity.py)")  # fmt: skip
     parser.add_argument("--parity-data", type=Path,
                         help="benchmark folder (HR/ + LR_bicubic/X<scale>/) or folder of photos taken as HR "
                              "(default: the built-in photos of the training data set)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Layers point down: the imaging tier of sr_models (image and file IO, benchmark folders, built-in photos, errors)
+"""Layers point down: the imaging tier of sr_models (image and file IO, built-in photos, errors, the shared options)
 imports without PyTorch, as on a deployment machine that runs onnxruntime alone."""
 
 import subprocess

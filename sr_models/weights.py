@@ -239,7 +239,7 @@ def check_zip_crcs(path):
 
 def load_state_dict_strict(model, state, *, source):
     """Load `state` into `model`, mapping its architecture's foreign layouts; every key and shape must match."""
-    state = architecture(model.spec["name"]).import_state(state)
+    state = in_our_layout(state, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -260,13 +260,20 @@ def load_state_dict_strict(model, state, *, source):
     model.load_state_dict(state, strict=True)
 
 
+def in_our_layout(state, model):
+    """`state` with its authors' key layout mapped (the descriptor's `import_state`) when `model` is one of the
+    registered architectures; unchanged for any other network (the perceptual ones load through here too)."""
+    spec = getattr(model, "spec", None)
+    return architecture(spec["name"]).import_state(state) if spec else state
+
+
 def load_matching(model, state, *, source):
     """Load every tensor of `state` whose name and shape fit `model` (non-strict fine-tuning, e.g. an x2 model
     from x4 weights: trunk loaded, upsampling new). Returns (loaded, left_out, fresh): names loaded, names of
     `state` not used (with the reason), names of `model` that keep their fresh initial values. Every tensor loaded
     passes the same check as a strict load (check_tensors: the model's kind, finite): not strict means "not every
     tensor", never "any values"."""
-    state = architecture(model.spec["name"]).import_state(state)
+    state = in_our_layout(state, model)
     expected = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     left_out = [f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")

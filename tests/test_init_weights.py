@@ -17,7 +17,7 @@ from train.init_weights import init_weights
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 AUTHORS_X4 = SHARED / "weights" / "PANx4_DF2K.pth"
-TINY = {"pan": {"channels": 8, "upsample_channels": 8, "num_blocks": 1}, "srresnet": {"channels": 8, "num_blocks": 2}}
+TINY = {name: {**architecture(name).tiny, "num_blocks": 2} for name in list_models()}  # 2 blocks: counted, not defaulted
 QUIET = ["--log-with", "none", "--progress", "false", "--num-threads", "1", "--log-every", "1"]
 
 

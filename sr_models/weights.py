@@ -109,16 +109,21 @@ def check_tensors(state, model, *, source):
 def load_model(path, *, name=None, scale=None, **overrides):
     """Build a model and load its weights from `path`.
 
-    A safetensors file of ours needs nothing else. A foreign checkpoint (`.pth`, foreign safetensors) of PAN or
-    any registered architecture is recognised from its tensor names and shapes (`checkpoint_spec`); `name` and `scale` are then only
-    needed where the shapes cannot tell (PAN x2 and x3), or to check what the file is.
+    A safetensors file of ours needs nothing else. A foreign checkpoint (`.pth`, foreign safetensors) of any
+    registered architecture is recognised from its tensor names and shapes (`checkpoint_spec`), hyper-parameters
+    included; `name` and `scale` are then only needed where the shapes cannot tell (PAN x2 and x3), or to check
+    what the file is.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
-    if name is None or scale is None:
+    try:  # the file's hyper-parameters (channels, blocks) even when --model and --scale are both given
         spec = checkpoint_spec(path, name=name, scale=scale)
         name, scale, overrides = spec.pop("name"), spec.pop("scale"), {**spec, **overrides}
+    except UnrecognizedWeights:
+        if name is None or scale is None:
+            raise
+        # tensors no descriptor recognises: built as asked, and the strict load below names what does not fit
     model = create_model(name, scale=scale, **overrides)
     load_state_dict_strict(model, read_state_dict(path), source=path)
     return model.eval()
@@ -140,6 +145,8 @@ def checkpoint_spec(path, *, name=None, scale=None):
     tensors (`recognize`). A `name` or `scale` given must agree with the file; a scale the tensors cannot tell is
     taken from `scale`. The one rule every command (evaluate, export, --init-weights) goes through."""
     path = Path(path)
+    if name is not None:
+        architecture(name)  # an unknown name is said as such, before the file is read
     if is_own_file(path):
         spec = read_spec(path)
     else:  # read_state_dict names an unreadable file; the tensors of a readable one tell what it is
@@ -156,6 +163,34 @@ def checkpoint_spec(path, *, name=None, scale=None):
     return spec
 
 
+class UnrecognizedWeights(WeightsError):
+    """No architecture's descriptor recognises the tensors of a weights file."""
+
+
+def detected_architecture(state, *, source):
+    """The one architecture whose descriptor recognises `state` (after its authors' key layout is imported)."""
+    found = [arch for arch in ARCHITECTURES.values() if arch.detect(arch.import_state(state))]
+    if not found:
+        shown = ", ".join(list(state)[:4])
+        raise UnrecognizedWeights(f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); "
+                                  "pass --model and --scale")  # fmt: skip
+    if len(found) > 1:
+        raise WeightsError(f"{source}: its tensors fit more than one architecture ({', '.join(a.name for a in found)}):"
+                           " the tensors of two models in one file?")  # fmt: skip
+    return found[0]
+
+
+def architecture_name(path):
+    """The name of the architecture a weights file holds: ours from its metadata, a foreign one from its tensors;
+    None when no descriptor recognises them."""
+    if is_own_file(path):
+        return read_spec(path)["name"]
+    try:
+        return detected_architecture(read_state_dict(path), source=path).name
+    except UnrecognizedWeights:
+        return None
+
+
 def recognize(state, *, source, scale=None):
     """The architecture, scale and hyper-parameters of a foreign state_dict, from its tensor names and shapes.
 
@@ -163,12 +198,7 @@ def recognize(state, *, source, scale=None):
     its own (`detect`) and reads the hyper-parameters and the scales they fit (`recognize`). Where the tensors fit
     two scales (PAN x2 and x3 are identical), `scale` decides, or the error asks for it.
     """
-    found = [arch for arch in ARCHITECTURES.values() if arch.detect(arch.import_state(state))]
-    if not found:
-        shown = ", ".join(list(state)[:4])
-        raise WeightsError(f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); "
-                           "pass --model and --scale")  # fmt: skip
-    arch = found[0]
+    arch = detected_architecture(state, source=source)
     name = arch.name
     hyper, candidates = arch.recognize(arch.import_state(state))
     if not candidates:

@@ -123,11 +123,14 @@ def test_exports_to_fp32_fp16_and_int8_with_parity_and_upscales(tmp_path):
     from export.to_onnx import export
     from export.upscale import main as upscale_main
 
+    from export.quantize import float_convs
+
     model = load_model(SHARED / "weights" / "IMDN_x4.pth")
     for precision in ("fp32", "fp16", "int8"):
         report = export(model, tmp_path / f"imdn_{precision}.onnx", precision=precision, progress=False)
         if precision == "int8":
             assert 0 < report["max_psnr_y_drop_db"] <= 0.3
+            assert sorted(float_convs(tmp_path / "imdn_int8.onnx")) == ["/head/Conv", "/tail/tail.0/Conv"]
     source = tmp_path / "in"
     source.mkdir()
     Image.open(SHARED / "Set5" / "LR_bicubic" / "X4" / "birdx4.png").save(source / "bird.png")
@@ -137,3 +140,55 @@ def test_exports_to_fp32_fp16_and_int8_with_parity_and_upscales(tmp_path):
         lr = torch.from_numpy(np.array(Image.open(source / "bird.png"))).permute(2, 0, 1)[None].float() / 255
         expected = (model(lr).clamp(0, 1) * 255).round()[0].permute(1, 2, 0).numpy()
     assert upscaled.shape == (288, 288, 3) and np.abs(upscaled.astype(float) - expected).max() <= 1
+
+
+@needs_shared
+@pytest.mark.parametrize("scale", [2, 3])
+def test_int8_of_the_authors_x2_and_x3_weights_passes_parity(tmp_path, scale):
+    from export.to_onnx import export
+
+    model = load_model(SHARED / "weights" / f"IMDN_x{scale}.pth")
+    report = export(model, tmp_path / "imdn_int8.onnx", precision="int8", progress=False)  # raises past 0.3 dB
+    assert 0 < report["max_psnr_y_drop_db"] <= 0.3
+
+
+def test_model_and_scale_given_still_read_the_widths_from_the_file(tmp_path):
+    model = create_model("imdn", scale=4, channels=32, num_blocks=5).eval()
+    torch.save(authors_layout(model.state_dict()), tmp_path / "imdn.pth")
+    loaded = load_model(tmp_path / "imdn.pth", name="imdn", scale=4)
+    assert loaded.spec == {"name": "imdn", "scale": 4, "channels": 32, "num_blocks": 5}
+    with pytest.raises(ValueError, match="holds a imdn x4 model, but scale 3 was asked for"):
+        load_model(tmp_path / "imdn.pth", name="imdn", scale=3)
+    with pytest.raises(ValueError, match="unknown model 'foo'; valid models"):
+        load_model(tmp_path / "imdn.pth", name="foo", scale=4)
+
+
+def test_a_file_holding_two_architectures_is_said_to(tmp_path):
+    both = {**authors_layout(create_model("imdn", scale=4, **_tiny("imdn")).state_dict()),
+            **create_model("pan", scale=4, **_tiny("pan")).state_dict()}  # fmt: skip
+    torch.save(both, tmp_path / "both.pth")
+    with pytest.raises(ValueError, match=r"fit more than one architecture \(pan, imdn\)"):
+        checkpoint_spec(tmp_path / "both.pth")
+
+
+def test_non_strict_init_weights_refuse_another_architecture(tmp_path):
+    from sr_models import save_weights
+    from train.init_weights import init_weights
+
+    pan = create_model("pan", scale=4, channels=64)  # its head and trunk_conv have IMDN's names and shapes
+    save_weights(pan, tmp_path / "pan.safetensors")
+    torch.save(pan.state_dict(), tmp_path / "pan.pth")
+    for path in (tmp_path / "pan.safetensors", tmp_path / "pan.pth"):
+        with pytest.raises(ValueError, match="holds a pan model, not imdn"):
+            init_weights(create_model("imdn", scale=4), path, strict=False)
+    x4 = create_model("imdn", scale=4, **_tiny("imdn"))
+    save_weights(x4, tmp_path / "imdn_x4.safetensors")
+    summary = init_weights(create_model("imdn", scale=2, **_tiny("imdn")), tmp_path / "imdn_x4.safetensors",
+                           strict=False)  # fmt: skip
+    assert summary["left_out"] and summary["fresh"] == ["tail.0.weight", "tail.0.bias"]  # another scale: the tail
+
+
+def _tiny(name):
+    from sr_models.registry import architecture
+
+    return architecture(name).tiny

@@ -8,12 +8,13 @@ Strict (the default): the file must hold exactly this model, every tensor by nam
 architecture and scale (PAN x2 and x3 have identical tensors, so for our files the scale in the metadata is
 checked too). `--init-strict false` loads every tensor whose name and shape fit and says what it left out and
 what starts fresh, e.g. a PAN x2 model from x4 weights: the trunk and first U-PA stage load, the second stage of
-x4 is left out.
+x4 is left out. A file that holds another architecture is refused either way.
 """
 
 from pathlib import Path
 
-from sr_models.weights import WeightsError, checkpoint_spec, load_matching, load_state_dict_strict, read_state_dict
+from sr_models.weights import (WeightsError, architecture_name, checkpoint_spec, load_matching, load_state_dict_strict,
+                               read_state_dict)
 
 SHOWN = 6  # names listed on the console; the log has them all
 
@@ -33,6 +34,10 @@ def init_weights(model, path, *, strict=True):
                                "fit and starts the rest fresh)") from None  # fmt: skip
         return {"init_weights": str(path), "init_strict": True, "loaded": len(model.state_dict()),
                 "left_out": [], "fresh": []}  # fmt: skip
+    held = architecture_name(path)
+    if held not in (None, model.spec["name"]):  # not strict means another scale or width, not another network
+        raise WeightsError(f"{path}: holds a {held} model, not {model.spec['name']} (--init-weights, also with "
+                           "--init-strict false)")  # fmt: skip
     loaded, left_out, fresh = load_matching(model, read_state_dict(path), source=path)
     if not loaded:
         raise WeightsError(f"{path}: no tensor fits {model.spec} by name and shape (--init-weights)")

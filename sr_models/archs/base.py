@@ -5,6 +5,7 @@ weights files (`detect`, `recognize`, `import_state` for the authors' key layout
 int8 (`int8_float_modules`, `calibration_percentile`); tests and benches build `tiny` models from them.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -65,6 +66,15 @@ class Architecture:
 
         parameters = inspect.signature(self.model_class).parameters
         return {name: parameters[name].default for name in self.hyperparameters}
+
+
+def renamed(key, renames):
+    """`key` after the first of `renames` ((pattern, replacement) pairs for re.sub) that matches; else unchanged."""
+    for pattern, replacement in renames:
+        new_key, count = re.subn(pattern, replacement, key)
+        if count:
+            return new_key
+    return key
 
 
 def layer_count(state, prefix):

@@ -5,12 +5,10 @@ Written from the paper; the same computation and parameter count as the authors'
 own names: `import_authors_keys` maps the authors' files (`fea_conv`, `IMDB1..6`, `c`, `LR_conv`, `upsampler`).
 """
 
-import re
-
 import torch
 from torch import nn
 
-from sr_models.archs.base import Architecture, layer_count
+from sr_models.archs.base import Architecture, layer_count, renamed
 from sr_models.layers import PixelShuffle
 
 DISTILLATION_RATE = 4  # an IMD step keeps 1/4 of its channels (distilled) and refines the other 3/4
@@ -121,16 +119,7 @@ def import_authors_keys(state):
     unchanged. Unknown keys pass through, so the strict check names them."""
     if "IMDB1.c1.weight" not in state:
         return state
-    converted = {}
-    for key, tensor in state.items():
-        for pattern, replacement in _AUTHORS_RENAMES:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                converted[new_key] = tensor
-                break
-        else:
-            converted[key] = tensor
-    return converted
+    return {renamed(key, _AUTHORS_RENAMES): tensor for key, tensor in state.items()}
 
 
 def int8_float_modules(model):

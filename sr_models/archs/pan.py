@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from sr_models.archs.base import Architecture, layer_count
+from sr_models.archs.base import Architecture, layer_count, renamed
 from sr_models.layers import PixelAttention
 
 # Nearest-neighbour factors of the U-PA stages per scale.
@@ -140,13 +140,7 @@ def import_authors_keys(state):
             elif key.replace("conv1_b", "conv1_a") not in state:
                 converted[key] = tensor
             continue
-        for pattern, replacement in _AUTHORS_RENAMES:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                converted[new_key] = tensor
-                break
-        else:
-            converted[key] = tensor
+        converted[renamed(key, _AUTHORS_RENAMES)] = tensor
     return converted
 
 

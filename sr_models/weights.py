@@ -230,6 +230,7 @@ def read_state_dict(path):
             raise WeightsError(f"{path}: damaged: the tensor data does not match the digest saved with it")
     else:
         check_zip_crcs(path)
+        check_is_checkpoint(path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
@@ -251,6 +252,23 @@ def read_state_dict(path):
         raise WeightsError(f"{path}: expected tensor names (strings) as keys, found {len(odd)} other key(s), e.g. "
                            f"{odd[0]!r} ({type(odd[0]).__name__})")  # fmt: skip
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+
+
+def check_is_checkpoint(path):
+    """torch.save writes a zip archive (since 1.6) or, before, a pickle (first byte 0x80, the protocol opcode). Any
+    other file (a key listing, an image, an ONNX model) is named as not a checkpoint, not as a refused pickle."""
+    if zipfile.is_zipfile(path):
+        return
+    try:
+        with open(path, "rb") as f:
+            first = f.read(4)
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot be read ({error.strerror})") from None
+    if first == b"PK\x03\x04":  # a zip archive's start without its directory at the end
+        raise WeightsError(f"{path}: damaged: a zip archive (as torch.save writes) whose end is missing (truncated?)")
+    if first[:1] != b"\x80":
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save "
+                           "writes)")  # fmt: skip
 
 
 def check_zip_crcs(path):

@@ -127,7 +127,7 @@ def test_a_foreign_checkpoint_whose_tensors_cannot_tell_the_scale_asks_for_it(tm
     with pytest.raises(SystemExit, match=r"x\.pth: a pan checkpoint of scale 2 or 3: their tensors are identical.*--scale"):
         main(["--weights", str(tmp_path / "x.pth"), "--hr", str(tmp_path)])
     (tmp_path / "empty.pth").write_bytes(b"")
-    with pytest.raises(SystemExit, match=r"empty\.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(SystemExit, match=r"empty\.pth: not a PyTorch checkpoint"):
         main(["--weights", str(tmp_path / "empty.pth"), "--hr", str(tmp_path)])
 
 

@@ -137,3 +137,20 @@ def test_missing_and_garbage_files_fail_clearly(tmp_path):
 def test_the_authors_weights_load_strictly(scale):
     model = load_model(SHARED / "weights" / f"PANx{scale}_DF2K.pth", name="pan", scale=scale)
     assert sum(p.numel() for p in model.parameters()) == (272_419 if scale == 4 else 261_403)
+
+
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    """A key listing or an image given as weights is not 'pickled code': it is not a checkpoint at all."""
+    for name, data in (("keys.txt", b"head.weight\t(40, 3, 3, 3)\n"), ("photo.pth", b"\x89PNG\r\n\x1a\n"),
+                       ("empty.pth", b"")):  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=f"{name}: not a PyTorch checkpoint"):
+            load_model(tmp_path / name)
+
+
+def test_a_truncated_checkpoint_is_named_damaged(tmp_path):
+    torch.save(tiny_pan().state_dict(), tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="cut.pth: damaged: a zip archive .* whose end is missing"):
+        load_model(tmp_path / "cut.pth")

@@ -43,8 +43,8 @@ import torch
 from train_common import logged_windows, make_2k_images, run_training
 from train_speed import plain_loop
 
-from sr_models.errors import user_errors
 from sr_models import create_model
+from sr_models.errors import user_errors
 from sr_models.registry import architecture
 from train.config import load_recipe
 from train.data import load_source, write_store
@@ -115,8 +115,13 @@ class Check:
 
 def machine():
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"gpu": gpu, "cpu_cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "python": platform.python_version()}  # fmt: skip
+    return {
+        "gpu": gpu,
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+    }
 
 
 def free_port():
@@ -127,12 +132,23 @@ def free_port():
 
 def launch(config_file, *args, processes=None, env=None, timeout):
     """`accelerate launch --config_file CONFIG train/run.py ARGS` in a new process: (return code, output tail)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / config_file),
-               "--main_process_port", str(free_port()), *(["--num_processes", str(processes)] if processes else []),
-               str(REPO / "train" / "run.py"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / config_file),
+        "--main_process_port",
+        str(free_port()),
+        *(["--num_processes", str(processes)] if processes else []),
+        str(REPO / "train" / "run.py"),
+        *args,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO), **(env or {})}
     try:
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return 124, f"error: stopped after {timeout:.0f} s (time budget)"
     return result.returncode, (result.stdout + result.stderr)[-1500:]
@@ -172,32 +188,77 @@ def correctness(check, store):
             continue
         run_dir = check.workdir / f"correct-{precision}"
         steps = check.train_steps
-        common = ["--log-every", str(max(1, steps // 10)), "--val-dataset", "none", "--save-every", "0",
-                  "--progress", "false", "--log-with", "none", "--output-dir", str(run_dir)]  # fmt: skip
-        first = ["--recipe", "pan_x4_paper", "--dataset", str(store), "--steps", str(steps), "--stop-after",
-                 str(steps // 2), "--num-workers", str(check.workers), "--lr", "1e-3", "--repeat-images", "true",
-                 *precision_args,
-                 *check.model_args("pan"), *common]  # fmt: skip
+        common = [
+            "--log-every",
+            str(max(1, steps // 10)),
+            "--val-dataset",
+            "none",
+            "--save-every",
+            "0",
+            "--progress",
+            "false",
+            "--log-with",
+            "none",
+            "--output-dir",
+            str(run_dir),
+        ]
+        first = [
+            "--recipe",
+            "pan_x4_paper",
+            "--dataset",
+            str(store),
+            "--steps",
+            str(steps),
+            "--stop-after",
+            str(steps // 2),
+            "--num-workers",
+            str(check.workers),
+            "--lr",
+            "1e-3",
+            "--repeat-images",
+            "true",
+            *precision_args,
+            *check.model_args("pan"),
+            *common,
+        ]
         outcome = {"precision": precision}
         code, tail = launch(config_file, *first, timeout=max(60, check.left()))
         if code == 0:
-            code, tail = launch(config_file, "--resume", "latest", "--stop-after", "0", *common, timeout=max(60, check.left()))
+            code, tail = launch(
+                config_file, "--resume", "latest", "--stop-after", "0", *common, timeout=max(60, check.left())
+            )
         log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()] if code == 0 else []
         losses = [r["loss"] for r in log if "loss" in r]
         starts = [r for r in log if r.get("event") == "start"]
-        outcome.update({
-            "trained": code == 0, "losses": losses, "mixed_precision": starts[0]["mixed_precision"] if starts else None,
-            "resumed_at": starts[-1]["step"] if len(starts) == 2 else None,
-        })  # fmt: skip
+        outcome.update(
+            {
+                "trained": code == 0,
+                "losses": losses,
+                "mixed_precision": starts[0]["mixed_precision"] if starts else None,
+                "resumed_at": starts[-1]["step"] if len(starts) == 2 else None,
+            }
+        )
         outcome["finite"] = bool(losses) and all(math.isfinite(loss) for loss in losses)
-        head, tail_losses = losses[: max(1, len(losses) // 4)], losses[-max(1, len(losses) // 4):]
+        head, tail_losses = losses[: max(1, len(losses) // 4)], losses[-max(1, len(losses) // 4) :]
         outcome["decreasing"] = bool(losses) and statistics.mean(tail_losses) < statistics.mean(head)
         outcome["resumed"] = outcome["resumed_at"] == steps // 2 and bool(log) and log[-1].get("event") == "end"
         if code == 0:
             onnx = check.workdir / f"correct-{precision}.onnx"
-            export = subprocess.run([sys.executable, str(REPO / "export" / "to_onnx.py"), "--weights",
-                                     str(run_dir / "model.safetensors"), "--output", str(onnx)], cwd=REPO,
-                                    capture_output=True, text=True, timeout=max(60, check.left()), check=False)  # fmt: skip
+            export = subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "export" / "to_onnx.py"),
+                    "--weights",
+                    str(run_dir / "model.safetensors"),
+                    "--output",
+                    str(onnx),
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=max(60, check.left()),
+                check=False,
+            )
             parity_file = onnx.with_name(onnx.name + ".parity.json")
             outcome["onnx_parity"] = export.returncode == 0 and parity_file.is_file()
             if not outcome["onnx_parity"]:
@@ -208,11 +269,18 @@ def correctness(check, store):
         if not outcome["ok"]:
             outcome["output_tail"] = tail
         check.results.setdefault("correctness", []).append(outcome)
-        verdict = "ok" if outcome["ok"] else "FAILED " + ", ".join(
-            k for k in ("trained", "finite", "decreasing", "resumed", "onnx_parity") if not outcome[k])
+        verdict = (
+            "ok"
+            if outcome["ok"]
+            else "FAILED "
+            + ", ".join(k for k in ("trained", "finite", "decreasing", "resumed", "onnx_parity") if not outcome[k])
+        )
         loss_range = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "no loss logged"
-        check.row("correctness", f"{precision} ({outcome['mixed_precision']}): stop, resume, ONNX parity",
-                  f"{verdict}; {loss_range}")  # fmt: skip
+        check.row(
+            "correctness",
+            f"{precision} ({outcome['mixed_precision']}): stop, resume, ONNX parity",
+            f"{verdict}; {loss_range}",
+        )
         if not outcome["ok"]:
             print(tail, file=sys.stderr)
 
@@ -224,14 +292,23 @@ def toolkit_run(check, store, name, variant, *, count_syncs=False):
     """train/run.py in this process: (samples/s, data-wait fraction, peak GPU MiB, syncs per step or None)."""
     steps = check.warmup + check.measured
     config = load_recipe(
-        "pan_x4_paper", **check.model_options(name), dataset=str(store), steps=steps,
-        log_every=check.log_every, val_dataset="none", save_every=0, progress=False,
-        log_with="none", num_workers=check.workers, repeat_images=True,
+        "pan_x4_paper",
+        **check.model_options(name),
+        dataset=str(store),
+        steps=steps,
+        log_every=check.log_every,
+        val_dataset="none",
+        save_every=0,
+        progress=False,
+        log_with="none",
+        num_workers=check.workers,
+        repeat_images=True,
         mixed_precision="bf16" if "bf16" in variant else "no",
-        channels_last="channels_last" in variant, compile="compile" in variant,
+        channels_last="channels_last" in variant,
+        compile="compile" in variant,
         output_dir=str(check.workdir / f"speed-{name}-{variant}-{time.monotonic_ns()}"),
         **({"num_threads": 1} if check.cpu else {}),
-    )  # fmt: skip
+    )
     reset_peak_memory()
     syncs = None
     if count_syncs and torch.cuda.is_available():
@@ -291,21 +368,43 @@ def throughput(check, store, *, compiled):
             try:
                 toolkit, wait, toolkit_mib, syncs = toolkit_run(check, store, name, variant, count_syncs=count_syncs)
                 reset_peak_memory()
-                plain = statistics.median(plain_loop(
-                    name, batch_size=check.batch_size(name), accumulation=1,
-                    lr_patch=check.lr_patch(name), variant=variant, steps=check.measured,
-                    warmup=check.warmup, device=check.device, overrides=TINY[name] if check.cpu else None))  # fmt: skip
+                plain = statistics.median(
+                    plain_loop(
+                        name,
+                        batch_size=check.batch_size(name),
+                        accumulation=1,
+                        lr_patch=check.lr_patch(name),
+                        variant=variant,
+                        steps=check.measured,
+                        warmup=check.warmup,
+                        device=check.device,
+                        overrides=TINY[name] if check.cpu else None,
+                    )
+                )
                 plain_mib = peak_memory_mib()
             except Exception as error:  # noqa: BLE001 (e.g. torch.compile without a working toolchain: report, go on)
-                check.skip(f"throughput {name} {variant}", f"{type(error).__name__}: {str(error).splitlines()[0][:100]}")
+                check.skip(
+                    f"throughput {name} {variant}", f"{type(error).__name__}: {str(error).splitlines()[0][:100]}"
+                )
                 continue
-            record = {"model": name, "variant": variant, "toolkit_samples_per_s": toolkit, "plain_samples_per_s": plain,
-                      "toolkit_over_plain": toolkit / plain, "data_wait_fraction": wait,
-                      "toolkit_peak_mib": toolkit_mib, "plain_peak_mib": plain_mib}  # fmt: skip
+            record = {
+                "model": name,
+                "variant": variant,
+                "toolkit_samples_per_s": toolkit,
+                "plain_samples_per_s": plain,
+                "toolkit_over_plain": toolkit / plain,
+                "data_wait_fraction": wait,
+                "toolkit_peak_mib": toolkit_mib,
+                "plain_peak_mib": plain_mib,
+            }
             results.append(record)
             memory = f", peak {toolkit_mib:.0f} / {plain_mib:.0f} MiB" if toolkit_mib is not None else ""
-            check.row("throughput", f"{name} {variant}", f"toolkit {toolkit:.1f} / plain {plain:.1f} samples/s "
-                      f"= {toolkit / plain:.2f}; data wait {wait:.1%}{memory}")  # fmt: skip
+            check.row(
+                "throughput",
+                f"{name} {variant}",
+                f"toolkit {toolkit:.1f} / plain {plain:.1f} samples/s "
+                f"= {toolkit / plain:.2f}; data wait {wait:.1%}{memory}",
+            )
             if syncs is not None:
                 check.results["syncs_per_step"] = syncs
                 check.row("syncs", "per optimizer step, steady state (PAN bf16 CL)", str(syncs))
@@ -334,8 +433,13 @@ def flops(check):
         best = max(rates) if rates else None
         share = per_sample * best / peak if best and peak else None
         steps_1m = 1e6 * check.batch_size(name) / best / 3600 if best else None
-        out[name] = {"flops_per_sample": per_sample, "best_toolkit_samples_per_s": best, "bf16_peak_flops": peak,
-                     "share_of_peak": share, "hours_for_1M_steps": steps_1m}  # fmt: skip
+        out[name] = {
+            "flops_per_sample": per_sample,
+            "best_toolkit_samples_per_s": best,
+            "bf16_peak_flops": peak,
+            "share_of_peak": share,
+            "hours_for_1M_steps": steps_1m,
+        }
         figure = f"{per_sample / 1e9:.2f} GFLOP per sample (fwd + bwd)"
         if share is not None:
             figure += f"; best {best:.0f} samples/s = {share:.1%} of {peak / 1e12:.0f} TFLOPS bf16"
@@ -359,12 +463,40 @@ def scaling(check, store):
             check.skip(f"cpu scaling {processes} processes", "time budget")
             continue
         run_dir = check.workdir / f"cpu-ddp-{processes}"
-        args = ["--recipe", "quickstart", "--dataset", str(store), "--steps", "5", "--log-every", "1",
-                "--val-dataset", "none", "--save-every", "0", "--progress", "false", "--log-with", "none",
-                "--batch-size", "4", "--lr-patch-size", "16" if check.cpu else "32", "--repeat-images", "true",
-                "--output-dir", str(run_dir), *(["--model-overrides", json.dumps(TINY["pan"])] if check.cpu else [])]  # fmt: skip
-        code, tail = launch("launch_configs/cpu_ddp.yaml", *args, processes=processes, env={"CUDA_VISIBLE_DEVICES": ""},
-                            timeout=max(30, check.left() - 10))  # fmt: skip
+        args = [
+            "--recipe",
+            "quickstart",
+            "--dataset",
+            str(store),
+            "--steps",
+            "5",
+            "--log-every",
+            "1",
+            "--val-dataset",
+            "none",
+            "--save-every",
+            "0",
+            "--progress",
+            "false",
+            "--log-with",
+            "none",
+            "--batch-size",
+            "4",
+            "--lr-patch-size",
+            "16" if check.cpu else "32",
+            "--repeat-images",
+            "true",
+            "--output-dir",
+            str(run_dir),
+            *(["--model-overrides", json.dumps(TINY["pan"])] if check.cpu else []),
+        ]
+        code, tail = launch(
+            "launch_configs/cpu_ddp.yaml",
+            *args,
+            processes=processes,
+            env={"CUDA_VISIBLE_DEVICES": ""},
+            timeout=max(30, check.left() - 10),
+        )
         if code != 0:
             error = [line for line in tail.splitlines() if line.startswith("error") or "Error" in line] or [tail[-100:]]
             check.skip(f"cpu scaling {processes} processes", f"failed: {error[-1][:120]}")
@@ -374,8 +506,11 @@ def scaling(check, store):
         start = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])  # auto: bf16 only on a native CPU
         out.append({"processes": processes, "samples_per_s": rate, "mixed_precision": start["mixed_precision"]})
         base = out[0]["samples_per_s"]
-        check.row("cpu scaling", f"{processes} process(es), {start['mixed_precision']}, batch 4 each", f"{rate:.1f} samples/s "
-                  f"({rate / base:.2f}x one process)")  # fmt: skip
+        check.row(
+            "cpu scaling",
+            f"{processes} process(es), {start['mixed_precision']}, batch 4 each",
+            f"{rate:.1f} samples/s ({rate / base:.2f}x one process)",
+        )
 
 
 # ---- goals and the table --------------------------------------------------------------------------------------
@@ -387,27 +522,38 @@ def goals(check):
     best = max(pan.values(), key=lambda r: r["toolkit_samples_per_s"]) if pan else None
     verdicts = {}
     if best and "eager" in pan:
-        verdicts["best variant >= 3x fp32 eager"] = best["toolkit_samples_per_s"] / pan["eager"]["toolkit_samples_per_s"]
+        verdicts["best variant >= 3x fp32 eager"] = (
+            best["toolkit_samples_per_s"] / pan["eager"]["toolkit_samples_per_s"]
+        )
     if best:
         verdicts["toolkit >= 0.95x plain (best variant)"] = best["toolkit_over_plain"]
         verdicts["data wait < 5% (best variant)"] = best["data_wait_fraction"]
-    limits = {"best variant >= 3x fp32 eager": lambda v: v >= 3, "toolkit >= 0.95x plain (best variant)": lambda v: v >= 0.95,
-              "data wait < 5% (best variant)": lambda v: v < 0.05}  # fmt: skip
+    limits = {
+        "best variant >= 3x fp32 eager": lambda v: v >= 3,
+        "toolkit >= 0.95x plain (best variant)": lambda v: v >= 0.95,
+        "data wait < 5% (best variant)": lambda v: v < 0.05,
+    }
     syncs = check.results.get("syncs_per_step")
     if syncs is not None:
         verdicts["<= 1 host sync per optimizer step"] = syncs
         limits["<= 1 host sync per optimizer step"] = lambda v: v <= 1
     check.results["goals"] = {k: {"value": v, "met": bool(limits[k](v))} for k, v in verdicts.items()}
     for key, value in check.results["goals"].items():
-        check.row("goal", key, f"{value['value']:.3g}: {'met' if value['met'] else 'NOT met'}"
-                  + (" (CPU shrink: not the GPU goal)" if check.cpu else ""))  # fmt: skip
+        check.row(
+            "goal",
+            key,
+            f"{value['value']:.3g}: {'met' if value['met'] else 'NOT met'}"
+            + (" (CPU shrink: not the GPU goal)" if check.cpu else ""),
+        )
 
 
 def print_table(check):
     width = max(len(item) for _, item, _ in check.rows)
     print("\n" + "=" * 100)
-    print(f"gpu_check on {check.results['machine']['gpu'] or 'CPU only (--cpu)'}, torch {torch.__version__}, "
-          f"{check.results['machine']['cpu_cores']} CPU cores")  # fmt: skip
+    print(
+        f"gpu_check on {check.results['machine']['gpu'] or 'CPU only (--cpu)'}, torch {torch.__version__}, "
+        f"{check.results['machine']['cpu_cores']} CPU cores"
+    )
     print(f"{'section':<12} {'what':<{width}}  figure")
     for section, item, figure in check.rows:
         print(f"{section:<12} {item:<{width}}  {figure}")

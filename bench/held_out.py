@@ -21,8 +21,28 @@ from train.data import builtin_folder
 
 HR_SIZE = (320, 240)  # (w, h): LR 80x60 at x4, a screen-sized crop that PAN upscales in well under a second
 KINDS = ("slide", "screenshot", "line_art", "chart", "cartoon")
-WORDS = ("model", "upscale", "quarterly", "results", "latency", "export", "image", "pixel", "quantized", "budget",
-         "training", "overview", "summary", "network", "colour", "Figure", "Table", "next", "steps", "data")
+WORDS = (
+    "model",
+    "upscale",
+    "quarterly",
+    "results",
+    "latency",
+    "export",
+    "image",
+    "pixel",
+    "quantized",
+    "budget",
+    "training",
+    "overview",
+    "summary",
+    "network",
+    "colour",
+    "Figure",
+    "Table",
+    "next",
+    "steps",
+    "data",
+)
 SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Set5"
 HELD_OUT_BUILTIN_PHOTOS = ("clock_motion.png",)
 

@@ -30,13 +30,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from sr_models.errors import user_errors
-from export.convert import export_fp32
 from export.content import default_calibration
-from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
+from export.convert import export_fp32
 from export.kernels import detect_cpu, int8_pays, kernel_family
+from export.quantize import default_keep_float, default_percentile, to_fp16, to_int8
 from export.runtime import INPUT_NAME, OUTPUT_NAME, create_session
 from sr_models import create_model
+from sr_models.errors import user_errors
 from sr_models.weights import load_model
 
 PAN_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "weights" / "PANx4_DF2K.pth"
@@ -101,8 +101,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", nargs="+", default=["pan", "srresnet"])
     parser.add_argument("--sections", nargs="+", default=["main", "forms", "optimization"])
-    parser.add_argument("--threads", type=int, help="threads for both runtimes (default: theirs, one per core); "
-                        "1 is steadier on a machine shared with other jobs")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads for both runtimes (default: theirs, one per core); "
+        "1 is steadier on a machine shared with other jobs",
+    )
     parser.add_argument("--json", type=Path, help="write all figures here")
     args = parser.parse_args(argv)
     global THREADS
@@ -114,9 +118,11 @@ def main(argv=None):
     cpu = detect_cpu()
     if not int8_pays(cpu):
         print(f"{cpu.describe()}: no VNNI/AMX, expect int8 about as fast as fp32 (docs/int8.md)")
-    print(f"machine: {cpu.describe()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
-          f"providers {ort.get_available_providers()}")  # fmt: skip
+    print(
+        f"machine: {cpu.describe()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
+        f"providers {ort.get_available_providers()}"
+    )
     x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
     calibration = default_calibration(scale=4)
     figures = {}
@@ -129,9 +135,13 @@ def main(argv=None):
                 files[f"fp32 {form}"] = Path(scratch) / f"{name}_{form}.onnx"
                 export_fp32(model, files[f"fp32 {form}"], graph_friendly_forms=friendly)
             files["int8 friendly"] = Path(scratch) / f"{name}_int8.onnx"
-            to_int8(files["fp32 friendly"], files["int8 friendly"], calibration_images=calibration,
-                    exclude=default_keep_float(files["fp32 friendly"], model),
-                    percentile=default_percentile(name))  # as export/to_onnx.py does
+            to_int8(
+                files["fp32 friendly"],
+                files["int8 friendly"],
+                calibration_images=calibration,
+                exclude=default_keep_float(files["fp32 friendly"], model),
+                percentile=default_percentile(name),
+            )  # as export/to_onnx.py does
 
             if "main" in args.sections:
                 runners = {
@@ -151,8 +161,13 @@ def main(argv=None):
 
             if "forms" in args.sections:
                 einops_int8 = Path(scratch) / f"{name}_einops_int8.onnx"
-                to_int8(files["fp32 einops"], einops_int8, calibration_images=calibration,
-                        exclude=default_keep_float(files["fp32 einops"], model), percentile=default_percentile(name))
+                to_int8(
+                    files["fp32 einops"],
+                    einops_int8,
+                    calibration_images=calibration,
+                    exclude=default_keep_float(files["fp32 einops"], model),
+                    percentile=default_percentile(name),
+                )
                 runners = {
                     "fp32 einops (Reshape/Transpose)": onnx_runner(files["fp32 einops"], x),
                     "fp32 graph-friendly (DepthToSpace, Split/Concat)": onnx_runner(files["fp32 friendly"], x),
@@ -160,8 +175,9 @@ def main(argv=None):
                     "int8 graph-friendly": onnx_runner(files["int8 friendly"], x),
                 }
                 figures[f"{name} forms"] = time_variants(runners, repeats=args.repeats)
-                print_table(f"{name}: exported forms (onnxruntime)", figures[f"{name} forms"],
-                            "fp32 einops (Reshape/Transpose)")  # fmt: skip
+                print_table(
+                    f"{name}: exported forms (onnxruntime)", figures[f"{name} forms"], "fp32 einops (Reshape/Transpose)"
+                )
                 del runners
                 gc.collect()
 
@@ -181,9 +197,18 @@ def main(argv=None):
                 gc.collect()
 
     if args.json:
-        args.json.write_text(json.dumps(
-            {key: {name: dict(zip(("median_s", "min_s", "cpu_median_s"), values)) for name, values in table.items()}
-             for key, table in figures.items()}, indent=2) + "\n")  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    key: {
+                        name: dict(zip(("median_s", "min_s", "cpu_median_s"), values)) for name, values in table.items()
+                    }
+                    for key, table in figures.items()
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

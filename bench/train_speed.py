@@ -40,9 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from train_common import logged_windows, make_2k_images, run_training
 
-from sr_models.errors import user_errors
 from sr_models import create_model
+from sr_models.errors import user_errors
 from train.config import load_recipe
 from train.data import (
     ImagePairs,
@@ -55,7 +56,6 @@ from train.data import (
     usable_images,
     write_store,
 )
-from train_common import logged_windows, make_2k_images, run_training
 
 MODELS = {
     "pan": {"batch_size": 8, "accumulation": 4, "lr_patch": 64},
@@ -117,15 +117,26 @@ def plain_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warm
 def toolkit_loop(name, *, batch_size, accumulation, lr_patch, variant, steps, warmup, workdir):
     """train/run.py on the built-in photos (decoded once into memory), no validation, no checkpoints."""
     config = load_recipe(
-        "quickstart", model=name, steps=warmup + steps, batch_size=batch_size,
-        gradient_accumulation_steps=accumulation, lr_patch_size=lr_patch,
-        val_dataset="none", log_every=1, progress=False, log_with="none",
-        warmup_fraction=0.0, lr=1e-4, grad_clip=0.0, repeat_images=True,  # 12 photos, batch 16
+        "quickstart",
+        model=name,
+        steps=warmup + steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        lr_patch_size=lr_patch,
+        val_dataset="none",
+        log_every=1,
+        progress=False,
+        log_with="none",
+        warmup_fraction=0.0,
+        lr=1e-4,
+        grad_clip=0.0,
+        repeat_images=True,  # 12 photos, batch 16
         num_threads=torch.get_num_threads(),  # as the plain loop: no thread tuning in a benchmark
         mixed_precision="bf16" if variant.startswith("bf16") else "no",
-        channels_last="channels_last" in variant, compile=variant == "compile",
+        channels_last="channels_last" in variant,
+        compile=variant == "compile",
         output_dir=str(Path(workdir) / f"{name}-{variant}-{time.monotonic_ns()}"),
-    )  # fmt: skip
+    )
     windows = logged_windows(run_training(config))
     return [w["samples_per_second"] for w in windows[warmup:]]
 
@@ -138,8 +149,9 @@ def bench_training(models, variants, *, steps, warmup, workdir):
         for variant in variants:
             try:
                 plain = in_a_fresh_process(plain_loop, name, **shape, variant=variant, steps=steps, warmup=warmup)
-                toolkit = in_a_fresh_process(toolkit_loop, name, **shape, variant=variant, steps=steps,
-                                             warmup=warmup, workdir=workdir)  # fmt: skip
+                toolkit = in_a_fresh_process(
+                    toolkit_loop, name, **shape, variant=variant, steps=steps, warmup=warmup, workdir=workdir
+                )
             except Exception as error:  # torch.compile needs a working C++ toolchain; report, don't stop
                 print(f"{name:<10}{variant:<20}  failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
                 continue
@@ -170,15 +182,19 @@ def bench_data(*, workdir, images, batches):
     folder = Path(workdir) / "div2k_like"
     made = time.perf_counter()
     paths = make_2k_images(folder, count=images)
-    print(f"\ndata pipeline, patches/s (LR 64 x4, batch 8), from {len(paths)} PNGs of 2040x1356 "
-          f"({sum(p.stat().st_size for p in paths) / len(paths) / 1e6:.1f} MB each; made in "
-          f"{time.perf_counter() - made:.0f} s)")  # fmt: skip
+    print(
+        f"\ndata pipeline, patches/s (LR 64 x4, batch 8), from {len(paths)} PNGs of 2040x1356 "
+        f"({sum(p.stat().st_size for p in paths) / len(paths) / 1e6:.1f} MB each; made in "
+        f"{time.perf_counter() - made:.0f} s)"
+    )
     cache = str(Path(workdir) / "hf-cache")
     raw = load_source(str(folder), split="train", cache_dir=cache)
     start = time.perf_counter()
     prepared = prepare_subimages(raw, scale=4, size=480, step=240, cache_dir=cache, num_proc=os.cpu_count())
-    print(f"prepare step: {len(raw)} images -> {len(prepared)} sub-images of 480x480 in "
-          f"{time.perf_counter() - start:.1f} s (once; cached as Arrow)")  # fmt: skip
+    print(
+        f"prepare step: {len(raw)} images -> {len(prepared)} sub-images of 480x480 in "
+        f"{time.perf_counter() - start:.1f} s (once; cached as Arrow)"
+    )
     print(f"{'source':<12}{'workers':>8}{'patches/s':>12}")
     for label, dataset in (("raw", raw), ("prepared", prepared)):
         pairs = ImagePairs(dataset, scale=4)
@@ -192,7 +208,9 @@ def open_training_data(kind, path):
     if kind == "store":
         pairs = StorePairs(path, scale=4)
     else:  # --cache-images: decode every image and make its LR, in this process
-        pairs = ImagePairs(load_source(str(path), split="train", cache_dir=str(Path(path).parent / "hf-cache")), scale=4)
+        pairs = ImagePairs(
+            load_source(str(path), split="train", cache_dir=str(Path(path).parent / "hf-cache")), scale=4
+        )
     usable, _ = usable_images(pairs, lr_patch_size=64, small_images="error", skip_corrupt=False)
     if kind == "cache":
         pairs.cache_all(usable)
@@ -217,8 +235,10 @@ def hold_training_data(kind, path, barrier, results):
     torch.set_num_threads(1)
     before = memory_kib()
     pairs = open_training_data(kind, path)
-    checksum = sum(int(hr.sum(dtype=np.uint64)) + int(lr.sum(dtype=np.uint64))  # every page read
-                   for hr, lr in map(pairs.load, range(len(pairs))))  # fmt: skip
+    checksum = sum(
+        int(hr.sum(dtype=np.uint64)) + int(lr.sum(dtype=np.uint64))  # every page read
+        for hr, lr in map(pairs.load, range(len(pairs)))
+    )
     barrier.wait()  # all processes hold the data now: shared pages are shared
     after = memory_kib()
     results.put({"checksum": checksum, **{key: after[key] - before[key] for key in after}})
@@ -240,17 +260,28 @@ def bench_store(*, workdir, images, batches, processes):
     store = Path(workdir) / "div2k_like.store"
     shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
-    write_store(load_source(str(folder), split="train", cache_dir=str(Path(workdir) / "hf-cache")), store, scale=4,
-                num_proc=os.cpu_count())  # fmt: skip
+    write_store(
+        load_source(str(folder), split="train", cache_dir=str(Path(workdir) / "hf-cache")),
+        store,
+        scale=4,
+        num_proc=os.cpu_count(),
+    )
     data_mib = sum(f.stat().st_size for f in store.iterdir()) / 2**20
-    print(f"\ndecoded store from {len(paths)} PNGs of 2040x1356: written in {time.perf_counter() - start:.1f} s "
-          f"(once), {data_mib:.1f} MiB of decoded HR + LR")  # fmt: skip
+    print(
+        f"\ndecoded store from {len(paths)} PNGs of 2040x1356: written in {time.perf_counter() - start:.1f} s "
+        f"(once), {data_mib:.1f} MiB of decoded HR + LR"
+    )
     torch.set_num_threads(1)
-    print(f"per process, 1 thread, LR 64 x4, batch 32, no workers, steady state (1st pass: the first touch of the store's pages included); start-up: a fresh "
-          f"process to its first batch; memory: with {processes} processes holding the data at once (each read all "
-          "of it), what each one adds")  # fmt: skip
-    print(f"{'source':<16}{'patches/s':>11}{'1st pass':>10}{'start-up s':>12}{'private MiB':>13}{'PSS MiB':>10}"
-          f"{'of data':>9}")  # fmt: skip
+    print(
+        "per process, 1 thread, LR 64 x4, batch 32, no workers, steady state (1st pass: the first touch of the "
+        "store's pages included); start-up: a fresh "
+        f"process to its first batch; memory: with {processes} processes holding the data at once (each read all "
+        "of it), what each one adds"
+    )
+    print(
+        f"{'source':<16}{'patches/s':>11}{'1st pass':>10}{'start-up s':>12}{'private MiB':>13}{'PSS MiB':>10}"
+        f"{'of data':>9}"
+    )
     context = multiprocessing.get_context("spawn")
     figures = {}
     for kind, path in (("cache", folder), ("store", store)):
@@ -261,8 +292,9 @@ def bench_store(*, workdir, images, batches, processes):
         first = patches_per_second(pairs, workers=0, batches=batches, batch_size=32)
         rate = patches_per_second(pairs, workers=0, batches=batches, batch_size=32)
         barrier, results = context.Barrier(processes), context.Queue()
-        workers = [context.Process(target=hold_training_data, args=(kind, path, barrier, results))
-                   for _ in range(processes)]  # fmt: skip
+        workers = [
+            context.Process(target=hold_training_data, args=(kind, path, barrier, results)) for _ in range(processes)
+        ]
         for worker in workers:
             worker.start()
         measured = [results.get(timeout=600) for _ in workers]
@@ -272,9 +304,18 @@ def bench_store(*, workdir, images, batches, processes):
         private = statistics.median(m["private"] for m in measured) / 1024
         pss = statistics.median(m["pss"] for m in measured) / 1024
         label = "--cache-images" if kind == "cache" else "decoded store"
-        print(f"{label:<16}{rate:>11.1f}{first:>10.1f}{startup:>12.2f}{private:>13.1f}{pss:>10.1f}{private / data_mib:>9.1%}",
-              flush=True)  # fmt: skip
-        figures[kind] = {"patches_per_second": rate, "first_pass_patches_per_second": first, "startup_s": startup, "private_mib": private, "pss_mib": pss}
+        print(
+            f"{label:<16}{rate:>11.1f}{first:>10.1f}{startup:>12.2f}"
+            f"{private:>13.1f}{pss:>10.1f}{private / data_mib:>9.1%}",
+            flush=True,
+        )
+        figures[kind] = {
+            "patches_per_second": rate,
+            "first_pass_patches_per_second": first,
+            "startup_s": startup,
+            "private_mib": private,
+            "pss_mib": pss,
+        }
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return figures
 
@@ -296,8 +337,10 @@ def main():
     load_recipe("quickstart")  # fail early on a broken install
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {threads} CPU threads, torch {torch.__version__}, "
-          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")  # fmt: skip
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {threads} CPU threads, torch {torch.__version__}, "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"
+    )
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or temporary
         if not args.skip_training:
@@ -306,8 +349,7 @@ def main():
         if not args.skip_data:
             bench_data(workdir=workdir, images=args.images, batches=args.batches)
         if not args.skip_store:
-            bench_store(workdir=workdir, images=args.images, batches=4 * args.batches,
-                        processes=args.store_processes)  # fmt: skip
+            bench_store(workdir=workdir, images=args.images, batches=4 * args.batches, processes=args.store_processes)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ PARITY_GRAPHICS = ("text.png", "phantom.png")
 
 def builtin_images(job, kind):
     """Paths of the built-in images with a job ("calibration" or "parity") and a kind ("photo" or "graphics")."""
-    names = {("calibration", "photo"): BUILTIN_TRAIN, ("calibration", "graphics"): CALIBRATION_GRAPHICS,
-             ("parity", "photo"): BUILTIN_HELD_OUT, ("parity", "graphics"): PARITY_GRAPHICS}[job, kind]  # fmt: skip
+    names = {
+        ("calibration", "photo"): BUILTIN_TRAIN,
+        ("calibration", "graphics"): CALIBRATION_GRAPHICS,
+        ("parity", "photo"): BUILTIN_HELD_OUT,
+        ("parity", "graphics"): PARITY_GRAPHICS,
+    }[job, kind]
     return [builtin_folder() / name for name in names]
 
 

@@ -94,8 +94,10 @@ def check_opset(opset, exporter):
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: too old: at least {MIN_OPSET} (Resize and DepthToSpace semantics)")
     if opset > MAX_OPSET[exporter]:
-        raise ExportError(f"--opset {opset}: the {exporter} exporter writes opsets {MIN_OPSET} to {MAX_OPSET[exporter]}"
-                          + ("; for newer ones use --exporter dynamo" if opset <= MAX_OPSET["dynamo"] else ""))
+        raise ExportError(
+            f"--opset {opset}: the {exporter} exporter writes opsets {MIN_OPSET} to {MAX_OPSET[exporter]}"
+            + ("; for newer ones use --exporter dynamo" if opset <= MAX_OPSET["dynamo"] else "")
+        )
 
 
 def export_fp32(model, path, *, opset=DEFAULT_OPSET, exporter="torchscript", graph_friendly_forms=True):
@@ -110,11 +112,18 @@ def export_fp32(model, path, *, opset=DEFAULT_OPSET, exporter="torchscript", gra
             warnings.simplefilter("ignore")
             if exporter == "torchscript":
                 torch.onnx.export(
-                    model, (example,), str(path), dynamo=False, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                                  OUTPUT_NAME: {0: "batch", 2: "sr_height", 3: "sr_width"}},
-                )  # fmt: skip
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={
+                        INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                        OUTPUT_NAME: {0: "batch", 2: "sr_height", 3: "sr_width"},
+                    },
+                )
             else:
                 _export_dynamo(model, example, path, opset)
     except ExportError:
@@ -132,8 +141,14 @@ def _export_dynamo(model, example, path, opset):
     from torch.export import Dim
 
     program = torch.onnx.export(
-        model, (example,), None, dynamo=True, opset_version=opset, verbose=False,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        model,
+        (example,),
+        None,
+        dynamo=True,
+        opset_version=opset,
+        verbose=False,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
         dynamic_shapes=({0: Dim("batch"), 2: Dim("height"), 3: Dim("width")},),
-    )  # fmt: skip
+    )
     program.save(str(path))

@@ -100,8 +100,11 @@ def channel_groups(model):
                 fix(inputs[0], outputs[0])
         elif op in CHANNELWISE_HOMOGENEOUS:
             tie_channels(inputs[0], outputs[0], counts.get(outputs[0], 0))
-        elif op in ("Add", "Sub") and len({counts.get(name) for name in inputs + outputs}) == 1 \
-                and not set(inputs) & initializers:  # fmt: skip
+        elif (
+            op in ("Add", "Sub")
+            and len({counts.get(name) for name in inputs + outputs}) == 1
+            and not set(inputs) & initializers
+        ):
             for name in inputs:
                 tie_channels(name, outputs[0], counts.get(outputs[0], 0))
         elif op == "Mul" and len(set(inputs) & sigmoid_outputs) == 1 and len(set(inputs)) == 2:
@@ -164,8 +167,9 @@ def equalize(src, dst, batches, *, alpha=ALPHA):
             root = groups.find((name, channel))
             if root not in fixed_roots:
                 share[root] = max(share.get(root, 0.0), float(ratio))
-    scales = {root: float(np.clip(max(ratio, 1e-12) ** -alpha, 1 / MAX_SCALE, MAX_SCALE))
-              for root, ratio in share.items()}  # fmt: skip
+    scales = {
+        root: float(np.clip(max(ratio, 1e-12) ** -alpha, 1 / MAX_SCALE, MAX_SCALE)) for root, ratio in share.items()
+    }
 
     def scale_of(tensor, count):
         return np.array([scales.get(groups.find((tensor, c)), 1.0) for c in range(count)], dtype=np.float32)
@@ -187,9 +191,13 @@ def equalize(src, dst, batches, *, alpha=ALPHA):
 
 def _check_same_function(src, dst, batch):
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-    before, after = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {name: batch})[0]
-                     for path in (src, dst))  # fmt: skip
+    before, after = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {name: batch})[0]
+        for path in (src, dst)
+    )
     error = float(np.abs(before - after).max())
     if error > 1e-4 * max(1.0, float(np.abs(before).max())):
-        raise RuntimeError(f"channel equalization changed the model's output by {error:.3g}: a rule in "
-                           f"export/equalize.py does not hold for this graph")  # fmt: skip
+        raise RuntimeError(
+            f"channel equalization changed the model's output by {error:.3g}: a rule in "
+            f"export/equalize.py does not hold for this graph"
+        )

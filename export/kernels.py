@@ -39,8 +39,20 @@ FAMILIES_KEY = "int8_kernel_families"
 INT16_MAX = 32767
 UINT8_MAX = 255
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-ISA_FLAGS = ("sse4_1", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile",
-             "avx512_bf16", "asimddp", "asimd", "i8mm")  # fmt: skip
+ISA_FLAGS = (
+    "sse4_1",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+    "amx_tile",
+    "avx512_bf16",
+    "asimddp",
+    "asimd",
+    "i8mm",
+)
 
 
 @dataclass(frozen=True)
@@ -149,8 +161,11 @@ def saturating_convs(model):
     """Names of the int8 convs whose int16 pair sums can saturate on x86-u8s8-avx2 (empty: it computes exactly)."""
     from onnx import numpy_helper
 
-    return [name for name, (node, tensor) in int8_conv_weights(model).items()
-            if can_saturate(node, numpy_helper.to_array(tensor))]  # fmt: skip
+    return [
+        name
+        for name, (node, tensor) in int8_conv_weights(model).items()
+        if can_saturate(node, numpy_helper.to_array(tensor))
+    ]
 
 
 def unsaturable_channel(weight, scale):
@@ -242,8 +257,10 @@ def unchecked_warning(metadata, cpu):
         return None
     what = f"int8 kernel family {family}" if family else "an int8 kernel family that cannot be told"
     claim = f"its export checked {', '.join(checked)} only" if listed else "its export recorded no kernel families"
-    return (f"warning: {cpu.model} has {what}; {claim}: the PSNR_Y drop may exceed the exported budget here "
-            "(re-export it with export/to_onnx.py --precision int8, whose default weights no kernel family saturates)")
+    return (
+        f"warning: {cpu.model} has {what}; {claim}: the PSNR_Y drop may exceed the exported budget here "
+        "(re-export it with export/to_onnx.py --precision int8, whose default weights no kernel family saturates)"
+    )
 
 
 _WARNED = set()

@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
-from sr_models.errors import UserError
 from sr_models.benchmark import is_benchmark_root, load_benchmark_root
+from sr_models.errors import UserError
 from sr_models.images import list_images, load_rgb
 from sr_models.metrics import mod_crop, psnr, to_uint8
 from sr_models.resize import downscale_image
@@ -81,8 +81,9 @@ def to_batch(images):
 
 
 @torch.no_grad()
-def check_parity(model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_MAX_INT8_DROP_DB, device=None,
-                 progress=True):  # fmt: skip
+def check_parity(
+    model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_MAX_INT8_DROP_DB, device=None, progress=True
+):
     """Compare `model` (PyTorch, fp32; moved to the CPU) with the ONNX file on `images`.
 
     Returns the report; report["passed"] is False and report["failures"] names each image below its threshold.
@@ -104,8 +105,13 @@ def check_parity(model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_M
     rows = []
     for image in tqdm(images, desc=f"parity {precision}", unit="image", disable=not progress):
         ours, reference = both(to_batch([image.lr]), image.name)
-        row = {"name": image.name, "size": f"{image.lr.shape[1]}x{image.lr.shape[0]}",
-               "parity_psnr_db": float_psnr(ours, reference), "psnr_y_onnx": None, "psnr_y_torch": None}  # fmt: skip
+        row = {
+            "name": image.name,
+            "size": f"{image.lr.shape[1]}x{image.lr.shape[0]}",
+            "parity_psnr_db": float_psnr(ours, reference),
+            "psnr_y_onnx": None,
+            "psnr_y_torch": None,
+        }
         if image.hr is not None:
             for key, output in (("psnr_y_onnx", ours), ("psnr_y_torch", reference)):
                 row[key] = psnr(to_uint8(output[0].transpose(1, 2, 0)), image.hr, crop=scale)
@@ -116,14 +122,27 @@ def check_parity(model, onnx_path, images, *, precision, max_int8_drop=DEFAULT_M
     crops = [(image.name, image.lr[:crop_h, :crop_w]) for image in images]
     crops = [c for c in crops if c[1].shape[:2] == (crop_h, crop_w)] * (3 if len(images) == 1 else 1)
     if len(crops) >= 2:
-        ours, reference = both(to_batch([crop for _, crop in crops]), f"a batch of crops of {', '.join(name for name, _ in crops)}")
+        ours, reference = both(
+            to_batch([crop for _, crop in crops]), f"a batch of crops of {', '.join(name for name, _ in crops)}"
+        )
         for index, (name, _) in enumerate(crops):
-            rows.append({"name": f"{name} (batch item {index + 1}/{len(crops)})", "size": f"{crop_w}x{crop_h}",
-                         "parity_psnr_db": float_psnr(ours[index], reference[index]),
-                         "psnr_y_onnx": None, "psnr_y_torch": None})  # fmt: skip
+            rows.append(
+                {
+                    "name": f"{name} (batch item {index + 1}/{len(crops)})",
+                    "size": f"{crop_w}x{crop_h}",
+                    "parity_psnr_db": float_psnr(ours[index], reference[index]),
+                    "psnr_y_onnx": None,
+                    "psnr_y_torch": None,
+                }
+            )
 
-    report = {"precision": precision, "model": onnx_model.spec.get("name"), "scale": scale,
-              "min_parity_psnr_db": min(row["parity_psnr_db"] for row in rows), "images": rows}  # fmt: skip
+    report = {
+        "precision": precision,
+        "model": onnx_model.spec.get("name"),
+        "scale": scale,
+        "min_parity_psnr_db": min(row["parity_psnr_db"] for row in rows),
+        "images": rows,
+    }
     report["failures"] = failures(report, max_int8_drop=max_int8_drop)  # also adds psnr_y_drop_db for int8
     report["passed"] = not report["failures"]
     if precision == "int8":
@@ -136,23 +155,31 @@ def failures(report, *, max_int8_drop):
     precision, lines = report["precision"], []
     for row in report["images"]:
         if precision in THRESHOLDS_DB and row["parity_psnr_db"] < THRESHOLDS_DB[precision]:
-            lines.append(f"{row['name']}: onnxruntime vs PyTorch {row['parity_psnr_db']:.2f} dB "
-                         f"< {THRESHOLDS_DB[precision]:.0f} dB required for {precision}")  # fmt: skip
+            lines.append(
+                f"{row['name']}: onnxruntime vs PyTorch {row['parity_psnr_db']:.2f} dB "
+                f"< {THRESHOLDS_DB[precision]:.0f} dB required for {precision}"
+            )
         if precision == "int8" and row["psnr_y_onnx"] is not None:
             drop = row["psnr_y_torch"] - row["psnr_y_onnx"]
             row["psnr_y_drop_db"] = drop
             if drop > max_int8_drop:
-                lines.append(f"{row['name']}: int8 PSNR_Y {row['psnr_y_onnx']:.4f} dB is {drop:.3f} dB below "
-                             f"fp32 PyTorch ({row['psnr_y_torch']:.4f} dB), more than {max_int8_drop} dB")  # fmt: skip
+                lines.append(
+                    f"{row['name']}: int8 PSNR_Y {row['psnr_y_onnx']:.4f} dB is {drop:.3f} dB below "
+                    f"fp32 PyTorch ({row['psnr_y_torch']:.4f} dB), more than {max_int8_drop} dB"
+                )
     return lines
 
 
 def format_report(report):
     """The parity table for the terminal."""
-    lines = [f"parity {report['precision']} (onnxruntime vs PyTorch; PSNR_Y vs HR with the evaluation protocol)",
-             f"{'image':<34}{'size (WxH)':>11}{'ORT vs torch':>14}{'PSNR_Y onnx':>13}{'PSNR_Y torch':>14}"]  # fmt: skip
+    lines = [
+        f"parity {report['precision']} (onnxruntime vs PyTorch; PSNR_Y vs HR with the evaluation protocol)",
+        f"{'image':<34}{'size (WxH)':>11}{'ORT vs torch':>14}{'PSNR_Y onnx':>13}{'PSNR_Y torch':>14}",
+    ]
     show = lambda value, width: f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"  # noqa: E731
     for row in report["images"]:
-        lines.append(f"{row['name']:<34}{row['size']:>11}{row['parity_psnr_db']:>11.2f} dB"
-                     f"{show(row['psnr_y_onnx'], 13)}{show(row['psnr_y_torch'], 14)}")  # fmt: skip
+        lines.append(
+            f"{row['name']:<34}{row['size']:>11}{row['parity_psnr_db']:>11.2f} dB"
+            f"{show(row['psnr_y_onnx'], 13)}{show(row['psnr_y_torch'], 14)}"
+        )
     return "\n".join(lines)

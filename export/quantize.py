@@ -33,26 +33,26 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
-from sr_models.errors import UserError
-from sr_models.registry import architecture
 from export.equalize import equalize
 from export.kernels import make_unsaturable
 from export.runtime import INPUT_NAME
+from sr_models.errors import UserError
+from sr_models.registry import architecture
 
 # Calibration: this many LR patches per image, all of one size (onnxruntime's histogram calibrators need equal
 # shapes), at most CALIBRATION_PATCH px, cut at seeded random places. Percentile calibration ignores the rare outlier
 # activations that stretch min/max ranges; where to cut is a trade between clipping (costly on the hard edges of
 # cartoons and charts) and coarse steps (costly on smooth photos), measured per architecture (docs/int8.md) and
 # set in its descriptor (`calibration_percentile`); the others get PERCENTILE, which suits SRResNet, whose hard
-# image is a smooth photo (0.27 dB against 0.37 dB at 99.99999).
+# image is a smooth photo.
 CALIBRATION_PATCH = 64
 PATCHES_PER_IMAGE = 2
 PERCENTILE = 99.9999
 # On x86 CPUs without VNNI, onnxruntime's u8s8 kernels add two uint8 x int8 products in int16 with saturation
 # (VPMADDUBSW): 8-bit weights overflow it (255 * 2 * 127 > 32767). "paired" (default): 8-bit weights, then each
 # same-sign pair of weights that the kernel adds is cut to 128 in magnitude (export/kernels.py), so no pair can
-# saturate; "7bit": every weight in [-64, 64] (onnxruntime's reduce_range), pairing-proof but coarser (PAN x4:
-# worst drawn image 0.38 dB against 0.23); "8bit": the export before, exact only on VNNI and ARM kernels.
+# saturate; "7bit": every weight in [-64, 64] (onnxruntime's reduce_range), pairing-proof but coarser
+# (docs/int8.md); "8bit": the export before, exact only on VNNI and ARM kernels.
 WEIGHTS = ("paired", "7bit", "8bit")
 DEFAULT_WEIGHTS = "paired"
 EXACT_INPUT = {"scale": np.array(1 / 255, dtype=np.float32), "zero_point": np.array(0, dtype=np.uint8)}
@@ -168,9 +168,21 @@ def default_percentile(model_name):
     return architecture(model_name).calibration_percentile or PERCENTILE
 
 
-def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PERCENTILE, exclude=(),
-            patches_per_image=PATCHES_PER_IMAGE, calibration_cache=None, equalize_channels=True, exact_input=True,
-            float_skips=True, weights=DEFAULT_WEIGHTS):
+def to_int8(
+    src,
+    dst,
+    *,
+    calibration_images,
+    method="percentile",
+    percentile=PERCENTILE,
+    exclude=(),
+    patches_per_image=PATCHES_PER_IMAGE,
+    calibration_cache=None,
+    equalize_channels=True,
+    exact_input=True,
+    float_skips=True,
+    weights=DEFAULT_WEIGHTS,
+):
     """Statically quantize the fp32 ONNX file `src` (QDQ, convs only) at `dst`, calibrated on LR images.
 
     Convs with kernels larger than 3x3 (SRResNet's 9x9 head and tail) stay float: onnxruntime's int8 conv unfolds
@@ -183,8 +195,11 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
     """
     if weights not in WEIGHTS:
         raise UserError(f"int8 weights: one of {', '.join(WEIGHTS)}, not {weights!r}")
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}  # fmt: skip
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     with tempfile.TemporaryDirectory(prefix="sr-int8-") as scratch:
         # Shape inference + graph cleanup first, as onnxruntime's quantization guide recommends.
         prepared = Path(scratch) / "prepared.onnx"
@@ -192,8 +207,10 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
         convs = {node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"}
         unknown = sorted(set(exclude) - convs)
         if unknown:
-            raise UserError(f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
-                            f"like {min(convs)!r})")  # fmt: skip
+            raise UserError(
+                f"no Conv node named {unknown[0]!r} to keep float in this model (its convs are named "
+                f"like {min(convs)!r})"
+            )
         patches = calibration_patches(calibration_images, per_image=patches_per_image)
         if equalize_channels:
             equalized = Path(scratch) / "equalized.onnx"
@@ -206,17 +223,27 @@ def to_int8(src, dst, *, calibration_images, method="percentile", percentile=PER
         # onnxruntime's calibrators print their progress with print(); keep the CLI's output to our report.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
-                str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"],
                 nodes_to_exclude=sorted(set(large_kernel_convs(prepared)) | set(exclude)),
-                per_channel=True, reduce_range=weights == "7bit", activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method], calibration_cache_path=calibration_cache,
+                per_channel=True,
+                reduce_range=weights == "7bit",
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                calibration_cache_path=calibration_cache,
                 extra_options={"CalibPercentile": percentile, "TensorQuantOverrides": overrides},
-            )  # fmt: skip
+            )
         if float_skips:
             float_ops_read_float(dst)
         if weights == "paired":
             model = onnx.load(str(dst))
-            make_unsaturable(model, {t.name: numpy_helper.to_array(t) for t in onnx.load(str(prepared)).graph.initializer})
+            make_unsaturable(
+                model, {t.name: numpy_helper.to_array(t) for t in onnx.load(str(prepared)).graph.initializer}
+            )
             onnx.save(model, str(dst))
 
 
@@ -235,8 +262,11 @@ def float_ops_read_float(path):
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
     constants = {tensor.name for tensor in graph.initializer}
-    quantized_from = {node.output[0]: node.input[0] for node in graph.node
-                      if node.op_type == "QuantizeLinear" and node.input[0] not in constants}  # fmt: skip
+    quantized_from = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] not in constants
+    }
     float_value = {}  # dequantized copy -> the float tensor it copies
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in quantized_from:
@@ -249,8 +279,11 @@ def float_ops_read_float(path):
                 node.input[index] = float_value.get(name, name)
     while True:  # drop the quantize/dequantize pairs that nothing reads any more
         read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
-        unread = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
-                  and not read & set(node.output)]  # fmt: skip
+        unread = [
+            node
+            for node in graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not read & set(node.output)
+        ]
         if not unread:
             break
         for node in unread:

@@ -23,8 +23,8 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from export.kernels import warn_unchecked_family  # numpy and onnx only
-from sr_models.errors import UserError
 from sr_models.ensemble import self_ensemble  # numpy only
+from sr_models.errors import UserError
 from sr_models.metrics import to_uint8  # numpy only
 
 INPUT_NAME = "lr"
@@ -34,17 +34,16 @@ LAYOUT = "NCHW RGB"
 VALUE_RANGE = "[0, 1]"
 
 # Tiles are cut in LR pixels; by default each tile's output is about 1024x1024 (256 LR px at x4), since the
-# activations at output resolution dominate the working memory: PAN x4 peaks at ~0.85 GB per tile, SRResNet x4 at
-# ~1.1 GB, so a 3840x2160 input (a 398 MB x4 output) stays under 2 GB (docs/export.md). 16 px of context on each side
-# is past the point where the tile border changes PAN's or SRResNet's output measurably (docs/export.md: 89 dB / 102 dB
-# tiled vs untiled; tests/test_export_runtime.py asserts >= 50 dB).
+# activations at output resolution dominate the working memory, so a 4K input stays under 2 GB. 16 px of context on
+# each side is past the point where the tile border changes the output measurably (docs/export.md has both figures;
+# tests/test_export_runtime.py asserts >= 50 dB tiled against untiled).
 TILE_OUTPUT_PIXELS = 1024
 DEFAULT_TILE_PAD = 16
 
 
 # Inputs run once when a model is opened, to check what the graph does (odd, non-square, two batch sizes).
 PROBE_SHAPES = ((1, 3, 9, 7), (2, 3, 6, 10))
-# Those tiny inputs take milliseconds through any SR network (PAN x4: ~5 ms, SRResNet x4: ~10 ms on one core); a
+# Those tiny inputs take milliseconds through any SR network; a
 # probe still running after this long is a graph that loops, not a model that computes (a 500-byte file with a
 # Loop of 2^62 trips otherwise hangs the command at open). Generous, for a slow or loaded machine.
 PROBE_SECONDS = 30
@@ -93,8 +92,10 @@ def check_model(path):
     if not path.is_file():
         raise OnnxModelError(f"{path}: no such file")
     if path.suffix.lower() in PYTORCH_WEIGHTS:  # a common first try: deployment runs ONNX files only
-        raise OnnxModelError(f"{path}: PyTorch weights, not an ONNX model; export them first: "
-                             f"python export/to_onnx.py --weights {path} --output {path.with_suffix('.onnx')}")  # fmt: skip
+        raise OnnxModelError(
+            f"{path}: PyTorch weights, not an ONNX model; export them first: "
+            f"python export/to_onnx.py --weights {path} --output {path.with_suffix('.onnx')}"
+        )
     try:
         import onnx
     except ImportError:  # a deployment without the onnx package: the session checks below still run
@@ -120,14 +121,23 @@ def check_loops(path, graph):
     import onnx
 
     constants = {tensor.name: tensor for tensor in graph.initializer}
-    constants.update({node.output[0]: attribute.t for node in graph.node if node.op_type == "Constant"
-                      for attribute in node.attribute if attribute.name == "value"})  # fmt: skip
+    constants.update(
+        {
+            node.output[0]: attribute.t
+            for node in graph.node
+            if node.op_type == "Constant"
+            for attribute in node.attribute
+            if attribute.name == "value"
+        }
+    )
     for node in graph.node:
         if node.op_type == "Loop" and node.input and node.input[0] in constants:
             trips = onnx.numpy_helper.to_array(constants[node.input[0]])
             if trips.size == 1 and int(trips.reshape(-1)[0]) > MAX_LOOP_TRIPS:
-                raise OnnxModelError(f"{path}: a Loop node ({node.name or 'unnamed'}) runs {int(trips.reshape(-1)[0]):,} "
-                                     f"times (more than {MAX_LOOP_TRIPS:,}): not an upscaling network")  # fmt: skip
+                raise OnnxModelError(
+                    f"{path}: a Loop node ({node.name or 'unnamed'}) runs {int(trips.reshape(-1)[0]):,} "
+                    f"times (more than {MAX_LOOP_TRIPS:,}): not an upscaling network"
+                )
         for attribute in node.attribute:
             for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 check_loops(path, subgraph)
@@ -207,8 +217,10 @@ def choose_providers(device=None):
     kind, _, index = device.partition(":")
     if kind == "cuda" and (index == "" or index.isdigit()):
         if "CUDAExecutionProvider" not in available:
-            raise UserError(f"--device {device!r}: this onnxruntime has no CUDA provider (pip install "
-                            "onnxruntime-gpu on a CUDA machine); use --device cpu or auto")  # fmt: skip
+            raise UserError(
+                f"--device {device!r}: this onnxruntime has no CUDA provider (pip install "
+                "onnxruntime-gpu on a CUDA machine); use --device cpu or auto"
+            )
         return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
     raise UserError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N")
 
@@ -244,8 +256,9 @@ def arena_refusal(error):
     return (asked[1], int(asked[2])) if asked else None
 
 
-def create_session(path, *, device=None, optimization="all", threads=None, optimized_model_path=None,
-                   bounded_memory=None):  # fmt: skip
+def create_session(
+    path, *, device=None, optimization="all", threads=None, optimized_model_path=None, bounded_memory=None
+):
     """A validated onnxruntime session for one of our ONNX files.
 
     `optimization` is one of OPTIMIZATION_LEVELS; `optimized_model_path` saves the optimized graph (offline
@@ -357,20 +370,37 @@ class OnnxUpscaler:
     flips/rotations (sr_models.ensemble), 8 times the compute, the same memory bound.
     """
 
-    def __init__(self, path, *, device=None, tile="auto", tile_pad=DEFAULT_TILE_PAD, progress=False,
-                 optimization="all", threads=None, self_ensemble=False, memory_limit=None):  # fmt: skip
+    def __init__(
+        self,
+        path,
+        *,
+        device=None,
+        tile="auto",
+        tile_pad=DEFAULT_TILE_PAD,
+        progress=False,
+        optimization="all",
+        threads=None,
+        self_ensemble=False,
+        memory_limit=None,
+    ):
         """`memory_limit` (bytes; upscale and evaluate give their --max-memory limit): on the CPU every run, the
         probes included, fails past it in one line instead of taking the machine's memory. Without it the probes
         alone are bounded, by PROBE_MEMORY_BYTES, in a session of their own."""
         self.path = Path(path)
         cpu = choose_providers(device) == ["CPUExecutionProvider"]
-        self.session = create_session(path, device=device, optimization=optimization, threads=threads,
-                                      bounded_memory=memory_limit if cpu else None)  # fmt: skip
+        self.session = create_session(
+            path,
+            device=device,
+            optimization=optimization,
+            threads=threads,
+            bounded_memory=memory_limit if cpu else None,
+        )
         on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
         self.probe_session = self.session
         if on_cpu and not memory_limit:
-            self.probe_session = create_session(path, device="cpu", optimization=optimization, threads=threads,
-                                                bounded_memory=PROBE_MEMORY_BYTES)  # fmt: skip
+            self.probe_session = create_session(
+                path, device="cpu", optimization=optimization, threads=threads, bounded_memory=PROBE_MEMORY_BYTES
+            )
         self.metadata = read_metadata(self.session)
         if on_cpu:  # int8 arithmetic differs by CPU family
             warn_unchecked_family(self.path, self.metadata)
@@ -400,16 +430,20 @@ class OnnxUpscaler:
             out_shape = self._probe(np.zeros(shape, np.float32)).shape
             scale = out_shape[2] // height if len(out_shape) == 4 else 0
             if len(out_shape) != 4 or out_shape != (batch, 3, height * scale, width * scale) or scale < 1:
-                raise OnnxModelError(f"{self.path}: a {batch}x3x{height}x{width} input gave an output of shape "
-                                     f"{tuple(out_shape)}, not (N, 3, H*scale, W*scale)")  # fmt: skip
+                raise OnnxModelError(
+                    f"{self.path}: a {batch}x3x{height}x{width} input gave an output of shape "
+                    f"{tuple(out_shape)}, not (N, 3, H*scale, W*scale)"
+                )
             observed.add(scale)
         if len(observed) != 1:
             raise OnnxModelError(f"{self.path}: the upscale factor depends on the input size ({sorted(observed)})")
         (scale,) = observed
         claimed = self.metadata.get("scale")
         if claimed is not None and claimed != str(scale):
-            raise OnnxModelError(f"{self.path}: its metadata says scale {claimed!r}, but the graph upscales by "
-                                 f"{scale}; the file is mislabelled, re-export it with export/to_onnx.py")  # fmt: skip
+            raise OnnxModelError(
+                f"{self.path}: its metadata says scale {claimed!r}, but the graph upscales by "
+                f"{scale}; the file is mislabelled, re-export it with export/to_onnx.py"
+            )
         return scale
 
     def _probe(self, batch):
@@ -417,26 +451,35 @@ class OnnxUpscaler:
         probe session (on the CPU its memory is bounded by PROBE_MEMORY_BYTES)."""
         shape = "x".join(map(str, batch.shape))
         try:
-            (output,) = run_in_thread(self.probe_session, {INPUT_NAME: batch.astype(self.input_dtype)}, run_options(),
-                                      seconds=PROBE_SECONDS)  # fmt: skip
+            (output,) = run_in_thread(
+                self.probe_session, {INPUT_NAME: batch.astype(self.input_dtype)}, run_options(), seconds=PROBE_SECONDS
+            )
         except StillRunning:
-            raise OnnxModelError(f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
-                                 "(a loop in the graph?): not an upscaling network") from None  # fmt: skip
+            raise OnnxModelError(
+                f"{self.path}: still running on a {shape} probe input after {PROBE_SECONDS} s "
+                "(a loop in the graph?): not an upscaling network"
+            ) from None
         except Exception as error:  # onnxruntime's own exception types: a fixed input size, a broken graph
             asked = arena_refusal(error)
             if asked:  # the bounded arena's refusal (BFCArena), not a broken graph
-                raise OnnxModelError(f"{self.path}: a {asked[0]} node asks for {asked[1] / 2**30:.1f} GiB on a "
-                                     f"{shape} probe input (an SR network needs a few MB; the limit is "
-                                     f"{self.probe_session.memory_limit >> 20} MiB): not an upscaling network") from None
+                raise OnnxModelError(
+                    f"{self.path}: a {asked[0]} node asks for {asked[1] / 2**30:.1f} GiB on a "
+                    f"{shape} probe input (an SR network needs a few MB; the limit is "
+                    f"{self.probe_session.memory_limit >> 20} MiB): not an upscaling network"
+                ) from None
             # onnxruntime's words for an input of another size than a static shape: then the advice is the export
             fixed = "invalid dimensions" in str(error).lower() or "invalid rank" in str(error).lower()
-            advice = ("; it needs dynamic batch, height and width: export it with export/to_onnx.py" if fixed else
-                      ": not usable as an upscaler")  # fmt: skip
-            raise OnnxModelError(f"{self.path}: the model does not run on a {shape} input "
-                                 f"({_one_line(error)}){advice}") from None
+            advice = (
+                "; it needs dynamic batch, height and width: export it with export/to_onnx.py"
+                if fixed
+                else ": not usable as an upscaler"
+            )
+            raise OnnxModelError(
+                f"{self.path}: the model does not run on a {shape} input ({_one_line(error)}){advice}"
+            ) from None
         return np.asarray(output)
 
-    @functools.lru_cache(maxsize=64)
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (a session lives as long as its model: nothing leaks)
     def graph_memory(self, height, width):
         """(bytes, op type): the largest tensor the graph is known to allocate on a height x width input
         (largest_tensor), for the callers' memory estimate before an image is run."""
@@ -459,13 +502,19 @@ class OnnxUpscaler:
             # Options of its own (run_options: the arena shrunk after the run), as an interrupt sets terminate on them.
             (output,) = run_in_thread(self.session, feed, run_options())
         except Exception as error:  # onnxruntime's own exception types (Fail, RuntimeException, InvalidArgument)
-            on = f"{image} ({'x'.join(map(str, batch.shape))} input)" if image else f"a {'x'.join(map(str, batch.shape))} input"
+            on = (
+                f"{image} ({'x'.join(map(str, batch.shape))} input)"
+                if image
+                else f"a {'x'.join(map(str, batch.shape))} input"
+            )
             asked = arena_refusal(error)
             if asked:  # the bounded arena (memory_limit) refused it: the model asks more than the command may use
-                raise OnnxModelError(f"{self.path}: on {on}, a {asked[0]} node asks for {asked[1] / 2**30:.1f} GiB, "
-                                     f"more than the {self.session.memory_limit / 2**30:.1f} GiB this command may use "
-                                     "(--max-memory, or the machine's available memory); pass a larger --max-memory "
-                                     "if the machine has it, or a smaller --tile") from None  # fmt: skip
+                raise OnnxModelError(
+                    f"{self.path}: on {on}, a {asked[0]} node asks for {asked[1] / 2**30:.1f} GiB, "
+                    f"more than the {self.session.memory_limit / 2**30:.1f} GiB this command may use "
+                    "(--max-memory, or the machine's available memory); pass a larger --max-memory "
+                    "if the machine has it, or a smaller --tile"
+                ) from None
             raise OnnxModelError(f"{self.path}: onnxruntime failed on {on}: {_one_line(error)}") from None
         return output.astype(np.float32, copy=False)
 
@@ -486,8 +535,9 @@ class OnnxUpscaler:
         sr = np.empty((height * s, width * s, 3), np.uint8)  # the only full-size buffer
         self.suspect = SuspectOutput()
         regions = self.tiles(height, width)
-        for y0, y1, x0, x1 in tqdm(regions, desc="tiles", unit="tile", leave=False,
-                                   disable=not self.progress or len(regions) == 1):  # fmt: skip
+        for y0, y1, x0, x1 in tqdm(
+            regions, desc="tiles", unit="tile", leave=False, disable=not self.progress or len(regions) == 1
+        ):
             # The tile plus up to `pad` pixels of real context (none past the image border, as in a whole run).
             cy0, cy1, cx0, cx1 = max(y0 - pad, 0), min(y1 + pad, height), max(x0 - pad, 0), min(x1 + pad, width)
             x = lr[cy0:cy1, cx0:cx1].transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, h, w)
@@ -519,15 +569,30 @@ class SuspectOutput:
         finite = out[np.isfinite(out)]
         if finite.size:
             self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
-        box = (top + int(rows.min()), left + int(columns.min()), top + int(rows.max()) + 1, left + int(columns.max()) + 1)
-        self.box = box if self.box is None else (min(self.box[0], box[0]), min(self.box[1], box[1]),
-                                                 max(self.box[2], box[2]), max(self.box[3], box[3]))  # fmt: skip
+        box = (
+            top + int(rows.min()),
+            left + int(columns.min()),
+            top + int(rows.max()) + 1,
+            left + int(columns.max()) + 1,
+        )
+        self.box = (
+            box
+            if self.box is None
+            else (
+                min(self.box[0], box[0]),
+                min(self.box[1], box[1]),
+                max(self.box[2], box[2]),
+                max(self.box[3], box[3]),
+            )
+        )
 
     def __bool__(self):
         return self.count > 0
 
     def describe(self):
         top, left, bottom, right = self.box
-        return (f"model output far outside [0, 1] (raw values {self.low:.3g} to {self.high:.3g}) at "
-                f"{self.count / self.total:.2%} of pixels, in output region x {left}-{right}, y {top}-{bottom}: "
-                "there the result is clamped noise, not an upscale")  # fmt: skip
+        return (
+            f"model output far outside [0, 1] (raw values {self.low:.3g} to {self.high:.3g}) at "
+            f"{self.count / self.total:.2%} of pixels, in output region x {left}-{right}, y {top}-{bottom}: "
+            "there the result is clamped noise, not an upscale"
+        )

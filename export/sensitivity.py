@@ -47,8 +47,13 @@ def center_crops(images, *, size=SCAN_CROP, scale):
         h, w = image.lr.shape[:2]
         ch, cw = min(size, h), min(size, w)
         y, x = (h - ch) // 2, (w - cw) // 2
-        crops.append(ParityImage(image.name, image.lr[y : y + ch, x : x + cw],
-                                 image.hr[y * scale : (y + ch) * scale, x * scale : (x + cw) * scale]))  # fmt: skip
+        crops.append(
+            ParityImage(
+                image.name,
+                image.lr[y : y + ch, x : x + cw],
+                image.hr[y * scale : (y + ch) * scale, x * scale : (x + cw) * scale],
+            )
+        )
     return crops
 
 
@@ -73,7 +78,12 @@ def conv_sensitivity(fp32_path, images, *, calibration_images, candidates=None, 
             to_int8(fp32_path, int8, calibration_images=calibration_images, exclude=[name], calibration_cache=cache)
             assert name in float_convs(int8), f"{name} was not kept float"
             drops = int8_drops(fp32_scores, int8, images)
-            rows.append({"name": name, "mean_gain": float(baseline.mean() - drops.mean()),
-                         "worst_gain": float(baseline.max() - drops.max())})  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "mean_gain": float(baseline.mean() - drops.mean()),
+                    "worst_gain": float(baseline.max() - drops.max()),
+                }
+            )
     rows.sort(key=lambda row: row["mean_gain"], reverse=True)
     return {"baseline": {"mean": float(baseline.mean()), "worst": float(baseline.max())}, "convs": rows}

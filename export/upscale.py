@@ -33,11 +33,23 @@ from export.runtime import DEFAULT_TILE_PAD, TILE_OUTPUT_PIXELS, OnnxUpscaler
 from sr_models.cli import add_device_argument, add_overwrite_argument
 from sr_models.errors import user_errors
 from sr_models.files import claim_output, interrupted, writer_command
-from sr_models.image_memory import (ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib,
-                                     memory_limit, parse_memory)
+from sr_models.image_memory import (
+    ACTIVATION_BYTES_PER_OUTPUT_PIXEL,
+    DEFAULT_MAX_MEMORY,
+    check_fits,
+    gib,
+    memory_limit,
+    parse_memory,
+)
 from sr_models.images import (
-    IMAGE_SUFFIXES, ImageError, check_output_holds, decode_image, list_images, read_header, save_image,
-)  # fmt: skip
+    IMAGE_SUFFIXES,
+    ImageError,
+    check_output_holds,
+    decode_image,
+    list_images,
+    read_header,
+    save_image,
+)
 
 
 def plan(source, target, *, model=None, overwrite=False):
@@ -57,7 +69,9 @@ def plan(source, target, *, model=None, overwrite=False):
         jobs = [(source, target / source.name)]
     else:
         if target.suffix.lower() not in IMAGE_SUFFIXES:
-            raise ImageError(f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})")
+            raise ImageError(
+                f"{target}: unknown image suffix {target.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})"
+            )
         jobs = [(source, target)]
     for image, output in jobs:
         claim_output(output, inputs=[*inputs, image], overwrite=overwrite, lock=not source.is_dir(), writes="image")
@@ -71,16 +85,21 @@ def upscale_memory(header, *, scale, tile, tile_pad, graph_memory=lambda height,
     OnnxUpscaler.graph_memory, a tiny file that resizes by 4096 asks terabytes)."""
     output_pixels = header.width * header.height * scale * scale
     output = output_pixels * ((3 + 1 + 1 + 4 + 4) if header.alpha else (3 + 3))
-    side_h, side_w = (min(tile + 2 * tile_pad, header.height), min(tile + 2 * tile_pad, header.width)) if tile else \
-        (header.height, header.width)  # fmt: skip
+    side_h, side_w = (
+        (min(tile + 2 * tile_pad, header.height), min(tile + 2 * tile_pad, header.width))
+        if tile
+        else (header.height, header.width)
+    )
     where = f"tiles of {tile}" if tile else "the whole image at once (--tile 0)"
     run = side_h * side_w * scale * scale * ACTIVATION_BYTES_PER_OUTPUT_PIXEL
     known, op = graph_memory(side_h, side_w)
     if known > run:
         run, where = known, f"{where} (its graph's {op} output alone)"
     decoding = header.decoded_bytes()
-    return decoding + output + run, (f"decoding {gib(decoding)}, the {header.width * scale}x{header.height * scale}"
-                                     f" output {gib(output)}, the model on {where} {gib(run)}")  # fmt: skip
+    return decoding + output + run, (
+        f"decoding {gib(decoding)}, the {header.width * scale}x{header.height * scale}"
+        f" output {gib(output)}, the model on {where} {gib(run)}"
+    )
 
 
 def check_inputs(jobs, *, scale, tile, tile_pad, max_memory, graph_memory=lambda height, width: (0, None)):
@@ -89,12 +108,17 @@ def check_inputs(jobs, *, scale, tile, tile_pad, max_memory, graph_memory=lambda
     for source, target in jobs:
         header = read_header(source, name=str(source), max_memory=max_memory)
         if header.frames > 1:
-            raise ImageError(f"{source}: has {header.frames} frames (animated or multi-page); upscale.py writes one "
-                             "image per file: save the frame to upscale as its own file")  # fmt: skip
+            raise ImageError(
+                f"{source}: has {header.frames} frames (animated or multi-page); upscale.py writes one "
+                "image per file: save the frame to upscale as its own file"
+            )
         check_output_holds(target, header, source)
         need, parts = upscale_memory(header, scale=scale, tile=tile, tile_pad=tile_pad, graph_memory=graph_memory)
-        change = ("tile it (--tile 256) or pass a larger --max-memory if the machine has it" if not tile else
-                  "pass a larger --max-memory if the machine has it (tiles bound only the model's share)")  # fmt: skip
+        change = (
+            "tile it (--tile 256) or pass a larger --max-memory if the machine has it"
+            if not tile
+            else "pass a larger --max-memory if the machine has it (tiles bound only the model's share)"
+        )
         check_fits(need, name=str(source), what=f"upscaling x{scale} ({parts})", max_memory=max_memory, change=change)
 
 
@@ -125,15 +149,30 @@ def parse_args(argv=None):
     parser.add_argument("input", type=Path, help="an image file or a folder of images")
     parser.add_argument("output", type=Path, help="an image file (suffix picks the format) or a folder")
     add_device_argument(parser, help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--tile", type=int, help=f"tile size in input pixels, 0: whole image at once "
-                        f"(default: {TILE_OUTPUT_PIXELS} / scale, e.g. 256 for x4)")  # fmt: skip
-    parser.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD,
-                        help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})")  # fmt: skip
-    parser.add_argument("--self-ensemble", action="store_true",
-                        help="average the 8 flips/rotations of each tile (EDSR's x8 self-ensemble: 8x the time)")  # fmt: skip
+    parser.add_argument(
+        "--tile",
+        type=int,
+        help=f"tile size in input pixels, 0: whole image at once "
+        f"(default: {TILE_OUTPUT_PIXELS} / scale, e.g. 256 for x4)",
+    )
+    parser.add_argument(
+        "--tile-pad",
+        type=int,
+        default=DEFAULT_TILE_PAD,
+        help=f"context pixels around each tile (default {DEFAULT_TILE_PAD})",
+    )
+    parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the 8 flips/rotations of each tile (EDSR's x8 self-ensemble: 8x the time)",
+    )
     add_overwrite_argument(parser, help="replace output files that already exist")
-    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
-                        help="memory one image may take, e.g. 8G (default 4G; never more than MemAvailable)")
+    parser.add_argument(
+        "--max-memory",
+        type=memory_argument,
+        default=DEFAULT_MAX_MEMORY,
+        help="memory one image may take, e.g. 8G (default 4G; never more than MemAvailable)",
+    )
     args = parser.parse_args(argv)
     if args.tile is not None and not 0 <= args.tile <= 65536:
         parser.error(f"--tile {args.tile}: must be 0 (whole image) or a tile side of at most 65536 input pixels")
@@ -160,10 +199,23 @@ def upscale_command(args):
     try:
         jobs = plan(args.input, args.output, model=args.model, overwrite=args.overwrite)
         tile = "auto" if args.tile is None else args.tile
-        upscaler = OnnxUpscaler(args.model, device=args.device, tile=tile, tile_pad=args.tile_pad, progress=True,
-                                self_ensemble=args.self_ensemble, memory_limit=memory_limit(args.max_memory)[0])
-        check_inputs(jobs, scale=upscaler.scale, tile=upscaler.tile, tile_pad=args.tile_pad, max_memory=args.max_memory,
-                     graph_memory=upscaler.graph_memory)  # fmt: skip
+        upscaler = OnnxUpscaler(
+            args.model,
+            device=args.device,
+            tile=tile,
+            tile_pad=args.tile_pad,
+            progress=True,
+            self_ensemble=args.self_ensemble,
+            memory_limit=memory_limit(args.max_memory)[0],
+        )
+        check_inputs(
+            jobs,
+            scale=upscaler.scale,
+            tile=upscaler.tile,
+            tile_pad=args.tile_pad,
+            max_memory=args.max_memory,
+            graph_memory=upscaler.graph_memory,
+        )
         for source, target in tqdm(jobs, desc=f"upscaling x{upscaler.scale}", unit="image", disable=len(jobs) == 1):
             for line in upscale_file(upscaler, source, target, max_memory=args.max_memory):
                 tqdm.write(line, file=sys.stderr)

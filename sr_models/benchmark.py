@@ -79,5 +79,6 @@ def is_benchmark_root(folder):
 def load_benchmark_root(folder, *, scale, max_memory=None):
     """A benchmark root (HR/ + LR_bicubic/X<scale>/): the official LR files where present, else bicubic LR."""
     lr_dir = Path(folder, "LR_bicubic", f"X{scale}")
-    return load_benchmark(Path(folder, "HR"), scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None,
-                          max_memory=max_memory)
+    return load_benchmark(
+        Path(folder, "HR"), scale=scale, lr_dir=lr_dir if lr_dir.is_dir() else None, max_memory=max_memory
+    )

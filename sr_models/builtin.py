@@ -10,9 +10,19 @@ from pathlib import Path
 # life, three colour photographs of scenes the training set does not show (the motorcycle stereo pair stays
 # together on the training side: one of the two would be a near-copy of the other).
 BUILTIN_TRAIN = (
-    "rocket.jpg", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "motorcycle_left.png", "motorcycle_right.png",
-    "camera.png", "brick.png", "grass.png", "gravel.png", "coins.png", "moon.png",
-)  # fmt: skip
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "camera.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "moon.png",
+)
 BUILTIN_HELD_OUT = ("astronaut.png", "chelsea.png", "coffee.png")
 
 
@@ -20,4 +30,3 @@ def builtin_folder():
     import skimage
 
     return Path(skimage.__file__).resolve().parent / "data"
-

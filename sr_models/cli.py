@@ -20,8 +20,10 @@ def add_model_arguments(parser):
     from sr_models.registry import list_models  # deferred: imports the models, and torch with them
 
     # Not argparse choices: an unknown name is the toolkit's one-line error (exit 1), as every other bad option.
-    parser.add_argument("--model", help=f"architecture of a foreign checkpoint: {', '.join(list_models())} "
-                                        "(checked against its tensors)")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        help=f"architecture of a foreign checkpoint: {', '.join(list_models())} (checked against its tensors)",
+    )
     parser.add_argument("--scale", type=int, help="upscaling factor (needed for PAN x2/x3 .pth files)")
 
 

@@ -46,7 +46,7 @@ def raised_message(error):
         return message
     name = f"{type(error).__module__}.{type(error).__qualname__}: "
     last = message.rfind("\n" + name)
-    return message[last + 1 + len(name):] if last >= 0 else message.strip().splitlines()[-1]
+    return message[last + 1 + len(name) :] if last >= 0 else message.strip().splitlines()[-1]
 
 
 def first_to_say(line):

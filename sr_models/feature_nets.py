@@ -26,12 +26,19 @@ class AlexNetFeatures(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(),  # 0, 1 -> relu1
-            nn.MaxPool2d(3, stride=2), nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(),  # 2, 3, 4 -> relu2
-            nn.MaxPool2d(3, stride=2), nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),  # 5, 6, 7 -> relu3
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),  # 8, 9 -> relu4
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),  # 10, 11 -> relu5
-        )  # fmt: skip
+            nn.Conv2d(3, 64, 11, stride=4, padding=2),
+            nn.ReLU(),  # 0, 1 -> relu1
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(),  # 2, 3, 4 -> relu2
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(),  # 5, 6, 7 -> relu3
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(),  # 8, 9 -> relu4
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(),  # 10, 11 -> relu5
+        )
         self.taps = (1, 4, 7, 9, 11)
 
     def forward(self, x):
@@ -81,6 +88,7 @@ class Lpips(nn.Module):
 
 # ---------------------------------------------------------------- FID Inception-v3
 
+
 class BasicConv2d(nn.Module):
     def __init__(self, cin, cout, **kwargs):
         super().__init__()
@@ -108,12 +116,15 @@ class InceptionA(nn.Module):
         self.branch_pool = BasicConv2d(cin, pool_features, kernel_size=1)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg_pool(x)),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg_pool(x)),
+            ],
+            1,
+        )
 
 
 class InceptionB(nn.Module):
@@ -125,11 +136,14 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, 3, stride=2),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, stride=2),
+            ],
+            1,
+        )
 
 
 class InceptionC(nn.Module):
@@ -150,12 +164,15 @@ class InceptionC(nn.Module):
         dbl = x
         for i in range(1, 6):
             dbl = getattr(self, f"branch7x7dbl_{i}")(dbl)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
-            dbl,
-            self.branch_pool(_avg_pool(x)),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+                dbl,
+                self.branch_pool(_avg_pool(x)),
+            ],
+            1,
+        )
 
 
 class InceptionD(nn.Module):
@@ -195,12 +212,17 @@ class InceptionE(nn.Module):
         b3 = self.branch3x3_1(x)
         dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-            self.branch3x3dbl_3a(dbl), self.branch3x3dbl_3b(dbl),
-            self.branch_pool(pooled),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(dbl),
+                self.branch3x3dbl_3b(dbl),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 def resize_like_tensorflow1(x, size):

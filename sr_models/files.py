@@ -51,7 +51,6 @@ EXIF_SOFTWARE = 0x0131
 TEMPORARY_TAG = "sr-toolkit-"  # in every temporary name of ours (partial_path): what remove_leftovers matches
 
 
-
 class OutputError(UserError):
     """An output that cannot or must not be written; the message names the path and the problem."""
 
@@ -263,23 +262,31 @@ def _check_not_input(path, inputs, kind):
         source_chain = _identities(source_resolved)
         if kind == "file":
             if resolved == source_resolved or (exists and own[0] == source_id):
-                raise OutputError(f"{path}: is an input of this command; choose another output (inputs are never "
-                                  "replaced)")  # fmt: skip
+                raise OutputError(
+                    f"{path}: is an input of this command; choose another output (inputs are never replaced)"
+                )
             if source.is_dir() and source_id in own:
-                raise OutputError(f"{path}: is inside the input folder {source}; choose an output elsewhere, so that "
-                                  "no input is replaced and no output is read as an input")  # fmt: skip
+                raise OutputError(
+                    f"{path}: is inside the input folder {source}; choose an output elsewhere, so that "
+                    "no input is replaced and no output is read as an input"
+                )
             if source.is_dir() and exists and resolved.stat().st_nlink > 1 and _holds_inode(source, own[0]):
-                raise OutputError(f"{path}: is an input of this command (a hard link to a file in {source}); choose "
-                                  "another output (inputs are never replaced)")  # fmt: skip
+                raise OutputError(
+                    f"{path}: is an input of this command (a hard link to a file in {source}); choose "
+                    "another output (inputs are never replaced)"
+                )
             continue
         inside = resolved == source_resolved or source_id in own  # own includes the output itself
         holds = exists and own[0] in source_chain
         if source.is_dir() and inside:
-            raise OutputError(f"{path}: is (inside) the input folder {source}; choose an output folder elsewhere, so "
-                              "that no input is replaced and no output is read as an input")  # fmt: skip
+            raise OutputError(
+                f"{path}: is (inside) the input folder {source}; choose an output folder elsewhere, so "
+                "that no input is replaced and no output is read as an input"
+            )
         if (source.is_dir() or kind == "tree") and (holds or resolved in source_resolved.parents):
-            raise OutputError(f"{path}: holds the input {source}; choose an output folder elsewhere, so that no "
-                              "input is replaced")  # fmt: skip
+            raise OutputError(
+                f"{path}: holds the input {source}; choose an output folder elsewhere, so that no input is replaced"
+            )
 
 
 def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--overwrite", lock=True, writes=None):
@@ -302,8 +309,10 @@ def claim_output(path, *, inputs=(), overwrite=False, kind="file", option="--ove
         raise OutputError(f"{path}: is a file, not a folder")
     _check_not_input(path, inputs, kind)
     if path.is_symlink() and kind != "folder":  # a folder of outputs may be a link the user made to a disk
-        raise OutputError(f"{path}: is a symbolic link; outputs are never written through a link nor replace one: "
-                          "choose another output")  # fmt: skip
+        raise OutputError(
+            f"{path}: is a symbolic link; outputs are never written through a link nor replace one: "
+            "choose another output"
+        )
     held = OutputLock(path, folder=kind == "folder") if lock else None
     try:
         if kind != "folder":
@@ -328,8 +337,10 @@ def _check_no_other_writer(path, *, lone):
     holder = OutputLock.holder(lock_path)
     if holder is not None:
         writer = f"its folder {path.parent} is" if lone else "it is"
-        raise OutputError(f"{path}: {writer} being written by another command of this toolkit (pid {holder}); wait "
-                          "for it to end, or choose another output")  # fmt: skip
+        raise OutputError(
+            f"{path}: {writer} being written by another command of this toolkit (pid {holder}); wait "
+            "for it to end, or choose another output"
+        )
 
 
 def _check_no_lone_writer_inside(folder):
@@ -343,8 +354,10 @@ def _check_no_lone_writer_inside(folder):
         holder = OutputLock.holder(lock_path, remove_stale=True)  # a killed writer's: this folder writer's to clear
         if holder is not None:
             output = folder / lock_path.name[1 : -len(LOCK_NAME)]
-            raise OutputError(f"{folder}: {output.name} in it is being written by another command of this toolkit "
-                              f"(pid {holder}); wait for it to end, or choose another output folder")  # fmt: skip
+            raise OutputError(
+                f"{folder}: {output.name} in it is being written by another command of this toolkit "
+                f"(pid {holder}); wait for it to end, or choose another output folder"
+            )
 
 
 def _check_replaceable(path, *, overwrite, option, writes=None):
@@ -352,8 +365,10 @@ def _check_replaceable(path, *, overwrite, option, writes=None):
         return  # new, or an empty folder: nothing to lose
     reason = not_ours(path, writes)
     if reason is not None:
-        raise OutputError(f"{path}: already exists and was not written by this toolkit ({reason}); it is never "
-                          "replaced, not even with --overwrite: choose another output")  # fmt: skip
+        raise OutputError(
+            f"{path}: already exists and was not written by this toolkit ({reason}); it is never "
+            "replaced, not even with --overwrite: choose another output"
+        )
     if not overwrite:
         raise OutputError(f"{path}: already exists; pass {option} to replace it, or choose another output")
 
@@ -441,26 +456,33 @@ class OutputLock:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except IsADirectoryError:
             self.release()
-            raise OutputError(f"{self.lock_path}: is this toolkit's lock file name, but is a folder; it is left as it "
-                              "is: move it away, or choose another output") from None  # fmt: skip
+            raise OutputError(
+                f"{self.lock_path}: is this toolkit's lock file name, but is a folder; it is left as it "
+                "is: move it away, or choose another output"
+            ) from None
         except OSError as error:  # ELOOP: the lock file is a link; EACCES, EROFS, ...
             self.release()
-            raise OutputError(f"{self.path}: cannot take its lock file {self.lock_path.name} "
-                              f"({_one_line(error)})") from None  # fmt: skip
+            raise OutputError(
+                f"{self.path}: cannot take its lock file {self.lock_path.name} ({_one_line(error)})"
+            ) from None
         foreign = foreign_lock_file(fd)
         if foreign:
             os.close(fd)
             self.release()
-            raise OutputError(f"{self.lock_path}: is this toolkit's lock file name, but {foreign}; it is left as it is: "
-                              "move it away, or choose another output")  # fmt: skip
+            raise OutputError(
+                f"{self.lock_path}: is this toolkit's lock file name, but {foreign}; it is left as it is: "
+                "move it away, or choose another output"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder_pid(fd)
             os.close(fd)
             self.release()
-            raise OutputError(f"{self.path}: being written by another command of this toolkit (pid {holder}); wait "
-                              "for it to end, or choose another output") from None  # fmt: skip
+            raise OutputError(
+                f"{self.path}: being written by another command of this toolkit (pid {holder}); wait "
+                "for it to end, or choose another output"
+            ) from None
         try:  # the file may have been removed by the holder we waited for: lock the one now at that name
             current = os.stat(self.lock_path, follow_symlinks=False)
         except FileNotFoundError:

@@ -1,7 +1,8 @@
 """Memory a command will need for an image, estimated before it is allocated (issue 19, rule 4: images).
 
 Plain Python (no PyTorch): `export/upscale.py` uses it. The limit is the smaller of `--max-memory` (upscale and
-evaluate, default DEFAULT_MAX_MEMORY) and what the machine has available (`MemAvailable` in /proc/meminfo, where there is one).
+evaluate, default DEFAULT_MAX_MEMORY) and what the machine has available (`MemAvailable` in /proc/meminfo, where
+there is one).
 """
 
 DEFAULT_MAX_MEMORY = 4 * 2**30

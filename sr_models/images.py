@@ -54,8 +54,16 @@ _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 # First bytes of formats people rename by mistake, to name what a refused file is.
-_SIGNATURES = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"GIF8", "GIF"),
-               (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"), (b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"))  # fmt: skip
+_SIGNATURES = (
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"%PDF", "PDF"),
+    (b"GIF8", "GIF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8", "JPEG"),
+)
 
 
 class ImageError(UserError):
@@ -87,8 +95,16 @@ class Header:
     @property
     def kinds(self):
         """The DECODE_KINDS this file has (what 8-bit RGB does not hold)."""
-        return [kind for kind, present in (("alpha", self.alpha), ("16-bit", self.sixteen_bit),
-                                           ("icc", not _is_srgb(self.icc)), ("frames", self.frames > 1)) if present]  # fmt: skip
+        return [
+            kind
+            for kind, present in (
+                ("alpha", self.alpha),
+                ("16-bit", self.sixteen_bit),
+                ("icc", not _is_srgb(self.icc)),
+                ("frames", self.frames > 1),
+            )
+            if present
+        ]
 
     def decoded_bytes(self):
         """Upper bound of what decoding takes: Pillow's pixels (4 bytes a pixel for every multi-band mode, as Pillow
@@ -132,33 +148,48 @@ def open_image(source, *, name, max_memory=None):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream, formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name}: too many pixels to decode safely ({_one_line(error)}); "
-                         "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted") from None  # fmt: skip
+        raise ImageError(
+            f"{name}: too many pixels to decode safely ({_one_line(error)}); "
+            "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from None
     except UnidentifiedImageError:
         kind = _kind_of(_first_bytes(source))
         if kind in ACCEPTED_FORMATS:
             raise ImageError(f"{name}: not an image Pillow can read (a damaged {kind} header)") from None
         what = f"a {kind} file" if kind else "not an image file"
-        raise ImageError(f"{name}: {what}, not one of the accepted formats ({', '.join(ACCEPTED_FORMATS)}); it was "
-                         "not decoded") from None  # fmt: skip
+        raise ImageError(
+            f"{name}: {what}, not one of the accepted formats ({', '.join(ACCEPTED_FORMATS)}); it was not decoded"
+        ) from None
     except PermissionError as error:
         raise ImageError(f"{name}: cannot read ({_one_line(error)})") from None
     except (OSError, SyntaxError, EOFError, ValueError, TypeError, KeyError) as error:
         raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(error)})") from None
     with image:
         try:
-            header = Header(name=name, format=image.format, width=image.size[0], height=image.size[1],
-                            mode=image.mode, frames=getattr(image, "n_frames", 1), alpha=_has_alpha(image),
-                            sixteen_bit=_stores_sixteen_bits(image), icc=image.info.get("icc_profile") or None)  # fmt: skip
+            header = Header(
+                name=name,
+                format=image.format,
+                width=image.size[0],
+                height=image.size[1],
+                mode=image.mode,
+                frames=getattr(image, "n_frames", 1),
+                alpha=_has_alpha(image),
+                sixteen_bit=_stores_sixteen_bits(image),
+                icc=image.info.get("icc_profile") or None,
+            )
         except (OSError, SyntaxError, EOFError, ValueError) as error:
             raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(error)})") from None
         if header.width == 0 or header.height == 0:
             raise ImageError(f"{name}: image has a zero dimension ({header.width}x{header.height})")
         check_mode(image, name)
-        check_fits(header.decoded_bytes(), name=name, max_memory=max_memory,
-                   what=f"decoding this {header.width}x{header.height} {header.mode} image",
-                   change="use a smaller image, or a larger --max-memory where the command has one (upscale, "
-                   "evaluate) and the machine has the memory")  # fmt: skip
+        check_fits(
+            header.decoded_bytes(),
+            name=name,
+            max_memory=max_memory,
+            what=f"decoding this {header.width}x{header.height} {header.mode} image",
+            change="use a smaller image, or a larger --max-memory where the command has one (upscale, "
+            "evaluate) and the machine has the memory",
+        )
         yield image, header
 
 
@@ -188,8 +219,10 @@ def check_mode(image, path):
     """ImageError naming the mode when a (not yet decoded) image's pixel format has no defined 8-bit RGB mapping;
     cheap, from the header, so a folder of such files is refused before training."""
     if image.mode not in _SIXTEEN_BIT_MODES and image.mode not in _CONVERTIBLE_MODES:
-        raise ImageError(f"{path}: unsupported pixel mode {image.mode} (e.g. 32-bit float): no defined conversion "
-                         "to 8-bit RGB; save it as 8- or 16-bit RGB or grayscale")  # fmt: skip
+        raise ImageError(
+            f"{path}: unsupported pixel mode {image.mode} (e.g. 32-bit float): no defined conversion "
+            "to 8-bit RGB; save it as 8- or 16-bit RGB or grayscale"
+        )
 
 
 @dataclass
@@ -226,8 +259,10 @@ def _to_arrays(image, name):
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image)
         if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
-            raise ImageError(f"{name}: 32-bit integer pixels (mode I, values {values.min()} to {values.max()}): no "
-                             "defined 8-bit mapping; save it as 8- or 16-bit")  # fmt: skip
+            raise ImageError(
+                f"{name}: 32-bit integer pixels (mode I, values {values.min()} to {values.max()}): no "
+                "defined 8-bit mapping; save it as 8- or 16-bit"
+            )
         # 16-bit grayscale: 65535 / 257 = 255 maps full scale onto full scale; round to the nearest level.
         # (48-bit RGB PNG never gets here: Pillow decodes it to 8-bit itself, keeping the high byte.)
         gray = np.rint(np.clip(values.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
@@ -276,9 +311,11 @@ def _apply_icc(image, rgb, icc, name):
     elif space == "CMYK" and mode == "CMYK":
         pixels = image  # Pillow's RGB of CMYK is a naive formula: the profile goes on the stored inks
     else:
-        raise ImageError(f"{name}: its ICC profile is for the {space!r} colour space, which this toolkit cannot "
-                         f"apply to {mode} pixels; convert the image to sRGB with its profile, or remove the "
-                         "profile")  # fmt: skip
+        raise ImageError(
+            f"{name}: its ICC profile is for the {space!r} colour space, which this toolkit cannot "
+            f"apply to {mode} pixels; convert the image to sRGB with its profile, or remove the "
+            "profile"
+        )
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         converted = ImageCms.profileToProfile(pixels, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
@@ -309,14 +346,20 @@ def check_output_holds(path, header, source):
     """ImageError when `path`'s format cannot hold what `header` (of input `source`) keeps: alpha or a profile."""
     image_format = output_format(path)
     if header.alpha and image_format not in _ALPHA_FORMATS:
-        raise ImageError(f"{path}: {image_format} cannot hold the alpha channel of {source}; write .png, .tif or "
-                         ".webp (alpha is kept, never dropped)")  # fmt: skip
+        raise ImageError(
+            f"{path}: {image_format} cannot hold the alpha channel of {source}; write .png, .tif or "
+            ".webp (alpha is kept, never dropped)"
+        )
     if header.icc is not None and _icc_space(header.icc) not in ("RGB", "CMYK", "GRAY"):
-        raise ImageError(f"{source}: its ICC profile is for the {_icc_space(header.icc)!r} colour space, which "
-                         "upscaling cannot apply nor carry to an RGB output; convert the image to RGB first")  # fmt: skip
+        raise ImageError(
+            f"{source}: its ICC profile is for the {_icc_space(header.icc)!r} colour space, which "
+            "upscaling cannot apply nor carry to an RGB output; convert the image to RGB first"
+        )
     if header.icc is not None and _icc_space(header.icc) == "RGB" and image_format not in _ICC_FORMATS:
-        raise ImageError(f"{path}: {image_format} cannot hold the ICC profile of {source}; write .png, .jpg, .tif "
-                         "or .webp (the profile is kept, never dropped)")  # fmt: skip
+        raise ImageError(
+            f"{path}: {image_format} cannot hold the ICC profile of {source}; write .png, .jpg, .tif "
+            "or .webp (the profile is kept, never dropped)"
+        )
 
 
 def save_image(path, rgb, *, alpha=None, icc=None):
@@ -376,8 +419,11 @@ class DecodeNotes:
                 self.files[kind].append(header.name)
 
     def lines(self, label):
-        return [f"warning: {label}: {len(names)} file(s) {DECODE_KINDS[kind]} (e.g. {names[0]})"
-                for kind, names in self.files.items() if names]  # fmt: skip
+        return [
+            f"warning: {label}: {len(names)} file(s) {DECODE_KINDS[kind]} (e.g. {names[0]})"
+            for kind, names in self.files.items()
+            if names
+        ]
 
     def warn(self, label, stream=None):
         """Print the lines (main process only: every process of a run reads the same files)."""
@@ -396,8 +442,7 @@ def list_images(folder):
         raise ImageError(f"{folder}: not a folder")
     # Dot files are skipped: macOS "._name.png" resource forks and our own partial writes are not images.
     paths = sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
     if not paths:
         raise ImageError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")

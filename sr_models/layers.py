@@ -69,7 +69,9 @@ def conv_before_pixel_shuffle(conv, r):
                 for dx in range(-half, half + 1):
                     q, f = divmod(b + dx, r)
                     folded[:, a, b, :, e, f, p + reach, q + reach] = weight[:, :, dy + half, dx + half]
-    before = nn.Conv2d(in_channels * r * r, out_channels * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None)
+    before = nn.Conv2d(
+        in_channels * r * r, out_channels * r * r, 2 * reach + 1, padding=reach, bias=conv.bias is not None
+    )
     before.weight.data = folded.reshape(before.weight.shape)  # (o a b) (c e f) kh kw: PixelShuffle's channel order
     if conv.bias is not None:
         before.bias.data = conv.bias.detach().repeat_interleave(r * r)

@@ -60,19 +60,24 @@ class WeightFile:
 
 
 ALEXNET = WeightFile(
-    ("alexnet-owt-7be5be79.pth",), "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "torchvision's ImageNet AlexNet, the LPIPS backbone", "7be5be79",
-)  # fmt: skip
+    ("alexnet-owt-7be5be79.pth",),
+    "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "torchvision's ImageNet AlexNet, the LPIPS backbone",
+    "7be5be79",
+)
 LPIPS_LINEAR = WeightFile(
-    ("alex.pth",), "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
-    "LPIPS v0.1 linear layers for AlexNet (shipped in the [metrics] extra's torchmetrics)", "",
+    ("alex.pth",),
+    "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+    "LPIPS v0.1 linear layers for AlexNet (shipped in the [metrics] extra's torchmetrics)",
+    "",
     (("torchmetrics", "functional/image/lpips_models/alex.pth"), ("lpips", "weights/v0.1/alex.pth")),
-)  # fmt: skip
+)
 INCEPTION = WeightFile(
     ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth"),
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-    "the FID/IS Inception-v3, the same file in pytorch-fid and torch-fidelity", "6726825d",
-)  # fmt: skip
+    "the FID/IS Inception-v3, the same file in pytorch-fid and torch-fidelity",
+    "6726825d",
+)
 WEIGHTS_FOR = {"lpips": (ALEXNET, LPIPS_LINEAR), "fid": (INCEPTION,), "is": (INCEPTION,)}
 
 
@@ -129,9 +134,11 @@ def check_published_hash(weight, path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     if not digest.hexdigest().startswith(weight.sha256_prefix):
-        raise WeightsError(f"{path}: SHA-256 {digest.hexdigest()[:8]}..., not the published {weight.sha256_prefix}... "
-                           f"of {weight.names[0]} ({weight.what}): a damaged or different file; get it again from "
-                           f"{weight.url}")  # fmt: skip
+        raise WeightsError(
+            f"{path}: SHA-256 {digest.hexdigest()[:8]}..., not the published {weight.sha256_prefix}... "
+            f"of {weight.names[0]} ({weight.what}): a damaged or different file; get it again from "
+            f"{weight.url}"
+        )
 
 
 def find_weights(metrics, weights_dir=None, *, download=True):
@@ -151,8 +158,11 @@ def find_weights(metrics, weights_dir=None, *, download=True):
             missing.append(weight)
     if missing:
         put = f"{weights_dir}" if weights_dir else f"a folder given by --metrics-weights DIR or ${WEIGHTS_ENV}"
-        lines = [f"{w.names[0]} ({w.what}) not found and not downloadable here: get it from {w.url} and put it "
-                 f"in {put} (or in {hub_dir()})" for w in missing]  # fmt: skip
+        lines = [
+            f"{w.names[0]} ({w.what}) not found and not downloadable here: get it from {w.url} and put it "
+            f"in {put} (or in {hub_dir()})"
+            for w in missing
+        ]
         raise MissingWeightsError("\n".join(lines))
     return found
 
@@ -250,8 +260,9 @@ class PerceptualScorer:
     returns the set figures and starts a new set. Networks may be passed in (tests use small known ones).
     """
 
-    def __init__(self, metrics, *, device="cpu", weights_dir=None, patch=DEFAULT_PATCH, lpips=None, inception=None,
-                 batch_size=64):  # fmt: skip
+    def __init__(
+        self, metrics, *, device="cpu", weights_dir=None, patch=DEFAULT_PATCH, lpips=None, inception=None, batch_size=64
+    ):
         self.metrics = tuple(metrics)
         wants_set = bool({"fid", "is"} & set(self.metrics))
         given = {"lpips": lpips is not None, "fid": inception is not None, "is": inception is not None}
@@ -329,8 +340,10 @@ def format_set_metrics(figures):
     count, patch = figures["patches"], figures["patch"]
     lines = [f"set metrics over {count} patches of {patch}x{patch} HR px (model / bicubic / HR)"]
     if count < FEATURE_DIM:
-        lines.append(f"  note: fewer patches than the {FEATURE_DIM} Inception features: FID is biased upwards and "
-                     "only ranks the columns of this table; it is not comparable to published FIDs (docs/metrics.md)")
+        lines.append(
+            f"  note: fewer patches than the {FEATURE_DIM} Inception features: FID is biased upwards and "
+            "only ranks the columns of this table; it is not comparable to published FIDs (docs/metrics.md)"
+        )
     if "fid" in figures:
         lines.append(f"  FID (lower is closer to HR)     {figures['fid']:10.4f} / {figures['bicubic_fid']:10.4f} / 0")
     if "is" in figures:

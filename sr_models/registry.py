@@ -37,7 +37,9 @@ def check_spec(name, scale, overrides, *, source="model"):
     if unknown:
         glued = next((key for key in unknown if ":" in key), None)  # YAML reads {channels:8} as the key "channels:8"
         hint = f" (YAML needs a space after the colon: {glued.replace(':', ': ', 1)})" if glued else ""
-        raise UserError(f"{source}: {name} has no hyper-parameter {', '.join(unknown)}{hint}; valid: {', '.join(valid)}")
+        raise UserError(
+            f"{source}: {name} has no hyper-parameter {', '.join(unknown)}{hint}; valid: {', '.join(valid)}"
+        )
     for key, value in overrides.items():
         low, high = arch.hyperparameters[key]
         if type(value) is not int:

@@ -25,4 +25,3 @@ def stop_while_starting():
 
 def is_starting_handler(handler):
     return handler is _stop
-

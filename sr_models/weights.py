@@ -4,7 +4,8 @@ Our own files are safetensors whose metadata names the model, scale and hyper-pa
 its model. Checkpoints people already have (`.pth`) are imported: the authors' plain state_dicts (each
 architecture's descriptor maps its authors' key layout: `import_state`) and BasicSR files (`{'params': ...}` /
 `{'params_ema': ...}`, `module.` prefixes, unwrapped here for every architecture). Every load is strict: each
-tensor mapped and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, so no pickled code ever runs.
+tensor mapped and shape-checked. `.pth` files are read with `torch.load(weights_only=True)`, so no pickled code
+ever runs.
 """
 
 import hashlib
@@ -18,9 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from sr_models.archs import ARCHITECTURES
 from sr_models.errors import UserError
 from sr_models.files import atomic_write
-from sr_models.archs import ARCHITECTURES
 from sr_models.registry import architecture, check_spec, create_model
 
 FORMAT = "sr-toolkit/1"
@@ -102,8 +103,9 @@ def check_tensors(state, model, *, source):
             raise WeightsError(f"{source}: tensor {key} has dtype {tensor.dtype}, expected {kind}")
         if floating and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise WeightsError(f"{source}: tensor {key} holds {bad} NaN or infinite value(s): the weights are broken "
-                               "(a diverged run?)")  # fmt: skip
+            raise WeightsError(
+                f"{source}: tensor {key} holds {bad} NaN or infinite value(s): the weights are broken (a diverged run?)"
+            )
 
 
 def load_model(path, *, name=None, scale=None, **overrides):
@@ -172,11 +174,14 @@ def detected_architecture(state, *, source):
     found = [arch for arch in ARCHITECTURES.values() if arch.detect(arch.import_state(state))]
     if not found:
         shown = ", ".join(list(state)[:4])
-        raise UnrecognizedWeights(f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); "
-                                  "pass --model and --scale")  # fmt: skip
+        raise UnrecognizedWeights(
+            f"{source}: cannot tell the architecture from its tensor names ({shown}, ...); pass --model and --scale"
+        )
     if len(found) > 1:
-        raise WeightsError(f"{source}: its tensors fit more than one architecture ({', '.join(a.name for a in found)}):"
-                           " the tensors of two models in one file?")  # fmt: skip
+        raise WeightsError(
+            f"{source}: its tensors fit more than one architecture ({', '.join(a.name for a in found)}):"
+            " the tensors of two models in one file?"
+        )
     return found[0]
 
 
@@ -204,12 +209,15 @@ def recognize(state, *, source, scale=None):
     if not candidates:
         raise WeightsError(f"{source}: a {name} checkpoint whose upsampling stages fit no supported scale")
     if scale is not None and scale not in candidates:
-        raise WeightsError(f"{source}: holds a {name} x{'/x'.join(map(str, candidates))} model, but scale {scale} "
-                           "was asked for")  # fmt: skip
+        raise WeightsError(
+            f"{source}: holds a {name} x{'/x'.join(map(str, candidates))} model, but scale {scale} was asked for"
+        )
     if scale is None:
         if len(candidates) > 1:
-            raise WeightsError(f"{source}: a {name} checkpoint of scale {' or '.join(map(str, candidates))}: their "
-                               "tensors are identical, so the file cannot tell; pass --scale")  # fmt: skip
+            raise WeightsError(
+                f"{source}: a {name} checkpoint of scale {' or '.join(map(str, candidates))}: their "
+                "tensors are identical, so the file cannot tell; pass --scale"
+            )
         scale = candidates[0]
     defaults = arch.defaults()
     overrides = {k: int(v) for k, v in hyper.items() if int(v) != defaults[k]}
@@ -249,8 +257,10 @@ def read_state_dict(path):
         raise WeightsError(f"{path}: expected a mapping of names to tensors, found {type(state).__name__}")
     odd = [key for key in state if not isinstance(key, str)]
     if odd:
-        raise WeightsError(f"{path}: expected tensor names (strings) as keys, found {len(odd)} other key(s), e.g. "
-                           f"{odd[0]!r} ({type(odd[0]).__name__})")  # fmt: skip
+        raise WeightsError(
+            f"{path}: expected tensor names (strings) as keys, found {len(odd)} other key(s), e.g. "
+            f"{odd[0]!r} ({type(odd[0]).__name__})"
+        )
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
 
 
@@ -267,8 +277,9 @@ def check_is_checkpoint(path):
     if first == b"PK\x03\x04":  # a zip archive's start without its directory at the end
         raise WeightsError(f"{path}: damaged: a zip archive (as torch.save writes) whose end is missing (truncated?)")
     if first[:1] != b"\x80":
-        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save "
-                           "writes)")  # fmt: skip
+        raise WeightsError(
+            f"{path}: not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save writes)"
+        )
 
 
 def check_zip_crcs(path):
@@ -324,8 +335,11 @@ def load_matching(model, state, *, source):
     state = in_our_layout(state, model)
     expected = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
-    left_out = [f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")
-                for k, v in state.items() if k not in loaded]  # fmt: skip
+    left_out = [
+        f"{k} {tuple(v.shape)} (" + (f"model: {tuple(expected[k].shape)})" if k in expected else "not in the model)")
+        for k, v in state.items()
+        if k not in loaded
+    ]
     fresh = [k for k in expected if k not in loaded]
     check_tensors(loaded, model, source=source)
     model.load_state_dict(loaded, strict=False)

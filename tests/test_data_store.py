@@ -78,8 +78,10 @@ def test_workers_map_the_store_themselves(store):
     stored.load(0)  # maps opened in this process ...
     assert len(pickle.dumps(stored)) < 10_000, "... but a spawned worker receives file names, not the data"
     patches = PatchDataset(stored, lr_patch_size=8, length=12, seed=5)
-    batches = [[b["hr"] for b in training_loader(patches, batch_size=3, num_workers=w, persistent_workers=False)]
-               for w in (0, 2)]  # fmt: skip
+    batches = [
+        [b["hr"] for b in training_loader(patches, batch_size=3, num_workers=w, persistent_workers=False)]
+        for w in (0, 2)
+    ]
     assert len(batches[0]) == 4 and all(torch.equal(a, b) for a, b in zip(*batches))
 
 
@@ -105,11 +107,29 @@ def test_a_damaged_store_is_named_in_one_line(store, tmp_path):
         StorePairs(store, scale=2)
     (damaged / "store.json").write_text("{not json")
     # Through the training command: one line naming the file, no traceback.
-    result = subprocess.run([sys.executable, "train/run.py", "--dataset", str(damaged), "--steps", "1", "--output-dir",
-                             str(damaged.parent / "run")], cwd=REPO,
-                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train/run.py",
+            "--dataset",
+            str(damaged),
+            "--steps",
+            "1",
+            "--output-dir",
+            str(damaged.parent / "run"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {damaged / 'store.json'}: not a readable store index")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {damaged / 'store.json'}: not a readable store index")
+    )
 
 
 def test_writing_is_atomic_and_never_overwrites(source, store, tmp_path, hr_folder):
@@ -126,15 +146,33 @@ def test_writing_is_atomic_and_never_overwrites(source, store, tmp_path, hr_fold
         write_store(broken, tmp_path / "bad.store", scale=SCALE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "c"]
     # Skipped with skip_corrupt, through the command, in two processes.
-    result = subprocess.run([sys.executable, "-m", "train.data", "prepare", "--dataset", str(bad), "--store",
-                             "--output", str(tmp_path / "bad.store"), "--skip-corrupt", "--num-proc", "2",
-                             "--cache-dir", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True,
-                            timeout=180, check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.data",
+            "prepare",
+            "--dataset",
+            str(bad),
+            "--store",
+            "--output",
+            str(tmp_path / "bad.store"),
+            "--skip-corrupt",
+            "--num-proc",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "a decoded store of 3 HR/LR pairs" in result.stdout and "1 unreadable skipped" in result.stdout
     index = json.loads((tmp_path / "bad.store" / "store.json").read_text())
     assert [image["name"] for image in index["images"]] == ["img0.png", "img2.png", "img3.png"]
-
 
 
 def idle_decoding_worker(pairs):
@@ -145,8 +183,8 @@ def idle_decoding_worker(pairs):
 
 
 def test_a_decoding_worker_ends_on_sigterm(source):
-    """Pool.terminate() (on Ctrl-C or an error in `prepare --store --num-proc N`) ends its workers with SIGTERM and joins
-    them: a worker that ignored SIGTERM made the command hang at its very end, now and then."""
+    """Pool.terminate() (on Ctrl-C or an error in `prepare --store --num-proc N`) ends its workers with SIGTERM and
+    joins them: a worker that ignored SIGTERM made the command hang at its very end, now and then."""
     pairs = ImagePairs(source, scale=SCALE, label="dataset")
     worker = multiprocessing.get_context("spawn").Process(target=idle_decoding_worker, args=(pairs,))
     worker.start()
@@ -179,9 +217,30 @@ def test_decoding_workers_start_with_the_terminal_signals_ignored():
     worker.join(timeout=30)
 
 
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1", "--val-dataset", "none",
-        "--steps", "4", "--batch-size", "2", "--gradient-accumulation-steps", "2", "--lr", "3e-3"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-every",
+    "1",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--val-dataset",
+    "none",
+    "--steps",
+    "4",
+    "--batch-size",
+    "2",
+    "--gradient-accumulation-steps",
+    "2",
+    "--lr",
+    "3e-3",
+]
 
 
 @pytest.mark.usefixtures("fresh_accelerate_state")
@@ -189,8 +248,19 @@ def test_training_from_the_store_equals_training_from_the_images_and_resumes_exa
     cache = ["--cache-dir", str(hr_folder.parent / "hf-cache")]
     straight = train_in_process([*TINY, "--dataset", str(hr_folder), *cache, "--output-dir", str(tmp_path / "a")])
     # From the store, with the recipe's sub-image setting (not applicable to a store: ignored), stopped and resumed.
-    stopped = train_in_process([*TINY, "--dataset", str(store), "--subimage-size", "32", "--stop-after", "2",
-                                "--output-dir", str(tmp_path / "b")])  # fmt: skip
+    stopped = train_in_process(
+        [
+            *TINY,
+            "--dataset",
+            str(store),
+            "--subimage-size",
+            "32",
+            "--stop-after",
+            "2",
+            "--output-dir",
+            str(tmp_path / "b"),
+        ]
+    )
     resumed = train_in_process(["--resume", "latest", "--output-dir", str(stopped), "--stop-after", "0"])
     a, b = (load_model(d / "model.safetensors").state_dict() for d in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a), "the same patches, the same updates, to the bit"
@@ -245,7 +315,10 @@ def test_an_edited_index_is_refused_at_open_naming_the_entry(store, tmp_path):
         index["version"] = 1
 
     cases = {
-        "misaligned": (swap_hr, r"image 1 \(img1\.png\): HR 64x80 is not 4 x its LR 20x16: the pair would be misaligned"),
+        "misaligned": (
+            swap_hr,
+            r"image 1 \(img1\.png\): HR 64x80 is not 4 x its LR 20x16: the pair would be misaligned",
+        ),
         "overlap": (overlap, r"image 2 \(img2\.png\): hr_offset [\d,]+ overlaps the previous image"),
         "beyond": (beyond, r"hr\.u8: [\d,]+ bytes, but .*store\.json lists [\d,]+ \(the last image would end outside"),
         "no-digest": (no_digest, r"image 0 \(img0\.png\): lacks lr_sha256"),
@@ -264,19 +337,49 @@ def test_one_flipped_byte_in_the_data_is_named_when_the_image_is_read(store, tmp
     (folder / "hr.u8").write_bytes(bytes(data))
     pairs = StorePairs(folder, scale=SCALE)  # the index is intact
     pairs.load(1)
-    with pytest.raises(ImageError, match=rf"^{folder / 'hr.u8'}: image 2 \(img2\.png\): its bytes do not match the "
-                                         r"SHA-256 in .*store\.json: the store is damaged; prepare it again$"):  # fmt: skip
+    with pytest.raises(
+        ImageError,
+        match=rf"^{folder / 'hr.u8'}: image 2 \(img2\.png\): its bytes do not match the "
+        r"SHA-256 in .*store\.json: the store is damaged; prepare it again$",
+    ):
         pairs.load(2)
     # An index whose HR and LR sizes were both swapped stays 4 x aligned, but the bytes are not those images.
-    swapped = edited(store, tmp_path, "swapped", lambda index: [index["images"][0].update(hr=index["images"][0]["hr"][::-1],
-                                                                lr=index["images"][0]["lr"][::-1])])  # fmt: skip
+    swapped = edited(
+        store,
+        tmp_path,
+        "swapped",
+        lambda index: [index["images"][0].update(hr=index["images"][0]["hr"][::-1], lr=index["images"][0]["lr"][::-1])],
+    )
     with pytest.raises(ImageError, match=r"image 0 \(img0\.png\): its bytes do not match"):
         StorePairs(swapped, scale=SCALE).load(0)
     # Through the training command: one line, no traceback, no weights.
-    result = subprocess.run([sys.executable, "train/run.py", "--dataset", str(folder), "--steps", "2", "--batch-size",
-                             "4", "--lr-patch-size", "8", "--val-dataset", "none", "--log-with", "none", "--progress",
-                             "false", "--output-dir", str(tmp_path / "run")], cwd=REPO,
-                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train/run.py",
+            "--dataset",
+            str(folder),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--lr-patch-size",
+            "8",
+            "--val-dataset",
+            "none",
+            "--log-with",
+            "none",
+            "--progress",
+            "false",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {folder / 'hr.u8'}: image 2 (img2.png)")
     assert not (tmp_path / "run" / "model.safetensors").exists()

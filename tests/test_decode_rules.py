@@ -23,7 +23,7 @@ def test_only_the_opener_calls_image_open():
     callers = []
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+            for line in path.read_text().splitlines():
                 if re.search(r"\bImage\.open\(|from PIL\.Image import .*\bopen\b", line):
                     callers.append(str(path.relative_to(REPO)))
     assert callers == ["sr_models/images.py"], callers  # one call, in open_image
@@ -43,11 +43,14 @@ def refused_line(call, name):
     return message
 
 
-@pytest.mark.parametrize("maker, kind", [
-    (eps, "PostScript/EPS"),
-    (lambda p: (p.write_bytes(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"), p)[1], "PDF"),
-    (lambda p: (Image.new("RGB", (8, 8)).save(p, format="GIF"), p)[1], "GIF"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "maker, kind",
+    [
+        (eps, "PostScript/EPS"),
+        (lambda p: (p.write_bytes(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"), p)[1], "PDF"),
+        (lambda p: (Image.new("RGB", (8, 8)).save(p, format="GIF"), p)[1], "GIF"),
+    ],
+)
 def test_other_formats_under_an_image_name_are_refused_and_never_decoded(tmp_path, monkeypatch, maker, kind):
     path = maker(tmp_path / "cat.png")
     monkeypatch.setattr(Image.Image, "load", lambda self, *a: (_ for _ in ()).throw(AssertionError("decoded")))
@@ -73,9 +76,10 @@ def test_a_datasets_image_column_is_kept_undecoded_and_decoded_by_our_opener(tmp
     eps_bytes = eps(tmp_path / "x.eps").read_bytes()
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
-    table = datasets.Dataset.from_dict({"image": [{"bytes": good.read_bytes(), "path": None},
-                                                  {"bytes": eps_bytes, "path": None}]},
-                                       features=datasets.Features({"image": datasets.Image()}))  # fmt: skip
+    table = datasets.Dataset.from_dict(
+        {"image": [{"bytes": good.read_bytes(), "path": None}, {"bytes": eps_bytes, "path": None}]},
+        features=datasets.Features({"image": datasets.Image()}),
+    )
     table.save_to_disk(str(tmp_path / "saved"))
     loaded = load_source(str(tmp_path / "saved"), split="train")
     assert loaded.features["hr"].decode is False
@@ -107,8 +111,12 @@ def rgb48_png(rgb):
     height, width, _ = rgb.shape
     wide = rgb.astype(">u2") * 257
     raw = b"".join(b"\0" + wide[row].tobytes() for row in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def odd_folder(folder):
@@ -129,8 +137,12 @@ def odd_folder(folder):
     return folder, rgb
 
 
-EXPECTED_LINES = {"have alpha": 2, "are 16-bit: reduced to 8 bits": 2, "ICC profile other than sRGB": 1,
-                  "several frames": 1}  # fmt: skip
+EXPECTED_LINES = {
+    "have alpha": 2,
+    "are 16-bit: reduced to 8 bits": 2,
+    "ICC profile other than sRGB": 1,
+    "several frames": 1,
+}
 
 
 def check_warnings(err):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from sr_models import create_model
+from sr_models.benchmark import load_benchmark
 from sr_models.ensemble import self_ensemble
 from sr_models.metrics import to_uint8
 from tests.conftest import SHARED, needs_shared
-from sr_models.benchmark import load_benchmark
 from train.evaluate import TorchUpscaler, load_upscaler, score
 
 # Measured (docs/metrics.md): python train/evaluate.py --weights ../shared/data/weights/PANx4_DF2K.pth --model pan

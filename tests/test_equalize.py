@@ -15,8 +15,7 @@ from export.quantize import calibration_patches, to_int8
 from export.runtime import INPUT_NAME
 from sr_models import create_model
 
-TINY = {"pan": {"channels": 8, "upsample_channels": 8, "num_blocks": 2},
-        "srresnet": {"channels": 8, "num_blocks": 2}}  # fmt: skip
+TINY = {"pan": {"channels": 8, "upsample_channels": 8, "num_blocks": 2}, "srresnet": {"channels": 8, "num_blocks": 2}}
 
 
 def uneven_fp32(tmp_path, name, *, scale=2):
@@ -55,8 +54,10 @@ def test_equalization_keeps_the_function_and_evens_the_channels(tmp_path, name):
     # Channels span more evenly: the narrowest channel's share of its tensor's range grows, tensor by tensor,
     # and by a large factor overall (the model was made uneven by up to 400x between channels).
     tensors = conv_tensors(fp32)
-    spans_before, spans_after = channel_spans(onnx.load(str(fp32)), tensors, batches), \
-        channel_spans(onnx.load(str(tmp_path / "eq.onnx")), tensors, batches)  # fmt: skip
+    spans_before, spans_after = (
+        channel_spans(onnx.load(str(fp32)), tensors, batches),
+        channel_spans(onnx.load(str(tmp_path / "eq.onnx")), tensors, batches),
+    )
 
     def worst_share(spans):
         return np.array([spans[name].min() / spans[name].max() for name in tensors])
@@ -73,14 +74,19 @@ def test_channels_that_feed_a_sigmoid_or_leave_the_graph_keep_their_scale(tmp_pa
     def conv(name, source, out_channels, in_channels):
         weight = rng.normal(size=(out_channels, in_channels, 3, 3)).astype(np.float32)
         weight *= np.geomspace(0.01, 1, out_channels, dtype=np.float32)[:, None, None, None]
-        return (helper.make_node("Conv", [source, f"{name}.w"], [name], name=name, pads=[1, 1, 1, 1]),
-                numpy_helper.from_array(weight, f"{name}.w"))  # fmt: skip
+        return (
+            helper.make_node("Conv", [source, f"{name}.w"], [name], name=name, pads=[1, 1, 1, 1]),
+            numpy_helper.from_array(weight, f"{name}.w"),
+        )
 
     (a, wa), (b, wb), (c, wc) = conv("a", INPUT_NAME, 4, 3), conv("b", "ta", 4, 4), conv("c", "lb", 3, 4)
     graph = helper.make_graph(
         [a, helper.make_node("Tanh", ["a"], ["ta"]), b, helper.make_node("LeakyRelu", ["b"], ["lb"], alpha=0.2), c],
-        "g", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3, "h", "w"])], [wa, wb, wc])  # fmt: skip
+        "g",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [wa, wb, wc],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "g.onnx")
     batches = [rng.random((1, 3, 16, 16), dtype=np.float32)]
@@ -112,8 +118,12 @@ def test_input_is_quantized_losslessly_and_float_ops_read_float(tmp_path):
     np.testing.assert_array_equal(np.clip(np.round(levels / scale) + zero_point, 0, 255) - zero_point, np.arange(256))
 
     producers = {output: node for node in graph.node for output in node.output}
-    (skip,) = [n for n in graph.node if n.op_type == "Resize" and helper.get_attribute_value(
-        next(a for a in n.attribute if a.name == "mode")) == b"linear"]  # fmt: skip
+    (skip,) = [
+        n
+        for n in graph.node
+        if n.op_type == "Resize"
+        and helper.get_attribute_value(next(a for a in n.attribute if a.name == "mode")) == b"linear"
+    ]
     assert skip.input[0] == INPUT_NAME  # the bilinear skip reads the image, not its int8 copy
     for node in graph.node:
         if node.op_type in ("Add", "Resize", "Mul", "LeakyRelu", "Sigmoid"):
@@ -132,15 +142,21 @@ def test_channels_whose_count_shape_inference_leaves_open_are_not_rescaled(tmp_p
     rng = np.random.default_rng(0)
     weight_a = (rng.normal(size=(4, 3, 3, 3)) * np.geomspace(0.01, 1, 4)[:, None, None, None]).astype(np.float32)
     weight_b = rng.normal(size=(3, 4, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", [INPUT_NAME, "a.w"], ["a"], name="a", pads=[1, 1, 1, 1]),
-             helper.make_node("Identity", ["factors"], ["scales"]),  # not a constant any more for shape inference
-             helper.make_node("Resize", ["a", "", "scales"], ["r"], mode="nearest"),
-             helper.make_node("Conv", ["r", "b.w"], ["b"], name="b", pads=[1, 1, 1, 1])]  # fmt: skip
-    initializers = [numpy_helper.from_array(weight_a, "a.w"), numpy_helper.from_array(weight_b, "b.w"),
-                    numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "factors")]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", [INPUT_NAME, "a.w"], ["a"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["factors"], ["scales"]),  # not a constant any more for shape inference
+        helper.make_node("Resize", ["a", "", "scales"], ["r"], mode="nearest"),
+        helper.make_node("Conv", ["r", "b.w"], ["b"], name="b", pads=[1, 1, 1, 1]),
+    ]
+    initializers = [
+        numpy_helper.from_array(weight_a, "a.w"),
+        numpy_helper.from_array(weight_b, "b.w"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "factors"),
+    ]
     image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, "h", "w"])
-    graph = helper.make_graph(nodes, "g", [image], [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
-                              initializers)  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [image], [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)], initializers
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "g.onnx")
     batch = rng.random((1, 3, 8, 8), dtype=np.float32)
     assert equalize(tmp_path / "g.onnx", tmp_path / "eq.onnx", [batch]) == 0  # raises if the function changed

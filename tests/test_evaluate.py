@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from sr_models import create_model, save_weights
-from tests.conftest import REPO, SHARED, needs_shared
 from sr_models.benchmark import load_benchmark
+from tests.conftest import REPO, SHARED, needs_shared
 from train.evaluate import TorchUpscaler, load_upscaler, main, score
 
 SET5_HR = SHARED / "Set5" / "HR"
@@ -70,7 +70,18 @@ def tiny_weights(tmp_path):
 
 
 def test_cli_writes_the_documented_json(odd_benchmark, tiny_weights, tmp_path, capsys):
-    main(["--weights", str(tiny_weights), "--hr", str(odd_benchmark), "--json", str(tmp_path / "r.json"), "--device", "cpu"])
+    main(
+        [
+            "--weights",
+            str(tiny_weights),
+            "--hr",
+            str(odd_benchmark),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--device",
+            "cpu",
+        ]
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["model"] == "pan" and report["scale"] == 2
     assert set(report["mean"]) >= {"psnr_y", "ssim_y", "psnr_rgb", "bicubic_psnr_y", "bicubic_ssim_y"}
@@ -106,9 +117,20 @@ def test_lr_of_the_wrong_size_is_named(odd_benchmark, tiny_weights, tmp_path):
     for name in ("alpha", "gray", "rgb odd é"):
         Image.new("RGB", (5, 5)).save(lr / f"{name}x2.png")
     result = subprocess.run(
-        [sys.executable, "train/evaluate.py", "--weights", str(tiny_weights), "--hr", str(odd_benchmark), "--lr", str(lr)],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "train/evaluate.py",
+            "--weights",
+            str(tiny_weights),
+            "--hr",
+            str(odd_benchmark),
+            "--lr",
+            str(lr),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "alphax2.png: LR is 5x5, but alpha.png mod-cropped is 22x30" in result.stderr
     assert "Traceback" not in result.stderr
@@ -123,8 +145,12 @@ def test_missing_lr_file_is_named(odd_benchmark, tiny_weights, tmp_path):
 def test_a_foreign_checkpoint_whose_tensors_cannot_tell_the_scale_asks_for_it(tmp_path):
     import torch
 
-    torch.save(create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).state_dict(), tmp_path / "x.pth")
-    with pytest.raises(SystemExit, match=r"x\.pth: a pan checkpoint of scale 2 or 3: their tensors are identical.*--scale"):
+    torch.save(
+        create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).state_dict(), tmp_path / "x.pth"
+    )
+    with pytest.raises(
+        SystemExit, match=r"x\.pth: a pan checkpoint of scale 2 or 3: their tensors are identical.*--scale"
+    ):
         main(["--weights", str(tmp_path / "x.pth"), "--hr", str(tmp_path)])
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(SystemExit, match=r"empty\.pth: not a PyTorch checkpoint"):

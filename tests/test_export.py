@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from export.convert import export_fp32, graph_friendly
-from sr_models.layers import conv_before_pixel_shuffle
 from export.parity import ParityError, check_parity, load_parity_images
 from export.quantize import to_fp16
 from export.runtime import INPUT_NAME, OUTPUT_NAME, OnnxUpscaler, create_session
 from export.to_onnx import export, main
 from sr_models import create_model, list_models
+from sr_models.layers import conv_before_pixel_shuffle
 from sr_models.registry import architecture
 from tests.conftest import SHARED, needs_shared
 
@@ -102,7 +102,9 @@ def test_graph_friendly_forms_compute_the_same_and_drop_the_einops_transposes(tm
         x = torch.rand(2, 3, 13, 19)
         with torch.no_grad():
             # Bitwise for PAN; SRResNet's moved tail conv sums the same products in another order.
-            torch.testing.assert_close(graph_friendly(model)(x), model(x), rtol=0, atol=1e-6 if name == "srresnet" else 0)
+            torch.testing.assert_close(
+                graph_friendly(model)(x), model(x), rtol=0, atol=1e-6 if name == "srresnet" else 0
+            )
         export_fp32(model, tmp_path / "friendly.onnx")
         export_fp32(model, tmp_path / "einops.onnx", graph_friendly_forms=False)
         ops = lambda p: {node.op_type for node in onnx.load(str(tmp_path / p)).graph.node}  # noqa: E731
@@ -119,8 +121,9 @@ def test_a_conv_after_a_pixel_shuffle_moves_before_it(kernel, r):
     moved = conv_before_pixel_shuffle(conv, r)
     assert moved.kernel_size[0] == 2 * -(-(kernel // 2) // r) + 1
     with torch.no_grad():
-        torch.testing.assert_close(torch.nn.PixelShuffle(r)(moved(x)), conv(torch.nn.PixelShuffle(r)(x)),
-                                   rtol=0, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            torch.nn.PixelShuffle(r)(moved(x)), conv(torch.nn.PixelShuffle(r)(x)), rtol=0, atol=1e-5
+        )
 
 
 def test_metadata_round_trip(tmp_path):
@@ -195,8 +198,8 @@ def test_int8_on_a_tiny_model(tmp_path, photos):
 
 @needs_shared
 def test_official_pan_x4_onnx_reproduces_the_published_set5_score(tmp_path):
-    from sr_models.weights import load_model
     from sr_models.benchmark import load_benchmark
+    from sr_models.weights import load_model
     from train.evaluate import load_upscaler, score
 
     model = load_model(SHARED / "weights" / "PANx4_DF2K.pth", name="pan", scale=4)

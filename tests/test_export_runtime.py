@@ -40,8 +40,9 @@ def test_check_model_rejects_wrong_io_names_and_junk(tmp_path):
     torch.manual_seed(0)
     model = create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).eval()
     wrong = tmp_path / "wrong_names.onnx"
-    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(wrong), dynamo=False, input_names=["input"],
-                      output_names=["output"])  # fmt: skip
+    torch.onnx.export(
+        model, (torch.rand(1, 3, 16, 16),), str(wrong), dynamo=False, input_names=["input"], output_names=["output"]
+    )
     with pytest.raises(OnnxModelError, match=r"wrong_names.onnx: expected one input named 'lr' .* found 'input'"):
         check_model(wrong)
     with pytest.raises(OnnxModelError, match="expected one input named 'lr'"):
@@ -123,8 +124,13 @@ def test_upscale_cli_runs_with_torch_blocked(tmp_path, model_path, photo_lr):
         np.testing.assert_array_equal(written, reference(load_rgb(inputs / name)))
 
     # A bad model path fails with one line naming the file, not a traceback.
-    bad = subprocess.run([sys.executable, "-c", script, str(tmp_path / "none.onnx"), str(inputs / "photo.png"),
-                          str(tmp_path / "x.png")], capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "none.onnx"), str(inputs / "photo.png"), str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "none.onnx: no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -160,8 +166,17 @@ def test_upscale_cli_self_ensemble_runs_with_torch_blocked(tmp_path, model_path,
     lr = photo_lr[:40, :56]
     Image.fromarray(lr).save(tmp_path / "photo.png")
     script = BLOCK_TORCH.format(script=str(REPO / "export" / "upscale.py"))
-    command = [sys.executable, "-c", script, str(model_path), str(tmp_path / "photo.png"), str(tmp_path / "x.png"),
-               "--tile", "32", "--self-ensemble"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        script,
+        str(model_path),
+        str(tmp_path / "photo.png"),
+        str(tmp_path / "x.png"),
+        "--tile",
+        "32",
+        "--self-ensemble",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "torch modules loaded: []" in result.stdout

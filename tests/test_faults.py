@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import train_in_process
 
 from bench.faults.commands import injected
 from bench.faults.makers import FILES, base_image
-from conftest import train_in_process
 from sr_models.images import ImageError, load_rgb, save_rgb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,10 +70,32 @@ def test_a_one_pixel_benchmark_image_is_named(tmp_path):
 # Interrupted runs. A tiny PAN on 8x8 LR patches, one CPU thread, so each in-process run takes a second or two.
 
 # --repeat-images: folders of 1-3 images.
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1", "--batch-size", "2",
-        "--val-dataset", "none", "--lr", "0.01", "--save-every", "2", "--steps", "6",
-        "--repeat-images", "true"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-every",
+    "1",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--batch-size",
+    "2",
+    "--val-dataset",
+    "none",
+    "--lr",
+    "0.01",
+    "--save-every",
+    "2",
+    "--steps",
+    "6",
+    "--repeat-images",
+    "true",
+]
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # conftest.py
@@ -88,8 +110,16 @@ def photos(tmp_path_factory):
 
 
 def train_args(photos, run_dir, *extra):
-    return [*TINY, "--dataset", str(photos), "--cache-dir", str(photos.parent / "hf-cache"), "--output-dir",
-            str(run_dir), *extra]  # fmt: skip
+    return [
+        *TINY,
+        "--dataset",
+        str(photos),
+        "--cache-dir",
+        str(photos.parent / "hf-cache"),
+        "--output-dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 def final_weights(run_dir):
@@ -189,8 +219,9 @@ def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos)
         return [sys.executable, *injected("nan-loss", [steps, "train/run.py", *args])]
 
     # Two NaN steps: skipped, counted, logged; the run ends normally with finite weights.
-    child = subprocess.run(nan_at("3,4", *train_args(photos, tmp_path / "blip")), cwd=REPO, capture_output=True,
-                           text=True, timeout=240)  # fmt: skip
+    child = subprocess.run(
+        nan_at("3,4", *train_args(photos, tmp_path / "blip")), cwd=REPO, capture_output=True, text=True, timeout=240
+    )
     assert child.returncode == 0, child.stderr[-2000:]
     log = [json.loads(line) for line in (tmp_path / "blip" / "log.jsonl").read_text().splitlines()]
     assert max(r.get("nonfinite_steps", 0) for r in log) == 2
@@ -199,8 +230,13 @@ def test_nonfinite_losses_skip_steps_and_too_many_stop_the_run(tmp_path, photos)
 
     # NaN from step 3 on, 3 allowed in a row: stops at step 5 with one line, the step-2 checkpoint kept.
     run_dir = tmp_path / "diverged"
-    child = subprocess.run(nan_at("3-", *train_args(photos, run_dir, "--max-nonfinite-steps", "3")), cwd=REPO,
-                           capture_output=True, text=True, timeout=240)  # fmt: skip
+    child = subprocess.run(
+        nan_at("3-", *train_args(photos, run_dir, "--max-nonfinite-steps", "3")),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr[-2000:]
     assert "3 optimizer steps in a row" in child.stderr.strip().splitlines()[-1]
     latest = latest_checkpoint(run_dir)

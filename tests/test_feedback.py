@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import train_in_process
 from safetensors import safe_open
 
-from conftest import train_in_process
 from sr_models.images import save_rgb
 from sr_models.weights import load_model
 from train.config import load_recipe
@@ -16,9 +16,22 @@ from train.validation import LABEL_HEIGHT, comparison
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--repeat-images", "true",
-        "--batch-size", "2"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--repeat-images",
+    "true",
+    "--batch-size",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +53,27 @@ def read_log(run_dir):
 
 
 def test_each_validation_prints_a_line_per_set_and_keeps_the_best_weights(data, tmp_path, capsys):
-    run_dir = train_in_process([*TINY, "--dataset", str(data / "train"), "--cache-dir", str(tmp_path / "cache"),
-                                "--val-dataset", f"{data / 'valA'},{data / 'valB'}", "--val-every", "2",
-                                "--steps", "6", "--lr", "3e-3", "--small-images", "skip",
-                                "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    run_dir = train_in_process(
+        [
+            *TINY,
+            "--dataset",
+            str(data / "train"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--val-dataset",
+            f"{data / 'valA'},{data / 'valB'}",
+            "--val-every",
+            "2",
+            "--steps",
+            "6",
+            "--lr",
+            "3e-3",
+            "--small-images",
+            "skip",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     out = capsys.readouterr().out
     log = read_log(run_dir)
     vals = {}  # step -> every validation figure of that step (one log line per set)
@@ -54,13 +84,17 @@ def test_each_validation_prints_a_line_per_set_and_keeps_the_best_weights(data, 
     # One line per validation and set, with the figures that went to the log.
     for step, record in vals.items():
         gain = record["val/psnr_y"] - record["val/bicubic_psnr_y"]
-        assert f"step {step} | valA: PSNR_Y {record['val/psnr_y']:.4f} dB, SSIM_Y {record['val/ssim_y']:.4f} | " \
-               f"{gain:+.2f} dB over bicubic | best " in out
+        assert (
+            f"step {step} | valA: PSNR_Y {record['val/psnr_y']:.4f} dB, SSIM_Y {record['val/ssim_y']:.4f} | "
+            f"{gain:+.2f} dB over bicubic | best " in out
+        )
         assert f"step {step} | valB: PSNR_Y {record['val/valB/psnr_y']:.4f} dB" in out
     best_step = max(vals, key=lambda s: (vals[s]["val/psnr_y"], -s))
-    assert f"step 6 | valA: PSNR_Y {vals[6]['val/psnr_y']:.4f} dB, SSIM_Y {vals[6]['val/ssim_y']:.4f} | " \
-           f"{vals[6]['val/psnr_y'] - vals[6]['val/bicubic_psnr_y']:+.2f} dB over bicubic | " \
-           f"best {vals[best_step]['val/psnr_y']:.4f} dB at step {best_step}" in out
+    assert (
+        f"step 6 | valA: PSNR_Y {vals[6]['val/psnr_y']:.4f} dB, SSIM_Y {vals[6]['val/ssim_y']:.4f} | "
+        f"{vals[6]['val/psnr_y'] - vals[6]['val/bicubic_psnr_y']:+.2f} dB over bicubic | "
+        f"best {vals[best_step]['val/psnr_y']:.4f} dB at step {best_step}" in out
+    )
     # model_best.safetensors: the weights of that step, which score what the log says on valA.
     with safe_open(str(run_dir / "model_best.safetensors"), framework="pt") as f:
         assert int(f.metadata()["step"]) == best_step
@@ -87,8 +121,10 @@ def test_log_cadence_shows_a_short_run():
 
 
 def test_workers_are_capped_to_the_cores_once():
-    assert cap_workers(4, processes=1, cores=2) == (2, "note: --num-workers 4 lowered to 2 per process "
-                                                       "(2 CPU core(s), 1 process(es))")  # fmt: skip
+    assert cap_workers(4, processes=1, cores=2) == (
+        2,
+        "note: --num-workers 4 lowered to 2 per process (2 CPU core(s), 1 process(es))",
+    )
     assert cap_workers(4, processes=2, cores=2)[0] == 1
     assert cap_workers(0, processes=2, cores=2) == (0, None) and cap_workers(2, processes=1, cores=8) == (2, None)
 
@@ -109,14 +145,32 @@ def test_a_pytorch_weights_file_given_to_deployment_says_how_to_export_it(tmp_pa
     from export.runtime import OnnxModelError, check_model
 
     (tmp_path / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(OnnxModelError, match=r"model\.safetensors: PyTorch weights, not an ONNX model; export them "
-                       r"first: python export/to_onnx.py --weights .*model\.safetensors --output .*model\.onnx"):
+    with pytest.raises(
+        OnnxModelError,
+        match=r"model\.safetensors: PyTorch weights, not an ONNX model; export them "
+        r"first: python export/to_onnx.py --weights .*model\.safetensors --output .*model\.onnx",
+    ):
         check_model(tmp_path / "model.safetensors")
 
 
 def test_the_best_weights_span_a_resumed_run(data, tmp_path):
-    common = [*TINY, "--dataset", str(data / "train"), "--cache-dir", str(tmp_path / "cache"), "--small-images", "skip",
-              "--val-dataset", str(data / "valA"), "--val-every", "1", "--lr", "3e-3", "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    common = [
+        *TINY,
+        "--dataset",
+        str(data / "train"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--small-images",
+        "skip",
+        "--val-dataset",
+        str(data / "valA"),
+        "--val-every",
+        "1",
+        "--lr",
+        "3e-3",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     train_in_process([*common, "--steps", "4", "--stop-after", "2"])
     run_dir = train_in_process([*common, "--steps", "4", "--resume", "latest"])
     vals = [r for r in read_log(run_dir) if "val/psnr_y" in r and r.get("event") != "best"]
@@ -133,7 +187,9 @@ def test_log_with_tensorboard_when_it_is_missing_is_one_clear_line(monkeypatch):
     from train.config import ConfigError
 
     monkeypatch.setattr(train.run, "is_tensorboard_available", lambda: False)
-    with pytest.raises(ConfigError, match="--log-with tensorboard: TensorBoard is not installed; pip install "
-                       "tensorboard, or pass --log-with none"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="--log-with tensorboard: TensorBoard is not installed; pip install tensorboard, or pass --log-with none",
+    ):
         train.run.trackers("tensorboard")
     assert train.run.trackers("auto") is None  # auto: quietly without

@@ -31,10 +31,22 @@ def interpreters_without_modules(folder):
 
 
 def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHONWARNINGS": "ignore", "PYTHON": sys.executable,
-           "PATH": interpreters_without_modules(tmp_path / "not-this-python")}  # fmt: skip
-    result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--cpu", "--workdir", str(tmp_path / "w")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHON": sys.executable,
+        "PATH": interpreters_without_modules(tmp_path / "not-this-python"),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--cpu", "--workdir", str(tmp_path / "w")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     figures = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert figures["skipped"] == [], figures["skipped"]
@@ -51,7 +63,7 @@ def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
     assert [s["processes"] for s in figures["cpu_scaling"]] == [1, 2]
     native = choose("auto", device_type="cpu", environ={}).mixed_precision  # the quickstart recipe says auto
     assert {s["mixed_precision"] for s in figures["cpu_scaling"]} == {native}
-    table = result.stdout[result.stdout.index("=" * 100):]
+    table = result.stdout[result.stdout.index("=" * 100) :]
     assert "correctness" in table and "cpu scaling" in table and "gpu_check on CPU only" in table
 
 
@@ -60,10 +72,14 @@ def test_a_missing_module_stops_the_gpu_check_at_once_with_the_wheel_instruction
     fake.write_text('#!/bin/sh\ncase "$2" in "import datasets") exit 1;; esac\nexit 0\n')
     fake.chmod(0o755)
     env = {**os.environ, "PYTHON": str(fake)}
-    result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
-                            timeout=30, check=False)  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 2
-    assert f"'datasets' is not installed for {fake}" in result.stderr and "pip install --no-index --find-links wheels datasets" in result.stderr
+    assert (
+        f"'datasets' is not installed for {fake}" in result.stderr
+        and "pip install --no-index --find-links wheels datasets" in result.stderr
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")

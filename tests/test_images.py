@@ -7,9 +7,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from sr_models import images
 from sr_models.files import OutputError
 from sr_models.images import ImageError, list_images, load_rgb, save_rgb

@@ -25,12 +25,15 @@ def test_parameter_count_is_the_authors(scale, parameters):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_the_authors_weights_reproduce_their_set5_table(scale, capsys):
     """No --model or --scale: the file is recognised from its tensors (`module.` prefixes, the authors' names)."""
-    evaluate_main(["--weights", str(SHARED / "weights" / f"IMDN_x{scale}.pth"), "--hr", str(SHARED / "Set5"),
-                   "--device", "cpu"])  # fmt: skip
+    evaluate_main(
+        ["--weights", str(SHARED / "weights" / f"IMDN_x{scale}.pth"), "--hr", str(SHARED / "Set5"), "--device", "cpu"]
+    )
     mean = capsys.readouterr().out.splitlines()[-1].split()
     psnr, ssim = PUBLISHED_SET5[scale]
-    assert mean[0] == "mean" and float(mean[1]) == pytest.approx(psnr, abs=0.005) and float(mean[2]) == pytest.approx(
-        ssim, abs=5e-5
+    assert (
+        mean[0] == "mean"
+        and float(mean[1]) == pytest.approx(psnr, abs=0.005)
+        and float(mean[2]) == pytest.approx(ssim, abs=5e-5)
     )
 
 
@@ -60,8 +63,14 @@ def authors_layout(state):
     return renamed
 
 
-@pytest.mark.parametrize("scale,hyper", [(2, {"channels": 16, "num_blocks": 1}), (3, {"channels": 32, "num_blocks": 3}),
-                                         (4, {"channels": 20, "num_blocks": 2})])  # fmt: skip
+@pytest.mark.parametrize(
+    "scale,hyper",
+    [
+        (2, {"channels": 16, "num_blocks": 1}),
+        (3, {"channels": 32, "num_blocks": 3}),
+        (4, {"channels": 20, "num_blocks": 2}),
+    ],
+)
 @pytest.mark.parametrize("layout", ["authors", "ours", "basicsr"])
 def test_variants_are_recognised_from_their_tensors_alone(tmp_path, scale, hyper, layout):
     torch.manual_seed(0)
@@ -98,15 +107,27 @@ def test_trains_from_its_recipe_and_fine_tunes_from_the_authors_weights(tmp_path
     from sr_models.weights import read_spec
     from train.config import load_recipe
 
-    tiny = dict(model_overrides=architecture("imdn").tiny, lr_patch_size=8, batch_size=2, steps=2, progress=False,
-                log_every=1, log_with="none", num_threads=1, repeat_images=True, num_workers=0, val_images=1)  # fmt: skip
+    tiny = dict(
+        model_overrides=architecture("imdn").tiny,
+        lr_patch_size=8,
+        batch_size=2,
+        steps=2,
+        progress=False,
+        log_every=1,
+        log_with="none",
+        num_threads=1,
+        repeat_images=True,
+        num_workers=0,
+        val_images=1,
+    )
     run_dir = train_config_in_process(load_recipe("imdn_x4", **tiny, output_dir=str(tmp_path / "scratch")))
     assert read_spec(run_dir / "model.safetensors") == {"name": "imdn", "scale": 4, **architecture("imdn").tiny}
     if not SHARED.is_dir():
         pytest.skip("../shared/data is absent: the authors' weights are needed to fine-tune")
     tiny.pop("model_overrides")
-    config = load_recipe("imdn_x4", **tiny, output_dir=str(tmp_path / "fine"),
-                         init_weights=str(SHARED / "weights" / "IMDN_x4.pth"))  # fmt: skip
+    config = load_recipe(
+        "imdn_x4", **tiny, output_dir=str(tmp_path / "fine"), init_weights=str(SHARED / "weights" / "IMDN_x4.pth")
+    )
     run_dir = train_config_in_process(config)
     tuned = load_model(run_dir / "model.safetensors")
     authors = load_model(SHARED / "weights" / "IMDN_x4.pth")
@@ -120,10 +141,9 @@ def test_exports_to_fp32_fp16_and_int8_with_parity_and_upscales(tmp_path):
     import numpy as np
     from PIL import Image
 
+    from export.quantize import float_convs
     from export.to_onnx import export
     from export.upscale import main as upscale_main
-
-    from export.quantize import float_convs
 
     model = load_model(SHARED / "weights" / "IMDN_x4.pth")
     for precision in ("fp32", "fp16", "int8"):
@@ -164,8 +184,10 @@ def test_model_and_scale_given_still_read_the_widths_from_the_file(tmp_path):
 
 
 def test_a_file_holding_two_architectures_is_said_to(tmp_path):
-    both = {**authors_layout(create_model("imdn", scale=4, **_tiny("imdn")).state_dict()),
-            **create_model("pan", scale=4, **_tiny("pan")).state_dict()}  # fmt: skip
+    both = {
+        **authors_layout(create_model("imdn", scale=4, **_tiny("imdn")).state_dict()),
+        **create_model("pan", scale=4, **_tiny("pan")).state_dict(),
+    }
     torch.save(both, tmp_path / "both.pth")
     with pytest.raises(ValueError, match=r"fit more than one architecture \(pan, imdn\)"):
         checkpoint_spec(tmp_path / "both.pth")
@@ -183,8 +205,9 @@ def test_non_strict_init_weights_refuse_another_architecture(tmp_path):
             init_weights(create_model("imdn", scale=4), path, strict=False)
     x4 = create_model("imdn", scale=4, **_tiny("imdn"))
     save_weights(x4, tmp_path / "imdn_x4.safetensors")
-    summary = init_weights(create_model("imdn", scale=2, **_tiny("imdn")), tmp_path / "imdn_x4.safetensors",
-                           strict=False)  # fmt: skip
+    summary = init_weights(
+        create_model("imdn", scale=2, **_tiny("imdn")), tmp_path / "imdn_x4.safetensors", strict=False
+    )
     assert summary["left_out"] and summary["fresh"] == ["tail.0.weight", "tail.0.bias"]  # another scale: the tail
 
 

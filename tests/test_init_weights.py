@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from conftest import SHARED, needs_shared, train_in_process
+
 from sr_models import create_model, list_models, save_weights
 from sr_models.registry import architecture
 from sr_models.weights import WeightsError, checkpoint_spec, load_model
@@ -17,7 +17,9 @@ from train.init_weights import init_weights
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 AUTHORS_X4 = SHARED / "weights" / "PANx4_DF2K.pth"
-TINY = {name: {**architecture(name).tiny, "num_blocks": 2} for name in list_models()}  # 2 blocks: counted, not defaulted
+TINY = {
+    name: {**architecture(name).tiny, "num_blocks": 2} for name in list_models()
+}  # 2 blocks: counted, not defaulted
 QUIET = ["--log-with", "none", "--progress", "false", "--num-threads", "1", "--log-every", "1"]
 
 
@@ -92,11 +94,13 @@ def test_non_strict_init_loads_what_fits_and_names_the_rest(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     summary = init_weights(model, tmp_path / "x4.pth", strict=False)
     assert summary["fresh"] == ["upsample.0.0.weight", "upsample.0.0.bias"]
-    assert summary["left_out"] == ["upsample.0.0.weight (32, 8, 3, 3) (model: (72, 8, 3, 3))",
-                                   "upsample.0.0.bias (32,) (model: (72,))",
-                                   "upsample.1.0.weight (32, 8, 3, 3) (not in the model)",
-                                   "upsample.1.0.bias (32,) (not in the model)",
-                                   "upsample.1.2.weight (1,) (not in the model)"]  # fmt: skip
+    assert summary["left_out"] == [
+        "upsample.0.0.weight (32, 8, 3, 3) (model: (72, 8, 3, 3))",
+        "upsample.0.0.bias (32,) (model: (72,))",
+        "upsample.1.0.weight (32, 8, 3, 3) (not in the model)",
+        "upsample.1.0.bias (32,) (not in the model)",
+        "upsample.1.2.weight (1,) (not in the model)",
+    ]
     for key, value in model.state_dict().items():
         expected = before[key] if key in summary["fresh"] else source.state_dict()[key]
         assert torch.equal(value, expected), key
@@ -108,17 +112,41 @@ def test_a_run_from_init_weights_starts_fresh_and_records_the_source(tmp_path, c
     torch.nn.init.normal_(source.tail.weight)
     save_weights(source, tmp_path / "start.safetensors")
     # lr 0: Adam moves nothing, so the final weights are the initial ones, bit for bit.
-    run_dir = train_in_process([*QUIET, "--model-overrides", json.dumps(TINY["pan"]), "--lr-patch-size", "8",
-                                "--batch-size", "2", "--steps", "2", "--lr", "0", "--min-lr", "0", "--warmup-fraction",
-                                "0", "--val-dataset", "none", "--init-weights", str(tmp_path / "start.safetensors"),
-                                "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    run_dir = train_in_process(
+        [
+            *QUIET,
+            "--model-overrides",
+            json.dumps(TINY["pan"]),
+            "--lr-patch-size",
+            "8",
+            "--batch-size",
+            "2",
+            "--steps",
+            "2",
+            "--lr",
+            "0",
+            "--min-lr",
+            "0",
+            "--warmup-fraction",
+            "0",
+            "--val-dataset",
+            "none",
+            "--init-weights",
+            str(tmp_path / "start.safetensors"),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     final = load_model(run_dir / "model.safetensors").state_dict()
     assert all(torch.equal(final[k], v) for k, v in source.state_dict().items())
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["init_weights"] == str(tmp_path / "start.safetensors")
     start = read_log(run_dir)[0]
     assert start["event"] == "start" and start["step"] == 0
     assert start["init_weights"] == str(tmp_path / "start.safetensors") and start["loaded"] == len(final)
-    assert f"initial weights: {tmp_path / 'start.safetensors'} ({len(final)} tensors loaded, strict)" in capsys.readouterr().out
+    assert (
+        f"initial weights: {tmp_path / 'start.safetensors'} ({len(final)} tensors loaded, strict)"
+        in capsys.readouterr().out
+    )
 
 
 @needs_shared
@@ -126,8 +154,18 @@ def test_fine_tuning_the_authors_x4_weights_lines_up_with_their_training(tmp_pat
     """A few steps at a small learning rate keep the authors' Set5 PSNR_Y (32.1311) within 0.01 dB, and the first
     logged loss is the L1 of their model on the same patches, computed here apart from the trainer: our patches,
     LR, value range and loss are what their weights were trained on."""
-    overrides = {"steps": 3, "batch_size": 4, "lr_patch_size": 24, "lr": 1e-5, "min_lr": 1e-7, "warmup_fraction": 0.0,
-                 "grad_clip": 0.0, "mixed_precision": "no", "channels_last": False, "val_dataset": str(SHARED / "Set5")}  # fmt: skip
+    overrides = {
+        "steps": 3,
+        "batch_size": 4,
+        "lr_patch_size": 24,
+        "lr": 1e-5,
+        "min_lr": 1e-7,
+        "warmup_fraction": 0.0,
+        "grad_clip": 0.0,
+        "mixed_precision": "no",
+        "channels_last": False,
+        "val_dataset": str(SHARED / "Set5"),
+    }
     argv = [*QUIET, "--init-weights", str(AUTHORS_X4), "--output-dir", str(tmp_path / "run")]
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
@@ -178,11 +216,17 @@ def test_init_weights_holding_nan_or_integers_are_refused_strict_or_not(tmp_path
     model = create_model("pan", scale=4, **TINY["pan"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for label, broken, expected in (
-        ("nan", {**source, "tail.weight": source["tail.weight"].clone().fill_(float("nan"))},
-         "tensor tail.weight holds .* NaN or infinite"),
-        ("int", {**source, "head.weight": source["head.weight"].to(torch.int32)},
-         "tensor head.weight has dtype torch.int32, expected floating-point"),
-    ):  # fmt: skip
+        (
+            "nan",
+            {**source, "tail.weight": source["tail.weight"].clone().fill_(float("nan"))},
+            "tensor tail.weight holds .* NaN or infinite",
+        ),
+        (
+            "int",
+            {**source, "head.weight": source["head.weight"].to(torch.int32)},
+            "tensor head.weight has dtype torch.int32, expected floating-point",
+        ),
+    ):
         path = tmp_path / f"{label}.pth"
         torch.save(wrap(broken), path)
         with pytest.raises(WeightsError, match=f"^{path}: {expected}"):
@@ -196,8 +240,11 @@ def test_a_pth_with_non_string_keys_is_one_line(tmp_path):
     torch.save({0: torch.zeros(3), "head.weight": torch.zeros(3)}, path)
     model = create_model("pan", scale=4, **TINY["pan"])
     for strict in (True, False):
-        with pytest.raises(WeightsError, match=rf"^{path}: expected tensor names \(strings\) as keys, found 1 other "
-                                               r"key\(s\), e.g. 0 \(int\)"):  # fmt: skip
+        with pytest.raises(
+            WeightsError,
+            match=rf"^{path}: expected tensor names \(strings\) as keys, found 1 other "
+            r"key\(s\), e.g. 0 \(int\)",
+        ):
             init_weights(model, path, strict=strict)
     with pytest.raises(WeightsError, match="expected tensor names"):
         load_model(path, name="pan", scale=4)

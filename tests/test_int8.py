@@ -111,8 +111,9 @@ def test_excluded_convs_stay_float_with_their_fp32_weights(tmp_path):
             np.testing.assert_array_equal(numpy_helper.to_array(weight), fp32_weights[original])
     # Every conv float is the fp32 model again: equal outputs up to float rounding.
     to_int8(fp32, tmp_path / "none.onnx", calibration_images=calibration, exclude=[n.name for n in convs])
-    report = check_parity(model, tmp_path / "none.onnx", load_parity_images(None, scale=2), precision="fp32",
-                          progress=False)  # fmt: skip
+    report = check_parity(
+        model, tmp_path / "none.onnx", load_parity_images(None, scale=2), precision="fp32", progress=False
+    )
     assert report["min_parity_psnr_db"] > 100
 
 

@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.kernels import (
-    PROVABLE_FAMILIES,
     FAMILIES_KEY,
+    PROVABLE_FAMILIES,
     Cpu,
     checked_families,
     detect_cpu,
@@ -37,16 +37,25 @@ def qlinear_conv(weight, *, height=6, width=7, scale):
     zero point 128, 'same' padding."""
     out_channels, channels, k, _ = weight.shape
     pad = k // 2
-    constants = {"xs": np.array(1.0, np.float32), "xz": np.array(0, np.uint8), "w": weight,
-                 "ws": np.ones(out_channels, np.float32), "wz": np.zeros(out_channels, np.int8),
-                 "ys": np.array(scale, np.float32), "yz": np.array(128, np.uint8)}  # fmt: skip
-    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"],
-                            kernel_shape=[k, k], pads=[pad] * 4)  # fmt: skip
+    constants = {
+        "xs": np.array(1.0, np.float32),
+        "xz": np.array(0, np.uint8),
+        "w": weight,
+        "ws": np.ones(out_channels, np.float32),
+        "wz": np.zeros(out_channels, np.int8),
+        "ys": np.array(scale, np.float32),
+        "yz": np.array(128, np.uint8),
+    }
+    node = helper.make_node(
+        "QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], kernel_shape=[k, k], pads=[pad] * 4
+    )
     graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, height, width])],
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, height, width])],
         [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, out_channels, height, width])],
         [numpy_helper.from_array(value, name) for name, value in constants.items()],
-    )  # fmt: skip
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -80,8 +89,10 @@ def compare_with_real_kernels(seed=0):
                 None, {"x": x}
             )
             saturating = exact_conv(x, w, pads=(k // 2,) * 4, saturate_pairs=True)
-            row[label] = (float(np.mean(real != requantize(exact, scale))),
-                          float(np.mean(real != requantize(saturating, scale))))  # fmt: skip
+            row[label] = (
+                float(np.mean(real != requantize(exact, scale))),
+                float(np.mean(real != requantize(saturating, scale))),
+            )
         rows.append(row)
     return rows
 
@@ -101,14 +112,22 @@ def test_emulation_equals_the_real_kernels_of_this_cpu():
 QEMU = shutil.which("qemu-x86_64")
 
 
-@pytest.mark.skipif(QEMU is None or kernel_family(detect_cpu()) not in ("x86-u8s8-vnni",),
-                    reason="needs qemu-x86_64 (apt-get install qemu-user) on an x86 CPU of another family, to run "
-                           "the AVX2 kernels under qemu's Haswell")  # fmt: skip
+@pytest.mark.skipif(
+    QEMU is None or kernel_family(detect_cpu()) not in ("x86-u8s8-vnni",),
+    reason="needs qemu-x86_64 (apt-get install qemu-user) on an x86 CPU of another family, to run "
+    "the AVX2 kernels under qemu's Haswell",
+)
 def test_saturating_emulation_equals_the_real_avx2_kernels_under_qemu():
     """onnxruntime under qemu's Haswell (AVX2, no VNNI) takes the saturating path; the emulation matches it."""
     code = "import json, tests.test_kernels as t; print(json.dumps(t.compare_with_real_kernels()))"
-    result = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    result = subprocess.run(
+        [QEMU, "-cpu", "Haswell", sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 
@@ -141,12 +160,15 @@ def test_unsaturable_channel_keeps_8_bits_where_it_can():
 def tiny_qdq(weight):
     """DequantizeLinear(int8 weight) -> Conv: enough graph for saturating_convs / checked_families."""
     graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0),
-         helper.make_node("Conv", ["x", "w"], ["y"], name="/conv/Conv", kernel_shape=list(weight.shape[2:]))],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weight.shape[1], 4, 4])],
+        [
+            helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0),
+            helper.make_node("Conv", ["x", "w"], ["y"], name="/conv/Conv", kernel_shape=list(weight.shape[2:])),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weight.shape[1], 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(weight, "wq"), numpy_helper.from_array(np.ones(weight.shape[0], np.float32), "ws")],
-    )  # fmt: skip
+    )
     return helper.make_model(graph)
 
 
@@ -169,15 +191,20 @@ SKYLAKE = Cpu("x86_64", "Intel Xeon Skylake", frozenset({"avx2", "avx512f", "avx
 
 
 def test_families_and_speed_verdict_from_stubbed_cpus(tmp_path):
-    assert [kernel_family(c) for c in (AVX2_EPYC, SAPPHIRE, SKYLAKE)] == ["x86-u8s8-avx2", "x86-u8s8-vnni",
-                                                                          "x86-u8s8-avx2"]  # fmt: skip
+    assert [kernel_family(c) for c in (AVX2_EPYC, SAPPHIRE, SKYLAKE)] == [
+        "x86-u8s8-avx2",
+        "x86-u8s8-vnni",
+        "x86-u8s8-avx2",
+    ]
     assert kernel_family(Cpu("x86_64", "old", frozenset({"sse4_1"}))) == "x86-sse"
     assert kernel_family(Cpu("aarch64", "Neoverse", frozenset())) == "arm64"
     assert kernel_family(Cpu("x86_64", "unknown", frozenset())) is None
     assert int8_pays(SAPPHIRE) and not int8_pays(AVX2_EPYC) and not int8_pays(SKYLAKE)
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_1 avx2 fma\n\n"
-                       "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_1 avx2 fma\n")  # fmt: skip
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_1 avx2 fma\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_1 avx2 fma\n"
+    )
     cpu = detect_cpu(cpuinfo, machine="x86_64")
     assert cpu.model == "AMD EPYC 7B12" and kernel_family(cpu) == "x86-u8s8-avx2"
     assert cpu.describe() == "CPU: AMD EPYC 7B12 (x86_64; sse4_1 avx2)"

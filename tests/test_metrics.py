@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SHARED, needs_shared
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from conftest import SHARED, needs_shared
 from sr_models.images import load_rgb
 from sr_models.metrics import image_metrics, mod_crop, psnr, rgb_to_y, ssim, to_uint8
 

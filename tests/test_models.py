@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sr_models import create_model, list_models
-from sr_models.layers import PixelShuffle, pixel_shuffle
 from sr_models.archs.pan import SCPA
+from sr_models.layers import PixelShuffle, pixel_shuffle
 from sr_models.registry import architecture
 
 TINY = {name: architecture(name).tiny for name in list_models()}

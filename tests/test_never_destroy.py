@@ -75,13 +75,19 @@ def commands(tiny, tmp_path):
     cache = str(tmp_path / "hf-cache")
     return {
         "upscale": lambda out, source=photos / "p0.png": (upscale_main, [onnx_path, source, out, "--device", "cpu"]),
-        "evaluate": lambda out, hr=photos: (evaluate_main, ["--weights", weights, "--hr", hr, "--json", out,
-                                                           "--device", "cpu"]),
-        "to_onnx": lambda out, parity=photos: (export_main, ["--weights", weights, "--output", out,
-                                                            "--parity-data", parity]),
-        "prepare": lambda out, dataset=photos: (prepare_main, ["prepare", "--dataset", dataset, "--output", out,
-                                                              "--scale", "2", "--store", "--cache-dir", cache]),
-    }  # fmt: skip
+        "evaluate": lambda out, hr=photos: (
+            evaluate_main,
+            ["--weights", weights, "--hr", hr, "--json", out, "--device", "cpu"],
+        ),
+        "to_onnx": lambda out, parity=photos: (
+            export_main,
+            ["--weights", weights, "--output", out, "--parity-data", parity],
+        ),
+        "prepare": lambda out, dataset=photos: (
+            prepare_main,
+            ["prepare", "--dataset", dataset, "--output", out, "--scale", "2", "--store", "--cache-dir", cache],
+        ),
+    }
 
 
 def run(tiny, tmp_path, name, out, *extra, **where):
@@ -235,13 +241,15 @@ def test_a_link_anywhere_inside_a_run_folder_is_refused_before_anything_is_writt
     assert snapshot(users, run_dir) == before
 
 
-
 @pytest.mark.parametrize("where", ["beside", "folder", "run"])
 def test_a_users_file_under_our_lock_files_name_is_refused_and_kept(tmp_path, where):
     """A file of the user's that happens to bear a lock file's name is neither truncated to our pid nor removed."""
     out = tmp_path / ("z.png" if where == "beside" else "out")
-    lock_file = {"beside": tmp_path / ".z.png.sr-toolkit.lock", "folder": out / ".sr-toolkit.lock",
-                 "run": out / MARKER}[where]  # fmt: skip
+    lock_file = {
+        "beside": tmp_path / ".z.png.sr-toolkit.lock",
+        "folder": out / ".sr-toolkit.lock",
+        "run": out / MARKER,
+    }[where]
 
     def take():
         if where == "run":
@@ -272,11 +280,14 @@ def test_a_users_file_under_our_lock_files_name_is_refused_and_kept(tmp_path, wh
     take()
     assert lock_file.exists() == (where == "run")
 
+
 # ---- two commands never write one output at once -------------------------------------------------------
 
 
-HOLD = "import sys, time; from sr_models.files import claim_output; claim_output(sys.argv[1], kind=sys.argv[2]); " \
-       "print('held', flush=True); time.sleep(120)"  # fmt: skip
+HOLD = (
+    "import sys, time; from sr_models.files import claim_output; claim_output(sys.argv[1], kind=sys.argv[2]); "
+    "print('held', flush=True); time.sleep(120)"
+)
 
 
 @pytest.mark.parametrize("name", ["upscale", "upscale-folder", "evaluate", "to_onnx", "prepare"])
@@ -284,8 +295,13 @@ def test_a_second_command_into_one_output_is_refused_naming_the_pid(tiny, tmp_pa
     _, _, photos = tiny
     out = tmp_path / ("folder" if name == "upscale-folder" else f"out{SUFFIX[name]}")
     kind = {"upscale-folder": "folder", "prepare": "tree"}.get(name, "file")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), kind], cwd=REPO, stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out), kind],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         where = {"source": photos} if name == "upscale-folder" else {}
@@ -301,8 +317,16 @@ def test_a_second_command_into_one_output_is_refused_naming_the_pid(tiny, tmp_pa
     assert hidden in ([], [".sr-toolkit-output.json"]), hidden  # the lock file goes with the command
 
 
-@pytest.mark.parametrize("held, name", [("folder", "upscale"), ("folder", "evaluate"), ("folder", "to_onnx"),
-                                         ("file", "upscale-folder"), ("other file", "upscale-folder")])
+@pytest.mark.parametrize(
+    "held, name",
+    [
+        ("folder", "upscale"),
+        ("folder", "evaluate"),
+        ("folder", "to_onnx"),
+        ("file", "upscale-folder"),
+        ("other file", "upscale-folder"),
+    ],
+)
 def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_path, held, name):
     """A folder upscale holds its folder; a lone output holds its own file. Each looks at the other's lock: a single
     image upscaled (or a report, an export) into a folder being filled, or a folder upscale over a file being
@@ -312,10 +336,19 @@ def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_
     lone = folder / ("p0.png" if name.startswith("upscale") else f"out{SUFFIX[name]}")
     if held == "other file":  # a lone output of another name (a report, say): the folder is still being written
         lone = folder / "report.json"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder if held == "folder" else lone),
-                               "folder" if held == "folder" else "file"],
-                              cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
-                              text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD,
+            str(folder if held == "folder" else lone),
+            "folder" if held == "folder" else "file",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = snapshot(folder)
@@ -338,29 +371,42 @@ def test_a_folder_writer_and_a_lone_writer_into_it_exclude_each_other(tiny, tmp_
 
 SLOW = {  # what to make slow, once the writer has begun its partial output
     "upscale": "import PIL.Image as m; f = m.Image.save\n"
-               "def slow(self, fp, *a, **k):\n    f(self, fp, *a, **k); hold()\nm.Image.save = slow",
+    "def slow(self, fp, *a, **k):\n    f(self, fp, *a, **k); hold()\nm.Image.save = slow",
     "to_onnx": "import export.to_onnx as m; f = m.check_parity\n"
-               "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.check_parity = slow",
+    "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.check_parity = slow",
     "prepare": "import train.data.store as m; f = m.image_digest\n"
-               "def slow(a):\n    hold(); return f(a)\nm.image_digest = slow",
+    "def slow(a):\n    hold(); return f(a)\nm.image_digest = slow",
     "evaluate": "import train.evaluate as m; f = m.score\n"
-                "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.score = slow",
+    "def slow(*a, **k):\n    hold(); return f(*a, **k)\nm.score = slow",
 }
-MAINS = {"upscale": "export.upscale", "to_onnx": "export.to_onnx", "prepare": "train.data.subimages",
-         "evaluate": "train.evaluate"}  # fmt: skip
+MAINS = {
+    "upscale": "export.upscale",
+    "to_onnx": "export.to_onnx",
+    "prepare": "train.data.subimages",
+    "evaluate": "train.evaluate",
+}
 
 
 def slow_writer(name, argv):
     """A subprocess running the command, which says `writing` and waits once its partial output exists."""
-    script = "import sys, time\ndef hold():\n    print('writing', flush=True); time.sleep(120)\n" + SLOW[name] + \
-        f"\nfrom {MAINS[name]} import main\nmain(sys.argv[1:])\n"  # fmt: skip
-    return subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
-                            text=True)  # fmt: skip
+    script = (
+        "import sys, time\ndef hold():\n    print('writing', flush=True); time.sleep(120)\n"
+        + SLOW[name]
+        + f"\nfrom {MAINS[name]} import main\nmain(sys.argv[1:])\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, argv)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
+        text=True,
+    )
 
 
 SIGNAL_CASES = [(name, signal.SIGTERM) for name in ("upscale", "to_onnx", "prepare", "evaluate")] + [
-    (name, signum) for name in ("upscale", "prepare") for signum in (signal.SIGINT, signal.SIGHUP)]
+    (name, signum) for name in ("upscale", "prepare") for signum in (signal.SIGINT, signal.SIGHUP)
+]
 
 
 @pytest.mark.parametrize("name, signum", SIGNAL_CASES)
@@ -388,10 +434,18 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_run_and_nothing_else
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store.")]
     assert left, "the killed writer left nothing to clean up: the test proves nothing"
     # A user's hidden files of the same shape (a dated backup folder, a partial download) lack our tag: kept.
-    users = {tmp_path / name: b"mine" for name in (".prepared.store.notes", "prepared.store.123.partial",
-                                                    ".other.123.partial", ".prepared.store.2024.old",
-                                                    ".prepared.store.12.partial", ".out.png.12.partial",
-                                                    ".out.onnx.999.partial.txt")}  # fmt: skip
+    users = {
+        tmp_path / name: b"mine"
+        for name in (
+            ".prepared.store.notes",
+            "prepared.store.123.partial",
+            ".other.123.partial",
+            ".prepared.store.2024.old",
+            ".prepared.store.12.partial",
+            ".out.png.12.partial",
+            ".out.onnx.999.partial.txt",
+        )
+    }
     backup = tmp_path / ".prepared.store.2023.old"  # a whole folder, as a user's backup would be
     backup.mkdir()
     (backup / "my_only_copy.png").write_bytes(b"precious")
@@ -399,12 +453,18 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_run_and_nothing_else
         path.write_bytes(data)
     assert run(tiny, tmp_path, "prepare", out) == (0, "")
     kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared.store."))
-    assert kept == [".prepared.store.12.partial", ".prepared.store.2023.old", ".prepared.store.2024.old",
-                    ".prepared.store.notes"]  # fmt: skip
+    assert kept == [
+        ".prepared.store.12.partial",
+        ".prepared.store.2023.old",
+        ".prepared.store.2024.old",
+        ".prepared.store.notes",
+    ]
     assert snapshot(*users) == users and (backup / "my_only_copy.png").read_bytes() == b"precious"
-    for name, leftover in (("upscale", ".out.png.4242.sr-toolkit-partial"),
-                           ("evaluate", ".out.json.4242.sr-toolkit-partial"),
-                           ("to_onnx", "..out.onnx.4242.sr-toolkit-partial.4242.sr-toolkit-scratch-x1y2")):  # fmt: skip
+    for name, leftover in (
+        ("upscale", ".out.png.4242.sr-toolkit-partial"),
+        ("evaluate", ".out.json.4242.sr-toolkit-partial"),
+        ("to_onnx", "..out.onnx.4242.sr-toolkit-partial.4242.sr-toolkit-scratch-x1y2"),
+    ):
         (tmp_path / leftover).mkdir() if "scratch" in leftover else (tmp_path / leftover).write_bytes(b"half")
         assert run(tiny, tmp_path, name, tmp_path / f"out{SUFFIX[name]}") == (0, "")
         assert not (tmp_path / leftover).exists()
@@ -419,8 +479,11 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tiny, tmp_path, name, monkey
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    target = {"upscale": (Image.Image, "save"), "to_onnx": (export.to_onnx, "check_parity"),
-              "prepare": (train.data.store, "image_digest")}[name]  # fmt: skip
+    target = {
+        "upscale": (Image.Image, "save"),
+        "to_onnx": (export.to_onnx, "check_parity"),
+        "prepare": (train.data.store, "image_digest"),
+    }[name]
     monkeypatch.setattr(*target, full)
     out = tmp_path / "out" / f"out{SUFFIX[name]}"
     status, message = run(tiny, tmp_path, name, out)
@@ -436,31 +499,75 @@ def test_a_new_run_folder_is_never_inside_or_holding_its_training_data(tiny, tmp
         (photos / image.name).write_bytes(image.read_bytes())
     run_dir = photos / "run" if inside else tmp_path / "data"  # samples/ there would be trained on next time
     before = snapshot(tmp_path / "data")
-    done = subprocess.run([sys.executable, "train/run.py", "--dataset", str(photos), "--val-dataset", "none",
-                           "--output-dir", str(run_dir), "--steps", "1", "--log-with", "none"], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train/run.py",
+            "--dataset",
+            str(photos),
+            "--val-dataset",
+            "none",
+            "--output-dir",
+            str(run_dir),
+            "--steps",
+            "1",
+            "--log-with",
+            "none",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and f"error: {run_dir}: " in done.stderr and "input" in done.stderr, done.stderr
     assert snapshot(tmp_path / "data") == before and not (photos / "run").exists()
 
 
-@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
-                         ids=["ctrl-c-to-the-group", "sigterm-to-the-group", "sigterm-to-the-command"])
-def test_a_signal_during_prepare_with_worker_processes_is_one_line_and_leaves_no_process_or_file(tiny, tmp_path,
-                                                                                                  signum, to_group):
+@pytest.mark.parametrize(
+    "signum, to_group",
+    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c-to-the-group", "sigterm-to-the-group", "sigterm-to-the-command"],
+)
+def test_a_signal_during_prepare_with_worker_processes_is_one_line_and_leaves_no_process_or_file(
+    tiny, tmp_path, signum, to_group
+):
     """`prepare --num-proc 2` cuts sub-images in datasets' forked workers (and a manager process). Before, Ctrl-C to
     the terminal's group printed the workers' and datasets' tracebacks (its pool's clean-up raised a TimeoutError
     in place of the interrupt), and SIGTERM to the command alone left it waiting forever on a pool whose
     replacement workers never ended."""
     _, _, photos = tiny
     out, cache = tmp_path / "prepared", tmp_path / "cache"
-    script = ("import sys, time\nimport train.data.subimages as m\nf = m.cut_subimages\n"
-              "def slow(*a, **k):\n    print('writing', flush=True); time.sleep(120); return f(*a, **k)\n"
-              "m.cut_subimages = slow\nm.main(sys.argv[1:])\n")  # fmt: skip
-    argv = ["prepare", "--dataset", photos, "--output", out, "--scale", "2", "--subimage-size", "16",
-            "--subimage-step", "16", "--num-proc", "2", "--cache-dir", cache]  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"})  # fmt: skip
+    script = (
+        "import sys, time\nimport train.data.subimages as m\nf = m.cut_subimages\n"
+        "def slow(*a, **k):\n    print('writing', flush=True); time.sleep(120); return f(*a, **k)\n"
+        "m.cut_subimages = slow\nm.main(sys.argv[1:])\n"
+    )
+    argv = [
+        "prepare",
+        "--dataset",
+        photos,
+        "--output",
+        out,
+        "--scale",
+        "2",
+        "--subimage-size",
+        "16",
+        "--subimage-step",
+        "16",
+        "--num-proc",
+        "2",
+        "--cache-dir",
+        cache,
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, argv)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"},
+    )
     try:
         assert process.stdout.readline().startswith("writing")  # a worker is cutting (both may print at once)
         time.sleep(0.5)  # the other worker too, most likely
@@ -513,9 +620,15 @@ def test_an_interrupted_command_ends_even_when_a_worker_does_not(tmp_path, how):
     """A worker that ignores SIGTERM: a library's clean-up that joins it ("joins", as a pool whose replacement worker
     is stuck on its queue lock) is unblocked by killing it after STUCK_WORKER_SECONDS; one left running ("leaves")
     no longer holds the command at its exit (multiprocessing's atexit joined it forever)."""
-    process = subprocess.Popen([sys.executable, "-c", STUCK, how], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUCK, how],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert process.stdout.readline().strip() == "writing"
         process.send_signal(signal.SIGTERM)

@@ -28,9 +28,26 @@ from sr_models.images import save_rgb
 from sr_models.weights import save_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--model-overrides", "{channels: 4, upsample_channels: 4, num_blocks: 1}", "--scale", "2", "--lr-patch-size",
-        "8", "--batch-size", "1", "--steps", "1", "--num-threads", "1", "--progress", "false", "--log-with", "none",
-        "--val-dataset", "none"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 4, upsample_channels: 4, num_blocks: 1}",
+    "--scale",
+    "2",
+    "--lr-patch-size",
+    "8",
+    "--batch-size",
+    "1",
+    "--steps",
+    "1",
+    "--num-threads",
+    "1",
+    "--progress",
+    "false",
+    "--log-with",
+    "none",
+    "--val-dataset",
+    "none",
+]
 
 
 def run(*args, timeout=300, memory_limit=None):
@@ -39,8 +56,9 @@ def run(*args, timeout=300, memory_limit=None):
     import resource
 
     limit = (lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))) if memory_limit else None
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=limit
+    )
 
 
 def assert_one_line(done, *names):
@@ -65,8 +83,13 @@ def shown(stderr):
 
 
 def onnx_model(path, nodes, *, initializers=()):
-    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("lr", T.FLOAT, ["n", 3, "h", "w"])],
-                         [h.make_tensor_value_info("sr", T.FLOAT, ["n", 3, "H", "W"])], list(initializers))  # fmt: skip
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("lr", T.FLOAT, ["n", 3, "h", "w"])],
+        [h.make_tensor_value_info("sr", T.FLOAT, ["n", 3, "H", "W"])],
+        list(initializers),
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -75,23 +98,39 @@ def onnx_model(path, nodes, *, initializers=()):
 
 
 def upscale_x2(source, target):  # x2 by repeating channels into DepthToSpace: a valid (if useless) "upscaler"
-    return [h.make_node("Concat", [source] * 4, ["cat"], axis=1),
-            h.make_node("DepthToSpace", ["cat"], [target], blocksize=2)]
+    return [
+        h.make_node("Concat", [source] * 4, ["cat"], axis=1),
+        h.make_node("DepthToSpace", ["cat"], [target], blocksize=2),
+    ]
 
 
 def looping_model(path, *, computed=False):
     """A Loop of 2^62 trips around the input: constant trip count, or one computed at run time (Mul)."""
-    body = h.make_graph([h.make_node("Identity", ["c"], ["c_out"]), h.make_node("Identity", ["v"], ["v_out"])], "b",
-                        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("c", T.BOOL, []),
-                         h.make_tensor_value_info("v", T.FLOAT, None)],
-                        [h.make_tensor_value_info("c_out", T.BOOL, []),
-                         h.make_tensor_value_info("v_out", T.FLOAT, None)])  # fmt: skip
-    trips = [h.make_node("Constant", [], ["m0"], value=h.make_tensor("m0", T.INT64, [], [2**31])),
-             h.make_node("Constant", [], ["m1"], value=h.make_tensor("m1", T.INT64, [], [2**31])),
-             h.make_node("Mul", ["m0", "m1"], ["M"])] if computed else \
-        [h.make_node("Constant", [], ["M"], value=h.make_tensor("M", T.INT64, [], [2**62]))]  # fmt: skip
-    nodes = [*trips, h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
-             h.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body), *upscale_x2("looped", "sr")]
+    body = h.make_graph(
+        [h.make_node("Identity", ["c"], ["c_out"]), h.make_node("Identity", ["v"], ["v_out"])],
+        "b",
+        [
+            h.make_tensor_value_info("i", T.INT64, []),
+            h.make_tensor_value_info("c", T.BOOL, []),
+            h.make_tensor_value_info("v", T.FLOAT, None),
+        ],
+        [h.make_tensor_value_info("c_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, None)],
+    )
+    trips = (
+        [
+            h.make_node("Constant", [], ["m0"], value=h.make_tensor("m0", T.INT64, [], [2**31])),
+            h.make_node("Constant", [], ["m1"], value=h.make_tensor("m1", T.INT64, [], [2**31])),
+            h.make_node("Mul", ["m0", "m1"], ["M"]),
+        ]
+        if computed
+        else [h.make_node("Constant", [], ["M"], value=h.make_tensor("M", T.INT64, [], [2**62]))]
+    )
+    nodes = [
+        *trips,
+        h.make_node("Constant", [], ["go"], value=h.make_tensor("go", T.BOOL, [], [True])),
+        h.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body),
+        *upscale_x2("looped", "sr"),
+    ]
     return onnx_model(path, nodes)
 
 
@@ -101,24 +140,43 @@ def blowing_up_model(path, *, computed=False, factor=4096):
     constant)."""
     up = h.make_tensor("up", T.FLOAT, [4], [1, 1, factor, factor])
     down = h.make_tensor("down", T.FLOAT, [4], [1, 1, 4 / factor, 4 / factor])
-    scales = [h.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0), h.make_node("Mul", ["mean", "zero"], ["none"]),
-              h.make_node("Add", ["up", "none"], ["scales"])] if computed else \
-        [h.make_node("Identity", ["up"], ["scales"])]  # fmt: skip
-    nodes = [*scales, h.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
-             h.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest")]
+    scales = (
+        [
+            h.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0),
+            h.make_node("Mul", ["mean", "zero"], ["none"]),
+            h.make_node("Add", ["up", "none"], ["scales"]),
+        ]
+        if computed
+        else [h.make_node("Identity", ["up"], ["scales"])]
+    )
+    nodes = [
+        *scales,
+        h.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
+        h.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest"),
+    ]
     return onnx_model(path, nodes, initializers=[up, down, h.make_tensor("zero", T.FLOAT, [], [0.0])])
 
 
 def fails_on_large_images(path):
     """Runs on the small probe inputs, fails in onnxruntime on inputs of more than 1000 values (the branch they
     take reshapes to rows of 7, which a 48x48 image cannot fill), as a foreign model with a size limit would."""
-    fail = h.make_graph([h.make_node("Reshape", ["lr", "seven"], ["bad"]), *upscale_x2("bad", "out")], "fail", [],
-                        [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
+    fail = h.make_graph(
+        [h.make_node("Reshape", ["lr", "seven"], ["bad"]), *upscale_x2("bad", "out")],
+        "fail",
+        [],
+        [h.make_tensor_value_info("out", T.FLOAT, None)],
+    )
     fine = h.make_graph(upscale_x2("lr", "out"), "fine", [], [h.make_tensor_value_info("out", T.FLOAT, None)])
-    nodes = [h.make_node("Size", ["lr"], ["size"]), h.make_node("Greater", ["size", "limit"], ["large"]),
-             h.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine)]
-    return onnx_model(path, nodes, initializers=[h.make_tensor("limit", T.INT64, [], [1000]),
-                                                 h.make_tensor("seven", T.INT64, [4], [1, 3, 7, -1])])  # fmt: skip
+    nodes = [
+        h.make_node("Size", ["lr"], ["size"]),
+        h.make_node("Greater", ["size", "limit"], ["large"]),
+        h.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine),
+    ]
+    return onnx_model(
+        path,
+        nodes,
+        initializers=[h.make_tensor("limit", T.INT64, [], [1000]), h.make_tensor("seven", T.INT64, [4], [1, 3, 7, -1])],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +186,9 @@ def files(tmp_path_factory):
     photos = root / "photos"
     photos.mkdir()
     for i in range(2):
-        save_rgb(photos / f"p{i}.png", np.kron(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)))
+        save_rgb(
+            photos / f"p{i}.png", np.kron(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+        )
     torch.manual_seed(0)
     weights = root / "tiny.safetensors"
     save_weights(create_model("pan", scale=2, channels=4, upsample_channels=4, num_blocks=1), weights)
@@ -152,15 +212,28 @@ def test_deep_yaml_recipe_is_one_line(files):
 
 
 def test_deep_model_overrides_are_one_line(files):
-    done = run("train/run.py", "--model-overrides", "{a: " * 3000 + "}" * 3000, "--output-dir",
-               str(files["root"] / "run-deep-overrides"))  # fmt: skip
+    done = run(
+        "train/run.py",
+        "--model-overrides",
+        "{a: " * 3000 + "}" * 3000,
+        "--output-dir",
+        str(files["root"] / "run-deep-overrides"),
+    )
     assert "nested more than" in assert_one_line(done, "model_overrides")
 
 
 def test_deep_json_in_weights_metadata_is_one_line(files):
     path = files["root"] / "deep-json.safetensors"
-    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "sr-toolkit/1", "model": "pan", "scale": "2",
-                                                          "hyperparameters": "[" * 100000 + "]" * 100000})  # fmt: skip
+    save_file(
+        {"w": torch.zeros(1)},
+        str(path),
+        metadata={
+            "format": "sr-toolkit/1",
+            "model": "pan",
+            "scale": "2",
+            "hyperparameters": "[" * 100000 + "]" * 100000,
+        },
+    )
     done = run("train/evaluate.py", "--weights", str(path), "--hr", str(files["photos"]), "--device", "cpu")
     assert_one_line(done, path, "hyperparameters")
 
@@ -183,11 +256,19 @@ def test_onnx_with_a_huge_loop_is_refused_at_open(files, command):
     model = looping_model(files["root"] / f"loop-{command}.onnx")
     assert model.stat().st_size < 1000
     if command == "upscale":
-        done = run("export/upscale.py", str(model), str(files["photo"]), str(files["root"] / "loop.png"), "--device",
-                   "cpu", timeout=120)  # fmt: skip
+        done = run(
+            "export/upscale.py",
+            str(model),
+            str(files["photo"]),
+            str(files["root"] / "loop.png"),
+            "--device",
+            "cpu",
+            timeout=120,
+        )
     else:
-        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu",
-                   timeout=120)  # fmt: skip
+        done = run(
+            "train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu", timeout=120
+        )
     assert "Loop node" in assert_one_line(done, model)
 
 
@@ -200,11 +281,28 @@ def test_onnx_that_would_take_all_memory_is_refused_at_open(files, command, comp
     assert model.stat().st_size < 1000
     target = files["root"] / "blown.png"
     if command == "upscale":
-        done = run("export/upscale.py", str(model), str(files["photo"]), str(target), "--device", "cpu",
-                   timeout=120, memory_limit=16 << 30)  # fmt: skip
+        done = run(
+            "export/upscale.py",
+            str(model),
+            str(files["photo"]),
+            str(target),
+            "--device",
+            "cpu",
+            timeout=120,
+            memory_limit=16 << 30,
+        )
     else:
-        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(files["photos"]), "--device", "cpu",
-                   timeout=120, memory_limit=16 << 30)  # fmt: skip
+        done = run(
+            "train/evaluate.py",
+            "--weights",
+            str(model),
+            "--hr",
+            str(files["photos"]),
+            "--device",
+            "cpu",
+            timeout=120,
+            memory_limit=16 << 30,
+        )
     line = assert_one_line(done, model, "1x3x9x7 probe input")
     assert "a Resize node asks for 11.8 GiB" in line and "not an upscaling network" in line
     assert not target.exists()
@@ -221,8 +319,16 @@ def test_onnx_that_explodes_only_beyond_the_probe_is_refused_before_an_image_run
     if command == "upscale":
         done = run("export/upscale.py", str(model), str(photo), str(target), "--device", "cpu", memory_limit=16 << 30)
     else:
-        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(tmp_path), "--device", "cpu",
-                   memory_limit=16 << 30)  # fmt: skip
+        done = run(
+            "train/evaluate.py",
+            "--weights",
+            str(model),
+            "--hr",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            memory_limit=16 << 30,
+        )
     line = assert_one_line(done, photo)
     assert "(its graph's Resize output alone)" in line and "GiB, more than --max-memory" in line, line
     assert not target.exists()
@@ -231,19 +337,36 @@ def test_onnx_that_explodes_only_beyond_the_probe_is_refused_before_an_image_run
 def grows_with_the_input(path):
     """Fine on the probe's inputs; on an input of more than 1000 values, a tensor of 4096 floats per input value,
     sized at run time (ConstantOfShape of a computed shape: beyond shape inference), then x2 of the input as usual."""
-    big = h.make_graph([h.make_node("Mul", ["size", "per_value"], ["count"]),
-                        h.make_node("Reshape", ["count", "one"], ["shape"]),
-                        h.make_node("ConstantOfShape", ["shape"], ["filled"]),
-                        h.make_node("ReduceMax", ["filled"], ["top"], keepdims=0),
-                        h.make_node("Mul", ["lr", "top"], ["out"])], "big", [],
-                       [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
-    small = h.make_graph([h.make_node("Identity", ["lr"], ["out"])], "small", [],
-                         [h.make_tensor_value_info("out", T.FLOAT, None)])  # fmt: skip
-    nodes = [h.make_node("Size", ["lr"], ["size"]), h.make_node("Greater", ["size", "limit"], ["large"]),
-             h.make_node("If", ["large"], ["picked"], then_branch=big, else_branch=small), *upscale_x2("picked", "sr")]
-    return onnx_model(path, nodes, initializers=[h.make_tensor("limit", T.INT64, [], [1000]),
-                                                 h.make_tensor("per_value", T.INT64, [], [4096]),
-                                                 h.make_tensor("one", T.INT64, [1], [1])])  # fmt: skip
+    big = h.make_graph(
+        [
+            h.make_node("Mul", ["size", "per_value"], ["count"]),
+            h.make_node("Reshape", ["count", "one"], ["shape"]),
+            h.make_node("ConstantOfShape", ["shape"], ["filled"]),
+            h.make_node("ReduceMax", ["filled"], ["top"], keepdims=0),
+            h.make_node("Mul", ["lr", "top"], ["out"]),
+        ],
+        "big",
+        [],
+        [h.make_tensor_value_info("out", T.FLOAT, None)],
+    )
+    small = h.make_graph(
+        [h.make_node("Identity", ["lr"], ["out"])], "small", [], [h.make_tensor_value_info("out", T.FLOAT, None)]
+    )
+    nodes = [
+        h.make_node("Size", ["lr"], ["size"]),
+        h.make_node("Greater", ["size", "limit"], ["large"]),
+        h.make_node("If", ["large"], ["picked"], then_branch=big, else_branch=small),
+        *upscale_x2("picked", "sr"),
+    ]
+    return onnx_model(
+        path,
+        nodes,
+        initializers=[
+            h.make_tensor("limit", T.INT64, [], [1000]),
+            h.make_tensor("per_value", T.INT64, [], [4096]),
+            h.make_tensor("one", T.INT64, [1], [1]),
+        ],
+    )
 
 
 @pytest.mark.parametrize("command", ["upscale", "evaluate"])
@@ -258,11 +381,31 @@ def test_an_onnx_run_past_max_memory_fails_in_one_line_instead_of_taking_the_mac
     if command == "upscale":
         assert run("export/upscale.py", str(model), str(small), str(target), "--device", "cpu").returncode == 0
         save_rgb(large, np.zeros((300, 300, 3), np.uint8))  # upscale's input is the LR
-        done = run("export/upscale.py", str(model), str(large), str(target), "--device", "cpu", "--overwrite",
-                   "--max-memory", "2G", memory_limit=12 << 30)  # fmt: skip
+        done = run(
+            "export/upscale.py",
+            str(model),
+            str(large),
+            str(target),
+            "--device",
+            "cpu",
+            "--overwrite",
+            "--max-memory",
+            "2G",
+            memory_limit=12 << 30,
+        )
     else:
-        done = run("train/evaluate.py", "--weights", str(model), "--hr", str(large.parent), "--device", "cpu",
-                   "--max-memory", "2G", memory_limit=12 << 30)  # fmt: skip
+        done = run(
+            "train/evaluate.py",
+            "--weights",
+            str(model),
+            "--hr",
+            str(large.parent),
+            "--device",
+            "cpu",
+            "--max-memory",
+            "2G",
+            memory_limit=12 << 30,
+        )
     line = assert_one_line(done, model)
     assert "node asks for 4.1 GiB" in line and "more than the 2.0 GiB this command may use" in line, line
 
@@ -270,9 +413,11 @@ def test_an_onnx_run_past_max_memory_fails_in_one_line_instead_of_taking_the_mac
 def test_a_model_that_fails_on_the_probe_gets_the_export_advice_only_for_a_fixed_input_size(files, tmp_path):
     from export import runtime
 
-    model = onnx_model(tmp_path / "bad-reshape.onnx", [h.make_node("Reshape", ["lr", "rows"], ["bad"]),
-                                                       *upscale_x2("bad", "sr")],
-                       initializers=[h.make_tensor("rows", T.INT64, [4], [1, 5, 1, -1])])  # 189 values: no rows of 5
+    model = onnx_model(
+        tmp_path / "bad-reshape.onnx",
+        [h.make_node("Reshape", ["lr", "rows"], ["bad"]), *upscale_x2("bad", "sr")],
+        initializers=[h.make_tensor("rows", T.INT64, [4], [1, 5, 1, -1])],
+    )  # 189 values: no rows of 5
     with pytest.raises(runtime.OnnxModelError) as refused:
         runtime.OnnxUpscaler(model, device="cpu")
     assert "does not run on a 1x3x9x7 input" in str(refused.value) and "not usable as an upscaler" in str(refused.value)
@@ -282,21 +427,42 @@ def test_a_model_that_fails_on_the_probe_gets_the_export_advice_only_for_a_fixed
 def one_slow_node(path, boxes):
     """x2 upscaling beside one NonMaxSuppression over `boxes` disjoint boxes built at run time: O(boxes^2) in a
     single node (400,000 boxes: minutes), where RunOptions.terminate, checked between nodes, cannot stop it."""
-    const = lambda name, values, kind: h.make_node("Constant", [], [name], value=h.make_tensor(name, kind, [len(values)] if isinstance(values, list) else [], values))  # noqa: E731,E501
-    nodes = [h.make_node("Shape", ["lr"], ["s"]), h.make_node("ReduceMin", ["s"], ["mn"], keepdims=0),
-             h.make_node("Cast", ["mn"], ["mnf"], to=T.FLOAT), h.make_node("Div", ["mnf", "mnf"], ["one"]),
-             const("z", [0.0], T.FLOAT), const("n", [float(boxes)], T.FLOAT), h.make_node("Mul", ["n", "one"], ["nn"]),
-             const("zero", 0.0, T.FLOAT), const("st", 1.0, T.FLOAT), h.make_node("ReduceMax", ["nn"], ["end"], keepdims=0),
-             h.make_node("Range", ["zero", "end", "st"], ["r"]), const("ax", [1], T.INT64),
-             h.make_node("Unsqueeze", ["r", "ax"], ["r1"]), const("half", 0.5, T.FLOAT),
-             h.make_node("Add", ["r1", "half"], ["r2"]), h.make_node("Concat", ["r1", "r1", "r2", "r2"], ["b"], axis=1),
-             const("ax0", [0], T.INT64), h.make_node("Unsqueeze", ["b", "ax0"], ["boxes"]),
-             h.make_node("Unsqueeze", ["r", "ax0"], ["r0"]), h.make_node("Unsqueeze", ["r0", "ax0"], ["scores"]),
-             const("mo", [boxes], T.INT64), const("iou", [0.5], T.FLOAT),
-             h.make_node("NonMaxSuppression", ["boxes", "scores", "mo", "iou"], ["sel"]),
-             h.make_node("ReduceMax", ["sel"], ["bm"], keepdims=0), h.make_node("Cast", ["bm"], ["bmf"], to=T.FLOAT),
-             h.make_node("ReduceMax", ["bmf"], ["bms"], keepdims=0), h.make_node("Mul", ["bms", "zero"], ["nothing"]),
-             *upscale_x2("lr", "up"), h.make_node("Add", ["up", "nothing"], ["sr"])]  # fmt: skip
+
+    def const(name, values, kind):
+        shape = [len(values)] if isinstance(values, list) else []
+        return h.make_node("Constant", [], [name], value=h.make_tensor(name, kind, shape, values))
+
+    nodes = [
+        h.make_node("Shape", ["lr"], ["s"]),
+        h.make_node("ReduceMin", ["s"], ["mn"], keepdims=0),
+        h.make_node("Cast", ["mn"], ["mnf"], to=T.FLOAT),
+        h.make_node("Div", ["mnf", "mnf"], ["one"]),
+        const("z", [0.0], T.FLOAT),
+        const("n", [float(boxes)], T.FLOAT),
+        h.make_node("Mul", ["n", "one"], ["nn"]),
+        const("zero", 0.0, T.FLOAT),
+        const("st", 1.0, T.FLOAT),
+        h.make_node("ReduceMax", ["nn"], ["end"], keepdims=0),
+        h.make_node("Range", ["zero", "end", "st"], ["r"]),
+        const("ax", [1], T.INT64),
+        h.make_node("Unsqueeze", ["r", "ax"], ["r1"]),
+        const("half", 0.5, T.FLOAT),
+        h.make_node("Add", ["r1", "half"], ["r2"]),
+        h.make_node("Concat", ["r1", "r1", "r2", "r2"], ["b"], axis=1),
+        const("ax0", [0], T.INT64),
+        h.make_node("Unsqueeze", ["b", "ax0"], ["boxes"]),
+        h.make_node("Unsqueeze", ["r", "ax0"], ["r0"]),
+        h.make_node("Unsqueeze", ["r0", "ax0"], ["scores"]),
+        const("mo", [boxes], T.INT64),
+        const("iou", [0.5], T.FLOAT),
+        h.make_node("NonMaxSuppression", ["boxes", "scores", "mo", "iou"], ["sel"]),
+        h.make_node("ReduceMax", ["sel"], ["bm"], keepdims=0),
+        h.make_node("Cast", ["bm"], ["bmf"], to=T.FLOAT),
+        h.make_node("ReduceMax", ["bmf"], ["bms"], keepdims=0),
+        h.make_node("Mul", ["bms", "zero"], ["nothing"]),
+        *upscale_x2("lr", "up"),
+        h.make_node("Add", ["up", "nothing"], ["sr"]),
+    ]
     return onnx_model(path, nodes)
 
 
@@ -317,9 +483,13 @@ def test_a_single_node_that_runs_for_minutes_is_stopped_by_the_probes_limit_and_
     before, the limit waited for the node to end (167 s for a 30 s limit) and a Ctrl-C was not seen until then."""
     model = one_slow_node(tmp_path / "slow-node.onnx", boxes=400_000)
     target = tmp_path / "out.png"
-    process = subprocess.Popen([sys.executable, "-c", SLOW_PROBE, str(model), str(files["photo"]), str(target),
-                                "--device", "cpu"], cwd=REPO, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PROBE, str(model), str(files["photo"]), str(target), "--device", "cpu"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"},
+    )
     if stop == "ctrl-c":
         time.sleep(1.5)  # past the imports (about 1 s), in the probe's first run (2 s)
         process.send_signal(signal.SIGINT)
@@ -330,8 +500,11 @@ def test_a_single_node_that_runs_for_minutes_is_stopped_by_the_probes_limit_and_
     lines = shown(stderr)
     if stop == "ctrl-c" and process.returncode == 130 and "while starting" in stderr:
         pytest.skip("the Ctrl-C came during the imports on this machine (slower than expected): not this test's case")
-    expected = (1, "still running on a 1x3x9x7 probe input after 2 s") if stop == "time limit" else \
-        (130, "interrupted: 0 image(s) written, no partial file left")  # fmt: skip
+    expected = (
+        (1, "still running on a 1x3x9x7 probe input after 2 s")
+        if stop == "time limit"
+        else (130, "interrupted: 0 image(s) written, no partial file left")
+    )
     assert process.returncode == expected[0] and len(lines) == 1 and expected[1] in lines[0], stderr[-2000:]
     assert not target.exists() and not [p for p in tmp_path.iterdir() if ".sr-toolkit" in p.name]
 
@@ -349,8 +522,9 @@ def test_a_probe_that_keeps_running_is_stopped(files, monkeypatch):
 @pytest.mark.parametrize("opset, message", [(16, "too old"), (21, "writes opsets 17 to 20"), (99, "writes opsets")])
 def test_opset_out_of_range_is_one_line_before_any_work(files, opset, message):
     missing = files["root"] / "not-there.safetensors"  # the weights are not even read
-    done = run("export/to_onnx.py", "--weights", str(missing), "--output", str(files["root"] / "x.onnx"), "--opset",
-               str(opset))  # fmt: skip
+    done = run(
+        "export/to_onnx.py", "--weights", str(missing), "--output", str(files["root"] / "x.onnx"), "--opset", str(opset)
+    )
     assert message in assert_one_line(done, f"--opset {opset}")
 
 
@@ -370,25 +544,47 @@ def test_sr_launch_two_processes_end_with_one_line(files):
     recipe.write_text("steps: " + "[" * 2000 + "]" * 2000 + "\n")
     markers = lambda: set(Path(tempfile.gettempdir()).glob("sr-toolkit-said-*"))  # noqa: E731
     before = markers()
-    done = run("-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port",
-               str(free_port()), "train/run.py", "--recipe", str(recipe), "--output-dir", str(files["root"] / "r2"))
+    done = run(
+        "-m",
+        "train.launch",
+        "--config_file",
+        "launch_configs/cpu_ddp.yaml",
+        "--main_process_port",
+        str(free_port()),
+        "train/run.py",
+        "--recipe",
+        str(recipe),
+        "--output-dir",
+        str(files["root"] / "r2"),
+    )
     assert_one_line(done, recipe)  # once, not once per process; no ChildFailedError report
     assert markers() <= before, "the launch left its 'said once' markers behind"
 
 
 def test_sr_launch_trains_like_accelerate_launch(files):
     """The wrapper changes the ending only: a good run trains and exits 0 with its usual output."""
-    done = run("-m", "train.launch", "train/run.py", *TINY, "--dataset", str(files["photos"]), "--output-dir",
-               str(files["root"] / "r3"))  # fmt: skip
+    done = run(
+        "-m",
+        "train.launch",
+        "train/run.py",
+        *TINY,
+        "--dataset",
+        str(files["photos"]),
+        "--output-dir",
+        str(files["root"] / "r3"),
+    )
     assert done.returncode == 0, done.stderr
-    assert (files["root"] / "r3" / "model_final.safetensors").exists() or list((files["root"] / "r3").glob("*.safetensors"))
+    assert (files["root"] / "r3" / "model_final.safetensors").exists() or list(
+        (files["root"] / "r3").glob("*.safetensors")
+    )
     assert "not passed to `accelerate launch`" not in done.stderr
 
 
 def test_plain_accelerate_launch_still_refuses(files):
     """`accelerate launch train/run.py` keeps working as before: the same error line, then accelerate's own ending."""
-    done = run("-m", "accelerate.commands.launch", "train/run.py", "--steps", "-5", "--output-dir",
-               str(files["root"] / "r4"))  # fmt: skip
+    done = run(
+        "-m", "accelerate.commands.launch", "train/run.py", "--steps", "-5", "--output-dir", str(files["root"] / "r4")
+    )
     assert done.returncode != 0
     assert "error: command line: steps: must be positive, got -5" in done.stderr.splitlines()
 
@@ -411,8 +607,23 @@ def test_a_data_error_in_a_loader_worker_is_one_line_and_the_run_ends(files):
         save_rgb(folder / f"p{i}.png", np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8))
     data = (folder / "p1.png").read_bytes()
     (folder / "p1.png").write_bytes(data[: len(data) // 2])  # its header is whole: only decoding it fails
-    done = run("-m", "train.launch", "train/run.py", *TINY, "--dataset", str(folder), "--num-workers", "1",
-               "--cache-images", "false", "--steps", "20", "--output-dir", str(files["root"] / "r5"), timeout=120)
+    done = run(
+        "-m",
+        "train.launch",
+        "train/run.py",
+        *TINY,
+        "--dataset",
+        str(folder),
+        "--num-workers",
+        "1",
+        "--cache-images",
+        "false",
+        "--steps",
+        "20",
+        "--output-dir",
+        str(files["root"] / "r5"),
+        timeout=120,
+    )
     assert "truncated" in assert_one_line(done, folder / "p1.png")
     assert "DataLoader worker" not in done.stderr
 
@@ -455,10 +666,23 @@ def test_sr_launch_keeps_a_bugs_traceback_and_exit_status(files):
 
 def start_training(files, run_dir, *launch):
     """A long tiny run in a process group of its own (as a terminal makes one); returns once step 1 is logged."""
-    command = [sys.executable, *launch, "train/run.py", *TINY, "--steps", "100000", "--log-every", "1", "--dataset",
-               str(files["photos"]), "--output-dir", str(run_dir)]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        *launch,
+        "train/run.py",
+        *TINY,
+        "--steps",
+        "100000",
+        "--log-every",
+        "1",
+        "--dataset",
+        str(files["photos"]),
+        "--output-dir",
+        str(run_dir),
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     log = run_dir / "log.jsonl"
     deadline = time.monotonic() + 240
     while not (log.exists() and '"loss"' in log.read_text()):
@@ -509,9 +733,22 @@ def test_a_bad_file_in_two_processes_is_one_line_without_the_peers_traceback(fil
     folder = tmp_path / "photos"
     shutil.copytree(files["photos"], folder)
     (folder / "p1.png").write_bytes((folder / "p1.png").read_bytes()[:120])
-    done = run("-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port",
-               str(free_port()), "train/run.py", *TINY, "--steps", "3", "--dataset", str(folder), "--output-dir",
-               str(tmp_path / "run"))  # fmt: skip
+    done = run(
+        "-m",
+        "train.launch",
+        "--config_file",
+        "launch_configs/cpu_ddp.yaml",
+        "--main_process_port",
+        str(free_port()),
+        "train/run.py",
+        *TINY,
+        "--steps",
+        "3",
+        "--dataset",
+        str(folder),
+        "--output-dir",
+        str(tmp_path / "run"),
+    )
     assert "truncated or corrupt" in assert_one_line(done, folder / "p1.png")
 
 
@@ -519,8 +756,20 @@ def test_a_two_process_run_resumes_under_the_same_launch(files, tmp_path):
     """The checkpoint of a multi-process run holds the model's own names (no DDP `module.`): its resume fits."""
     launch = ["-m", "train.launch", "--config_file", "launch_configs/cpu_ddp.yaml", "--main_process_port"]
     run_dir = str(tmp_path / "run")
-    stopped = run(*launch, str(free_port()), "train/run.py", *TINY, "--steps", "4", "--stop-after", "2", "--dataset",
-                  str(files["photos"]), "--output-dir", run_dir)  # fmt: skip
+    stopped = run(
+        *launch,
+        str(free_port()),
+        "train/run.py",
+        *TINY,
+        "--steps",
+        "4",
+        "--stop-after",
+        "2",
+        "--dataset",
+        str(files["photos"]),
+        "--output-dir",
+        run_dir,
+    )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     resumed = run(*launch, str(free_port()), "train/run.py", "--resume", "latest", "--output-dir", run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

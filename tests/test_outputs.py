@@ -90,7 +90,9 @@ def test_written_files_get_the_users_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
         save_rgb(tmp_path / "image.png", np.zeros((4, 4, 3), np.uint8))
-        save_weights(create_model("pan", scale=2, channels=4, upsample_channels=4, num_blocks=1), tmp_path / "w.safetensors")
+        save_weights(
+            create_model("pan", scale=2, channels=4, upsample_channels=4, num_blocks=1), tmp_path / "w.safetensors"
+        )
         atomic_write_text(tmp_path / "report.json", "{}\n")
     finally:
         os.umask(old)
@@ -198,8 +200,9 @@ def test_onnx_metadata_claiming_another_scale_than_the_graph_is_refused(tmp_path
 def test_a_static_shape_onnx_model_is_refused_with_how_to_fix_it(tmp_path):
     model = create_model("pan", scale=2, channels=8, upsample_channels=8, num_blocks=1).eval()
     path = tmp_path / "static.onnx"
-    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, input_names=["lr"],
-                      output_names=["sr"])  # fmt: skip  (no dynamic_axes: every size fixed)
+    torch.onnx.export(
+        model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, input_names=["lr"], output_names=["sr"]
+    )  # no dynamic_axes: every size fixed
     with pytest.raises(OnnxModelError, match="static.onnx: the model does not run on a 1x3x9x7 input .* dynamic"):
         OnnxUpscaler(path)
 
@@ -215,8 +218,15 @@ class WildWhereBright(nn.Module):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_upscale_warns_naming_the_image_and_region_where_the_output_is_noise(tmp_path, capsys):
     path = tmp_path / "wild.onnx"
-    torch.onnx.export(WildWhereBright(), (torch.rand(2, 3, 8, 8),), str(path), dynamo=False, input_names=["lr"],
-                      output_names=["sr"], dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+    torch.onnx.export(
+        WildWhereBright(),
+        (torch.rand(2, 3, 8, 8),),
+        str(path),
+        dynamo=False,
+        input_names=["lr"],
+        output_names=["sr"],
+        dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "h", 3: "w"}},
+    )
     image = np.full((20, 30, 3), 100, np.uint8)
     image[4:8, 10:15] = 255  # output rows 8-16, columns 20-30
     save_rgb(tmp_path / "calm.png", np.full((20, 30, 3), 100, np.uint8))

@@ -16,11 +16,20 @@ from scipy import linalg
 from torch import nn
 
 from sr_models import perceptual
-from sr_models.feature_nets import LPIPS_CHANNELS, FidInceptionV3, Lpips
-from sr_models.perceptual import (ALEXNET, INCEPTION, LPIPS_LINEAR, MissingWeightsError, PerceptualScorer,
-                                  find_weights, inception_score, load_lpips, patches)  # fmt: skip
-from tests.conftest import SHARED, needs_shared
 from sr_models.benchmark import load_benchmark
+from sr_models.feature_nets import LPIPS_CHANNELS, FidInceptionV3, Lpips
+from sr_models.perceptual import (
+    ALEXNET,
+    INCEPTION,
+    LPIPS_LINEAR,
+    MissingWeightsError,
+    PerceptualScorer,
+    find_weights,
+    inception_score,
+    load_lpips,
+    patches,
+)
+from tests.conftest import SHARED, needs_shared
 from train.evaluate import load_upscaler, main, score
 
 SHIFT, SCALE = np.array([-0.030, -0.088, -0.188]), np.array([0.458, 0.448, 0.450])
@@ -67,8 +76,9 @@ def fake_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(perceptual, "check_published_hash", lambda weight, path: None)
     gen = torch.Generator().manual_seed(0)
     alexnet = {}
-    for index, (cin, cout, k) in zip((0, 3, 6, 8, 10), [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3),
-                                                          (256, 256, 3)]):  # fmt: skip
+    for index, (cin, cout, k) in zip(
+        (0, 3, 6, 8, 10), [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3), (256, 256, 3)]
+    ):
         alexnet[f"features.{index}.weight"] = torch.randn(cout, cin, k, k, generator=gen) / (cin * k * k) ** 0.5
         alexnet[f"features.{index}.bias"] = torch.randn(cout, generator=gen) * 0.1
     alexnet["classifier.1.weight"] = torch.zeros(4, 9216)  # torchvision's file has the classifier too: ignored
@@ -89,8 +99,13 @@ def test_lpips_loads_the_files_and_taps_alexnet_after_each_relu(fake_weights):
     def taps(x):  # AlexNet written out with the file's tensors: conv, relu, (pool) ... as torchvision's
         x = (2 * x - 1 - torch.tensor(SHIFT).float().view(1, 3, 1, 1)) / torch.tensor(SCALE).float().view(1, 3, 1, 1)
         out = []
-        for index, stride, pad, pool in ((0, 4, 2, False), (3, 1, 2, True), (6, 1, 1, True), (8, 1, 1, False),
-                                         (10, 1, 1, False)):  # fmt: skip
+        for index, stride, pad, pool in (
+            (0, 4, 2, False),
+            (3, 1, 2, True),
+            (6, 1, 1, True),
+            (8, 1, 1, False),
+            (10, 1, 1, False),
+        ):
             x = F.max_pool2d(x, 3, 2) if pool else x
             x = F.relu(F.conv2d(x, alexnet[f"features.{index}.weight"], alexnet[f"features.{index}.bias"], stride, pad))
             out.append(x)
@@ -128,8 +143,20 @@ def test_evaluate_stops_with_one_line_per_missing_file(fake_weights, monkeypatch
 
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(hr / "a.png")
     with pytest.raises(SystemExit) as caught:  # LPIPS files are in `folder`; the Inception file is nowhere
-        main(["--weights", str(tmp_path / "m.safetensors"), "--hr", str(hr), "--metrics", "psnr,lpips,fid",
-              "--metrics-weights", str(folder), "--device", "cpu"])  # fmt: skip
+        main(
+            [
+                "--weights",
+                str(tmp_path / "m.safetensors"),
+                "--hr",
+                str(hr),
+                "--metrics",
+                "psnr,lpips,fid",
+                "--metrics-weights",
+                str(folder),
+                "--device",
+                "cpu",
+            ]
+        )
     message = str(caught.value.code)
     assert message.startswith("error: pt_inception-2015-12-05-6726825d.pth (") and message.count("\n") == 0
     assert INCEPTION.url in message and str(folder) in message
@@ -180,20 +207,24 @@ def test_fid_and_is_plumbing_over_patches(odd_images):
 def odd_images():
     """(sr, bicubic, hr) triples of two sizes; after a 2 px crop, 3 x 4 and 2 x 2 patches of 16 px."""
     rng = np.random.default_rng(3)
-    return [tuple(rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3))
-            for shape in ((52, 68, 3), (37, 40, 3))]  # fmt: skip
+    return [
+        tuple(rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3)) for shape in ((52, 68, 3), (37, 40, 3))
+    ]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is None,
-                    reason="torch-fidelity is not installed (it needs torchvision, which this torch build lacks)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_fidelity") is None,
+    reason="torch-fidelity is not installed (it needs torchvision, which this torch build lacks)",
+)
 def test_inception_equals_torch_fidelity_with_the_same_weights(tmp_path):  # pragma: no cover - needs torchvision
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     torch.manual_seed(0)
     ours = FidInceptionV3().eval()
     torch.save(ours.state_dict(), tmp_path / "w.pth")
-    theirs = FeatureExtractorInceptionV3("x", ["2048", "logits_unbiased"],
-                                         feature_extractor_weights_path=str(tmp_path / "w.pth"))  # fmt: skip
+    theirs = FeatureExtractorInceptionV3(
+        "x", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(tmp_path / "w.pth")
+    )
     x = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8)
     with torch.no_grad():
         for a, b in zip(theirs(x), ours(x.float() / 255)):
@@ -225,8 +256,10 @@ def test_real_lpips_and_fid_rank_pan_above_bicubic_on_set5():
         assert scorer.lpips(scorer._tensor(hr[None]), scorer._tensor(hr[None])).item() == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                    reason="torchvision (which torchmetrics' LPIPS needs) is not installed")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="torchvision (which torchmetrics' LPIPS needs) is not installed",
+)
 def test_real_lpips_equals_torchmetrics():  # pragma: no cover - needs torchvision and the real weights
     real_weights(["lpips"])
     from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity as reference
@@ -243,10 +276,17 @@ def test_report_and_table_carry_every_metric(tmp_path):
     from train.evaluate import TorchUpscaler, format_table
 
     rng = np.random.default_rng(4)
-    samples = [Sample(f"im{i}", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
-                      rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for i in range(2)]  # fmt: skip
-    scorer = PerceptualScorer(("psnr", "lpips", "fid", "is"), lpips=Lpips(TwoLayers(), channels=(3, 2)),
-                              inception=TinyInception(), patch=16)  # fmt: skip
+    samples = [
+        Sample(
+            f"im{i}",
+            rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
+            rng.integers(0, 256, (40, 48, 3), dtype=np.uint8),
+        )
+        for i in range(2)
+    ]
+    scorer = PerceptualScorer(
+        ("psnr", "lpips", "fid", "is"), lpips=Lpips(TwoLayers(), channels=(3, 2)), inception=TinyInception(), patch=16
+    )
     upscaler = TorchUpscaler(create_model("srresnet", scale=2, channels=8, num_blocks=1).eval())
     report = score(upscaler, samples, scale=2, progress=False, metrics=scorer.metrics, perceptual=scorer)
     assert report["mean"]["lpips"] == pytest.approx(np.mean([row["lpips"] for row in report["images"]]))

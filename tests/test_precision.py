@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, train_in_process
+
 from train import precision as precision_module
 from train.config import RECIPES, load_recipe
 from train.precision import choose, cpu_bf16, cpu_features
@@ -30,9 +30,14 @@ def test_auto_on_a_cpu_is_bf16_only_where_it_is_native(features, expected):
     assert ("(AMX" in chosen.reason) == features["amx"] and ("no native bf16" in chosen.reason) == (expected == "no")
 
 
-@pytest.mark.parametrize("cap, why", [({"kernels": "AVX2"}, "ATEN_CPU_CAPABILITY"),
-                                      ({"kernels": "DEFAULT"}, "ATEN_CPU_CAPABILITY"),
-                                      ({"onednn_bf16": False}, "ONEDNN_MAX_CPU_ISA")])  # fmt: skip
+@pytest.mark.parametrize(
+    "cap, why",
+    [
+        ({"kernels": "AVX2"}, "ATEN_CPU_CAPABILITY"),
+        ({"kernels": "DEFAULT"}, "ATEN_CPU_CAPABILITY"),
+        ({"onednn_bf16": False}, "ONEDNN_MAX_CPU_ISA"),
+    ],
+)
 def test_an_amx_cpu_whose_kernels_are_capped_emulates_bf16_and_auto_picks_fp32(cap, why):
     chosen = choose("auto", device_type="cpu", environ=QUIET, features={**AMX, **cap})
     assert chosen.mixed_precision == "no" and why in chosen.reason
@@ -68,7 +73,11 @@ def test_accelerate_launchs_own_no_leaves_auto_to_decide():
 @pytest.mark.parametrize("asked", ["no", "bf16", "fp16"])
 def test_an_explicit_precision_is_kept_over_the_launch_config(asked):
     chosen = choose(asked, device_type="cpu", environ={"ACCELERATE_MIXED_PRECISION": "fp16"}, features=AMX)
-    assert chosen.mixed_precision == asked and chosen.reason.startswith("set by --mixed-precision") and chosen.warning is None
+    assert (
+        chosen.mixed_precision == asked
+        and chosen.reason.startswith("set by --mixed-precision")
+        and chosen.warning is None
+    )
 
 
 @pytest.mark.parametrize("environ", [QUIET, {"ACCELERATE_MIXED_PRECISION": "bf16"}])
@@ -90,16 +99,27 @@ def test_this_machines_checks_are_read_as_booleans_and_a_capability():
 def test_capping_torchs_kernels_at_avx2_turns_auto_to_fp32_on_any_cpu():
     # True on an AVX2-only CPU (no bf16 units) and on an AMX one (kernels capped): the emulation the docs' AVX2
     # figures were measured under.
-    script = "from train.precision import choose; c = choose('auto', device_type='cpu', environ={}); print(c.mixed_precision)"
+    script = "from train.precision import choose; c = choose('auto', device_type='cpu', environ={}); "
+    script += "print(c.mixed_precision)"
     env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.strip() == "no"
 
 
-@pytest.mark.parametrize("cap, admits", [(None, True), ("AVX2", False), ("AVX512_CORE", False),
-                                         ("avx512_core_vnni", False), ("AVX512_CORE_BF16", True),
-                                         ("AVX512_CORE_AMX", True), ("ALL", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "cap, admits",
+    [
+        (None, True),
+        ("AVX2", False),
+        ("AVX512_CORE", False),
+        ("avx512_core_vnni", False),
+        ("AVX512_CORE_BF16", True),
+        ("AVX512_CORE_AMX", True),
+        ("ALL", True),
+    ],
+)
 def test_a_onednn_cap_below_bf16_counts_as_emulated_bf16(cap, admits):
     """ONEDNN_MAX_CPU_ISA=AVX512_CORE (Skylake-class AVX-512) leaves oneDNN's own bf16 report True while its
     kernels emulate bf16; the cap itself decides."""
@@ -111,10 +131,12 @@ def test_a_onednn_cap_below_bf16_counts_as_emulated_bf16(cap, admits):
 
 
 def test_capping_onednn_below_bf16_turns_auto_to_fp32_on_any_cpu():
-    script = "from train.precision import choose; c = choose('auto', device_type='cpu', environ={}); print(c.mixed_precision, c.reason)"
+    script = "from train.precision import choose; c = choose('auto', device_type='cpu', environ={}); "
+    script += "print(c.mixed_precision, c.reason)"
     env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.split()[0] == "no", result.stdout
 
 
@@ -140,9 +162,26 @@ def test_launch_configs_fix_a_precision_only_where_their_name_says_so():
 
 # ---- in a run: the start line and log.jsonl ---------------------------------------------------------------------
 
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--repeat-images", "true",
-        "--steps", "1", "--batch-size", "2", "--val-dataset", "none"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--repeat-images",
+    "true",
+    "--steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--val-dataset",
+    "none",
+]
 
 
 def start_event(run_dir):
@@ -170,4 +209,5 @@ def test_bf16_asked_for_on_an_emulating_cpu_trains_and_says_so_once(tmp_path, ph
     assert start_event(run_dir)["mixed_precision"] == "bf16" and (run_dir / "model.safetensors").is_file()
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("warning: bf16 is emulated here")] == [
-        choose("bf16", device_type="cpu", environ={}, features=AVX2_ONLY).warning]
+        choose("bf16", device_type="cpu", environ={}, features=AVX2_ONLY).warning
+    ]

@@ -2,24 +2,43 @@
 train/checkpoint.py), tested in-process on a tiny PAN, plus two real processes racing for one folder."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import REPO, train_config_in_process, train_in_process
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO, train_config_in_process, train_in_process
 from train.checkpoint import CheckpointError, resolve_resume, write_manifest
 from train.config import ConfigError, parse_args
 from train.run_folder import MARKER, RunFolderLock
 
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--num-threads", "1",
-        "--repeat-images", "true", "--batch-size", "2", "--val-dataset", "none", "--lr", "3e-3"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-every",
+    "1",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--repeat-images",
+    "true",
+    "--batch-size",
+    "2",
+    "--val-dataset",
+    "none",
+    "--lr",
+    "3e-3",
+]
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
@@ -46,7 +65,9 @@ def test_a_new_run_refuses_a_folder_holding_a_users_files_and_changes_nothing(tm
     (folder / "config.yaml").write_text("my: own config\n")
     (folder / "metrics.json").write_text('{"mine": true}\n')
     before = snapshot(folder)
-    with pytest.raises(ConfigError, match="already holds files that are not a new run's \\(config.yaml, metrics.json\\)"):
+    with pytest.raises(
+        ConfigError, match="already holds files that are not a new run's \\(config.yaml, metrics.json\\)"
+    ):
         train(folder, "--steps", "1")
     assert snapshot(folder) == before  # not even a lock file is left in it
 
@@ -87,10 +108,18 @@ def test_resume_continues_in_the_checkpoints_own_folder_never_another_runs(tmp_p
 def test_a_folder_locked_by_another_process_is_refused(tmp_path):
     folder = tmp_path / "busy"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from train.run_folder import RunFolderLock; "
-         "RunFolderLock(sys.argv[1], new_run=True); print('held', flush=True); time.sleep(60)", str(folder)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from train.run_folder import RunFolderLock; "
+            "RunFolderLock(sys.argv[1], new_run=True); print('held', flush=True); time.sleep(60)",
+            str(folder),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=f"busy: in use by another training process \\(pid {holder.pid}\\)"):
@@ -103,8 +132,19 @@ def test_a_folder_locked_by_another_process_is_refused(tmp_path):
 
 def test_two_runs_started_at_once_on_one_folder_never_both_write(tmp_path, photos):
     folder = tmp_path / "race"
-    command = [sys.executable, "train/run.py", *TINY, "--steps", "2", "--output-dir", str(folder), "--dataset",
-               str(photos), "--cache-dir", str(tmp_path / "hf")]  # fmt: skip
+    command = [
+        sys.executable,
+        "train/run.py",
+        *TINY,
+        "--steps",
+        "2",
+        "--output-dir",
+        str(folder),
+        "--dataset",
+        str(photos),
+        "--cache-dir",
+        str(tmp_path / "hf"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     runs = [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
@@ -115,17 +155,20 @@ def test_two_runs_started_at_once_on_one_folder_never_both_write(tmp_path, photo
     assert [r["event"] for r in read_log(folder) if "event" in r] == ["start", "end"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--warmup-fraction", "0.9", "--steps", "3"], "leaving none for the schedule"),
-    (["--steps", str(10**19)], "steps: at most 1,000,000,000"),
-    (["--lr", "nan"], "lr: must be a finite number"),
-    (["--ema-decay", "inf"], "ema_decay: must be below 1"),
-    (["--betas", "0.9,1.5"], "betas: each must be in \\[0, 1\\)"),
-    (["--min-lr", "1", "--lr", "0.1"], "min_lr: the schedule decays from lr"),
-    (["--batch-size", "999999999"], "batch_size: at most 65,536"),
-    (["--model-overrides", "{num_blocks: 100000000}"], "num_blocks must be in 0..512"),
-    (["--model-overrides", "{a: &x [1], b: *x}"], "YAML aliases"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--warmup-fraction", "0.9", "--steps", "3"], "leaving none for the schedule"),
+        (["--steps", str(10**19)], "steps: at most 1,000,000,000"),
+        (["--lr", "nan"], "lr: must be a finite number"),
+        (["--ema-decay", "inf"], "ema_decay: must be below 1"),
+        (["--betas", "0.9,1.5"], "betas: each must be in \\[0, 1\\)"),
+        (["--min-lr", "1", "--lr", "0.1"], "min_lr: the schedule decays from lr"),
+        (["--batch-size", "999999999"], "batch_size: at most 65,536"),
+        (["--model-overrides", "{num_blocks: 100000000}"], "num_blocks must be in 0..512"),
+        (["--model-overrides", "{a: &x [1], b: *x}"], "YAML aliases"),
+    ],
+)
 def test_a_failed_option_check_stops_before_any_work_and_leaves_no_folder(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):
         train(tmp_path / "run", *argv)
@@ -162,8 +205,11 @@ def test_resume_refuses_overrides_that_contradict_the_checkpoint_naming_the_keys
     # A config built in code for train(config) keeps to the same rule, whole, before anything is written.
     started = parse_args([*TINY, "--output-dir", str(run_dir), "--steps", "4", "--ema-decay", "0.9"])
     before = snapshot(run_dir)
-    for changed, named in [(dict(lr=0.01), "lr 0.003 -> 0.01"), (dict(steps=8), "schedule_steps 4 -> 8"),
-                           (dict(losses={"l1": 1.0, "mse": 0.1}), "losses {'l1': 1.0} -> {'l1': 1.0, 'mse': 0.1}")]:  # fmt: skip
+    for changed, named in [
+        (dict(lr=0.01), "lr 0.003 -> 0.01"),
+        (dict(steps=8), "schedule_steps 4 -> 8"),
+        (dict(losses={"l1": 1.0, "mse": 0.1}), "losses {'l1': 1.0} -> {'l1': 1.0, 'mse': 0.1}"),
+    ]:
         with pytest.raises(ConfigError, match=re.escape(f"contradict it: {named}")):
             train_config_in_process(replace(started, resume="latest", **changed))
     assert snapshot(run_dir) == before
@@ -239,7 +285,8 @@ def test_final_weights_that_turned_nan_are_not_written(tmp_path, monkeypatch):
 
 
 def test_another_runs_weights_or_optimizer_state_is_refused_in_one_line_and_the_run_folder_is_unchanged(
-        tmp_path, photos):  # fmt: skip
+    tmp_path, photos
+):
     """Tensors of another run's model (16 channels, not 8) copied into a checkpoint whose manifest was rewritten to
     match: resuming refuses them before load_state (which stopped with a size-mismatch traceback on the weights, and
     loaded the optimizer's and failed at its first step); a scheduler.bin of garbage bytes is unreadable, not code."""
@@ -252,10 +299,15 @@ def test_another_runs_weights_or_optimizer_state_is_refused_in_one_line_and_the_
     checkpoint, other = (run / "checkpoints" / "step-00000002" for run in (run_a, run_b))
     originals = snapshot(checkpoint)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    cases = [("model.safetensors", "does not fit this run's model (head.weight is 8x3x3x3 here, 16x3x3x3 in the file)"),
-             ("optimizer.bin", "does not fit this run's optimizer (exp_avg of head.weight is 16x3x3x3 in the file, "
-                               "the parameter is 8x3x3x3 here)"),
-             ("scheduler.bin", "not a readable scheduler state")]  # fmt: skip
+    cases = [
+        ("model.safetensors", "does not fit this run's model (head.weight is 8x3x3x3 here, 16x3x3x3 in the file)"),
+        (
+            "optimizer.bin",
+            "does not fit this run's optimizer (exp_avg of head.weight is 16x3x3x3 in the file, "
+            "the parameter is 8x3x3x3 here)",
+        ),
+        ("scheduler.bin", "not a readable scheduler state"),
+    ]
     for name, expected in cases:
         if name == "scheduler.bin":
             (checkpoint / name).write_bytes(bytes(range(256)) * 4)
@@ -263,8 +315,15 @@ def test_another_runs_weights_or_optimizer_state_is_refused_in_one_line_and_the_
             (checkpoint / name).write_bytes((other / name).read_bytes())
         write_manifest(checkpoint)  # the hashes agree with the swapped file: only its shapes can tell
         before = {k: v for k, v in snapshot(run_a).items() if k != MARKER}  # the lock's holder pid is rewritten
-        done = subprocess.run([sys.executable, "train/run.py", "--resume", "latest", "--output-dir", str(run_a)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "train/run.py", "--resume", "latest", "--output-dir", str(run_a)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         line = assert_one_line(done, f"{checkpoint / name}: ", expected)
         assert name == "scheduler.bin" or line.endswith("it is not this run's checkpoint"), line
@@ -283,8 +342,11 @@ def test_a_recipes_resume_gets_the_same_contradiction_checks_before_anything_is_
     before = snapshot(run_dir)
     recipe = tmp_path / "more.yaml"
     recipe.write_text(f"resume: latest\noutput_dir: {run_dir}\nsteps: 6\nlr: 0.01\nbatch_size: 3\n")
-    with pytest.raises(ConfigError, match=rf"\(resumed by {recipe}\): a resumed run continues as it was started; "
-                                          r"these overrides contradict it: lr 0.003 -> 0.01, batch_size 2 -> 3"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"\(resumed by {recipe}\): a resumed run continues as it was started; "
+        r"these overrides contradict it: lr 0.003 -> 0.01, batch_size 2 -> 3",
+    ):
         parse_args(["--recipe", str(recipe)])
     with pytest.raises(ConfigError, match="contradict it: lr 0.003 -> 0.01"):  # through the command, no folder touched
         train_in_process(["--recipe", str(recipe)])
@@ -292,7 +354,13 @@ def test_a_recipes_resume_gets_the_same_contradiction_checks_before_anything_is_
     # The recipe's resume: takes the checkpoint's config as its base, as --resume does; the command line still wins.
     recipe.write_text(f"resume: latest\noutput_dir: {run_dir}\nsteps: 6\n")
     config = parse_args(["--recipe", str(recipe), "--steps", "5"])
-    assert (config.resume, config.steps, config.lr, config.batch_size, config.schedule_steps) == ("latest", 5, 3e-3, 2, 4)
+    assert (config.resume, config.steps, config.lr, config.batch_size, config.schedule_steps) == (
+        "latest",
+        5,
+        3e-3,
+        2,
+        4,
+    )
 
 
 def test_a_manifest_edited_to_lie_is_named(tmp_path):
@@ -310,7 +378,10 @@ def test_a_manifest_edited_to_lie_is_named(tmp_path):
     cases = [
         (lambda e: e.pop("optimizer.bin"), r"step-00000002/optimizer\.bin: not listed in .*manifest\.json"),
         (lambda e: e["optimizer.bin"].update(bytes="12"), r"manifest\.json: entry 'optimizer\.bin' is .*not"),
-        (lambda e: e.update({"../../elsewhere": e["config.yaml"]}), r"entry '\.\./\.\./elsewhere' is not a file inside"),
+        (
+            lambda e: e.update({"../../elsewhere": e["config.yaml"]}),
+            r"entry '\.\./\.\./elsewhere' is not a file inside",
+        ),
         (lambda e: e["model.safetensors"].update(sha256="0" * 63), r"entry 'model\.safetensors' is .*not"),
         (lambda e: e.clear() or e.update({"x": []}), "entry 'x' is"),
     ]
@@ -327,8 +398,10 @@ def test_a_manifest_edited_to_lie_is_named(tmp_path):
         resolve_resume(str(checkpoint), run_dir)
 
 
-@pytest.mark.parametrize("removed", ["optimizer.bin", "scheduler.bin", "random_states_0.pkl",
-                                     "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"])
+@pytest.mark.parametrize(
+    "removed",
+    ["optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"],
+)
 def test_a_file_removed_with_its_manifest_entry_is_named_before_loading(tmp_path, removed):
     """The manifest lists what was written; what resuming loads is checked as well (with EMA: two registered
     objects), or a file removed together with its entry ends in load_state's traceback."""
@@ -350,15 +423,37 @@ def test_a_file_removed_with_its_manifest_entry_is_named_before_loading(tmp_path
 
 
 def test_a_patch_too_large_for_the_machine_is_refused_in_one_line_before_the_run_folder(tmp_path):
-    result = subprocess.run([sys.executable, "train/run.py", "--lr-patch-size", "4096", "--small-images", "pad",
-                             "--steps", "1", "--val-dataset", "none", "--log-with", "none", "--output-dir",
-                             str(tmp_path / "run")], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train/run.py",
+            "--lr-patch-size",
+            "4096",
+            "--small-images",
+            "pad",
+            "--steps",
+            "1",
+            "--val-dataset",
+            "none",
+            "--log-with",
+            "none",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: training needs about ") and "LR patch 4096x4096, HR 16384x16384" in line
     assert line.endswith("use a smaller --lr-patch-size or --batch-size (docs/reliability.md)")
-    assert "this machine has " in line and ("available (MemAvailable, 1 process(es))" in line or "free on the GPU" in line)
+    assert "this machine has " in line and (
+        "available (MemAvailable, 1 process(es))" in line or "free on the GPU" in line
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -384,19 +479,44 @@ finally:
 """
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="reads and resets the peak resident size "
-                    "through Linux /proc (VmHWM, clear_refs)")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/clear_refs"),
+    reason="reads and resets the peak resident size through Linux /proc (VmHWM, clear_refs)",
+)
 def test_the_memory_estimate_bounds_a_real_runs_peak_and_is_not_far_above_it(tmp_path):
     """The estimate of what one micro-batch adds is compared with the peak resident size it really adds: two real
     runs, one with a tiny batch (the process itself: Python, PyTorch, the data) and one with batch 4 x LR 48."""
     from train.memory_bound import training_memory
 
     def peak(name, *args):
-        result = subprocess.run([sys.executable, "-c", PEAK, "--steps", "2", "--val-dataset", "none", "--log-with",
-                                 "none", "--progress", "false", "--num-threads", "1", "--repeat-images", "true",
-                                 "--output-dir", str(tmp_path / name), *args], cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                                timeout=600, check=False)  # fmt: skip
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PEAK,
+                "--steps",
+                "2",
+                "--val-dataset",
+                "none",
+                "--log-with",
+                "none",
+                "--progress",
+                "false",
+                "--num-threads",
+                "1",
+                "--repeat-images",
+                "true",
+                "--output-dir",
+                str(tmp_path / name),
+                *args,
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         return int(result.stdout.split("peak")[-1])
 

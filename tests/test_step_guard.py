@@ -50,12 +50,36 @@ def test_one_host_read_per_optimizer_step_in_the_steady_state(tmp_path, monkeypa
     # 40 optimizer steps of 3 micro-batches, gradient clipping on; SGD with momentum (Adam reads its CPU step
     # counter with .item(), which is not a device sync on a GPU: its counter lives on the host). A run logs at
     # least 20 times (train/feedback.py: log_interval), here every 2nd step: the steps between logs are counted.
-    train_in_process([
-        "--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--val-dataset", "none",
-        "--steps", "40", "--log-every", "40", "--batch-size", "2", "--gradient-accumulation-steps", "3",
-        "--optimizer", "sgd", "--grad-clip", "0.5", "--output-dir", str(tmp_path / "run"),
-    ])  # fmt: skip
+    train_in_process(
+        [
+            "--model-overrides",
+            "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+            "--lr-patch-size",
+            "8",
+            "--progress",
+            "false",
+            "--log-with",
+            "none",
+            "--num-threads",
+            "1",
+            "--val-dataset",
+            "none",
+            "--steps",
+            "40",
+            "--log-every",
+            "40",
+            "--batch-size",
+            "2",
+            "--gradient-accumulation-steps",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--grad-clip",
+            "0.5",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert len(at_decide) == 40
     # per_step[i]: the reads from step i+1's decision to step i+2's, which include step i+1's log line if it logs
     per_step = [b - a for a, b in itertools.pairwise(at_decide)]

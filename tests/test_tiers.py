@@ -6,8 +6,16 @@ import sys
 
 from tests.conftest import REPO
 
-TORCH_FREE = ["sr_models", "sr_models.errors", "sr_models.files", "sr_models.images", "sr_models.image_memory",
-              "sr_models.builtin", "sr_models.starting", "sr_models.cli"]  # fmt: skip
+TORCH_FREE = [
+    "sr_models",
+    "sr_models.errors",
+    "sr_models.files",
+    "sr_models.images",
+    "sr_models.image_memory",
+    "sr_models.builtin",
+    "sr_models.starting",
+    "sr_models.cli",
+]
 
 
 def test_the_imaging_tier_imports_with_torch_blocked():

@@ -23,13 +23,24 @@ def test_every_recipe_loads_into_the_typed_config():
 def test_recipes_say_what_the_report_and_the_paper_say():
     report = load_recipe("pan_x4_report")
     assert (report.model, report.losses, report.optimizer, report.lr, report.min_lr, report.scheduler) == (
-        "pan", {"l1": 1.0}, "adam", 1e-3, 1e-7, "cosine")  # fmt: skip
+        "pan",
+        {"l1": 1.0},
+        "adam",
+        1e-3,
+        1e-7,
+        "cosine",
+    )
     assert report.batch_size * report.gradient_accumulation_steps == 32 and report.flips
     srresnet = load_recipe("srresnet_x4_report")
     assert (srresnet.model, srresnet.batch_size, srresnet.lr, srresnet.min_lr) == ("srresnet", 1, 1e-4, 1e-6)
     assert (srresnet.scheduler, srresnet.cycles) == ("cosine_restarts", 4)
     paper = load_recipe("pan_x4_paper")
-    assert (paper.batch_size, paper.lr_patch_size * paper.scale, paper.lr, tuple(paper.betas)) == (32, 256, 7e-4, (0.9, 0.99))
+    assert (paper.batch_size, paper.lr_patch_size * paper.scale, paper.lr, tuple(paper.betas)) == (
+        32,
+        256,
+        7e-4,
+        (0.9, 0.99),
+    )
     assert (paper.scheduler, paper.cycles, paper.steps, paper.min_lr) == ("cosine_restarts", 4, 1_000_000, 1e-7)
     assert paper.flips and paper.rot90
 
@@ -37,9 +48,25 @@ def test_recipes_say_what_the_report_and_the_paper_say():
 def test_the_default_is_quickstart_and_overrides_are_typed():
     config = parse_args([])
     assert config.recipe == "quickstart" and config.model == "pan" and config.scale == 4
-    config = parse_args(["--lr", "5e-4", "--batch-size", "4", "--flips", "false", "--betas", "0.9,0.99",
-                         "--model-overrides", "{channels: 8, num_blocks: 1}", "--output_dir", "none",
-                         "--steps=7", "--warmup-fraction", "0.34"])  # fmt: skip
+    config = parse_args(
+        [
+            "--lr",
+            "5e-4",
+            "--batch-size",
+            "4",
+            "--flips",
+            "false",
+            "--betas",
+            "0.9,0.99",
+            "--model-overrides",
+            "{channels: 8, num_blocks: 1}",
+            "--output_dir",
+            "none",
+            "--steps=7",
+            "--warmup-fraction",
+            "0.34",
+        ]
+    )
     assert config.lr == 5e-4 and isinstance(config.lr, float)
     assert config.batch_size == 4 and config.flips is False and config.betas == (0.9, 0.99)
     assert config.model_overrides == {"channels": 8, "num_blocks": 1}
@@ -120,7 +147,10 @@ VALID_LOSSES = "valid losses: l1, mse, charbonnier"
     "argv, message",
     [
         (["--losses", "{l3: 1.0}"], f"losses: unknown loss 'l3'; {VALID_LOSSES}"),
-        (["--losses", "{l1: -1.0}"], f"losses: the weight of l1 must be a finite number >= 0, got -1.0; {VALID_LOSSES}"),
+        (
+            ["--losses", "{l1: -1.0}"],
+            f"losses: the weight of l1 must be a finite number >= 0, got -1.0; {VALID_LOSSES}",
+        ),
         (["--losses", "{l1: .nan}"], "losses: the weight of l1 must be a finite number >= 0, got nan"),
         (["--losses", "{l1: .inf}"], "losses: the weight of l1 must be a finite number >= 0, got inf"),
         (["--losses", "{l1: 1" + "0" * 400 + "}"], "losses: the weight of l1 must be a finite number >= 0"),
@@ -128,8 +158,10 @@ VALID_LOSSES = "valid losses: l1, mse, charbonnier"
         (["--losses", "{l1: true}"], "losses: the weight of l1 must be a finite number >= 0, got True"),
         (["--losses", "{}"], f"losses: empty: give at least one loss and its weight, e.g. {{l1: 1.0}}; {VALID_LOSSES}"),
         (["--losses", "{l1: 0, mse: 0}"], f"losses: every weight is 0: nothing would be trained; {VALID_LOSSES}"),
-        (["--loss", "mse", "--losses", "{l1: 1.0}"],
-         "command line: loss mse means losses {mse: 1.0}, but losses {'l1': 1.0} is given too: give one of them"),
+        (
+            ["--loss", "mse", "--losses", "{l1: 1.0}"],
+            "command line: loss mse means losses {mse: 1.0}, but losses {'l1': 1.0} is given too: give one of them",
+        ),
     ],
 )
 def test_bad_losses_are_one_line_naming_the_valid_ones(argv, message):
@@ -169,8 +201,16 @@ def test_help_is_in_sections_and_lists_every_registered_choice(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     text = capsys.readouterr().out
-    sections = ["data:", "validation:", "model:", "optimization:", "schedule:", "precision & speed:",
-                "logging & outputs:", "resume:"]  # fmt: skip
+    sections = [
+        "data:",
+        "validation:",
+        "model:",
+        "optimization:",
+        "schedule:",
+        "precision & speed:",
+        "logging & outputs:",
+        "resume:",
+    ]
     assert [text.index(f"\n{title}\n") for title in sections] == sorted(text.index(f"\n{t}\n") for t in sections)
     assert "--loss VALUE          l1 | mse | charbonnier (default: l1)" in text
     for registry in (LOSSES, OPTIMIZERS, SCHEDULERS):

@@ -82,15 +82,18 @@ def test_paired_data_uses_the_given_lr_as_it_is(hr_folder, tmp_path):
     for path in hr_folder.iterdir():
         hr = mod_crop(load_rgb(path), SCALE)
         save_rgb(lr_folder / f"{path.stem}x4.png", 255 - downscale_image(hr, SCALE))  # clearly not bicubic
-    pairs = ImagePairs(load_source(str(hr_folder), split="train", lr_dataset=str(lr_folder),
-                                   cache_dir=str(tmp_path / "cache")), scale=SCALE)  # fmt: skip
+    pairs = ImagePairs(
+        load_source(str(hr_folder), split="train", lr_dataset=str(lr_folder), cache_dir=str(tmp_path / "cache")),
+        scale=SCALE,
+    )
     assert pairs.paired
     hr, lr = pairs.load(0)
     np.testing.assert_array_equal(lr, load_rgb(lr_folder / "img0x4.png"))
     # The same pairs as an `lr` column of a saved data set.
     saved = tmp_path / "paired"
-    datasets.Dataset.from_dict({"hr": [str(hr_folder / "img0.png")], "lr": [str(lr_folder / "img0x4.png")]}).cast_column(
-        "hr", datasets.Image()).cast_column("lr", datasets.Image()).save_to_disk(str(saved))  # fmt: skip
+    datasets.Dataset.from_dict(
+        {"hr": [str(hr_folder / "img0.png")], "lr": [str(lr_folder / "img0x4.png")]}
+    ).cast_column("hr", datasets.Image()).cast_column("lr", datasets.Image()).save_to_disk(str(saved))
     hr2, lr2 = ImagePairs(load_source(str(saved), split="train"), scale=SCALE).load(0)
     np.testing.assert_array_equal(hr2, hr)
     np.testing.assert_array_equal(lr2, lr)
@@ -215,8 +218,15 @@ def test_validation_from_a_benchmark_folder_uses_its_lr_files(tmp_path):
 
 
 def test_training_patches_from_a_config(hr_folder, tmp_path):
-    config = load_recipe("quickstart", dataset=str(hr_folder), cache_dir=str(tmp_path / "cache"), lr_patch_size=8,
-                         subimage_size=32, subimage_step=32, cache_images=True)  # fmt: skip
+    config = load_recipe(
+        "quickstart",
+        dataset=str(hr_folder),
+        cache_dir=str(tmp_path / "cache"),
+        lr_patch_size=8,
+        subimage_size=32,
+        subimage_step=32,
+        cache_images=True,
+    )
     patches, left_out = training_patches(config, length=10)
     assert len(patches) == 10 and left_out == {"small": 0, "corrupt": 0, "small_names": [], "corrupt_names": []}
     assert patches.pairs.cache is not None and patches[9]["hr"].shape == (3, 32, 32)
@@ -257,5 +267,10 @@ def test_file_names_that_look_like_split_names_lose_no_image(tmp_path, capfd):
         save_rgb(folder / name, np.zeros((8, 8, 3), dtype=np.uint8))
     (folder / "notes.txt").write_text("not an image")
     dataset = load_source(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
-    assert sorted(Path(record["path"]).name for record in dataset["hr"]) == ["test_a.png", "tiny.png", "train0.png", "x.png"]
+    assert sorted(Path(record["path"]).name for record in dataset["hr"]) == [
+        "test_a.png",
+        "tiny.png",
+        "train0.png",
+        "x.png",
+    ]
     assert "Downloading" not in capfd.readouterr().err  # nothing is downloaded: no bars saying so

@@ -24,11 +24,46 @@ from train.config import load_recipe
 from train.data import load_source, write_store
 
 REPO = Path(__file__).resolve().parents[1]
-ARGS = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-every", "1", "--log-with", "none", "--val-dataset", "none", "--steps", "3",
-        "--optimizer", "sgd", "--lr", "0.2", "--scheduler", "cosine", "--warmup-fraction", "0.34",
-        "--min-lr", "0.02", "--flips", "false", "--num-threads", "1", "--loss", "mse", "--mixed-precision", "no",
-        "--channels-last", "false", "--grad-clip", "0", "--repeat-images", "true"]  # fmt: skip
+ARGS = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-every",
+    "1",
+    "--log-with",
+    "none",
+    "--val-dataset",
+    "none",
+    "--steps",
+    "3",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.2",
+    "--scheduler",
+    "cosine",
+    "--warmup-fraction",
+    "0.34",
+    "--min-lr",
+    "0.02",
+    "--flips",
+    "false",
+    "--num-threads",
+    "1",
+    "--loss",
+    "mse",
+    "--mixed-precision",
+    "no",
+    "--channels-last",
+    "false",
+    "--grad-clip",
+    "0",
+    "--repeat-images",
+    "true",
+]
 
 
 def free_port():
@@ -52,9 +87,17 @@ def weights(run_dir):
 
 def launch(script, *args):
     """`accelerate launch` 2 CPU processes (DDP over gloo) of `script` with `args`; the finished process."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "launch_configs" / "cpu_ddp.yaml"), "--main_process_port", str(free_port()), str(script),
-               *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "launch_configs" / "cpu_ddp.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        *args,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,8 +117,9 @@ def test_two_processes_over_gloo(tmp_path, photos):
     assert end["weights_digest"][0] == end["weights_digest"][1], "both processes end with the same weights"
 
     # The schedule advanced once per optimizer step, not once per process or per micro-batch.
-    config = load_recipe("quickstart", steps=3, optimizer="sgd", lr=0.2, scheduler="cosine", warmup_fraction=0.34,
-                         min_lr=0.02)  # fmt: skip
+    config = load_recipe(
+        "quickstart", steps=3, optimizer="sgd", lr=0.2, scheduler="cosine", warmup_fraction=0.34, min_lr=0.02
+    )
     assert [r["lr"] for r in log if "lr" in r] == pytest.approx(reference_lrs(config), rel=1e-12)
 
     # 2 processes x 4 micro-batches x 4 patches == one process, one batch of 32 (same 32 patches per step).
@@ -88,8 +132,9 @@ def test_two_processes_over_gloo(tmp_path, photos):
     assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-6)
 
     # The same images from a decoded store, memory-mapped by both processes: the same patches, the same weights.
-    write_store(load_source(str(photos), split="train", cache_dir=str(tmp_path / "hf-cache")), tmp_path / "store",
-                scale=4)  # fmt: skip
+    write_store(
+        load_source(str(photos), split="train", cache_dir=str(tmp_path / "hf-cache")), tmp_path / "store", scale=4
+    )
     launch(REPO / "train" / "run.py", *ddp, "--dataset", str(tmp_path / "store"), "--output-dir", str(tmp_path / "s"))
     c = weights(tmp_path / "s")
     assert all(torch.equal(a[k], c[k]) for k in a)
@@ -116,9 +161,25 @@ def test_a_nan_in_one_process_skips_the_step_in_both(tmp_path, photos):
     run_dir = tmp_path / "nan"
     # 3 steps of 2 micro-batches; process 1's 5th micro-batch (step 3's first) is NaN: its gradients poison the
     # accumulated sum of that process, so step 3 must be skipped, in process 0 too, whose losses were all finite.
-    result = launch(script, "5", *ARGS, "--dataset", str(photos), "--cache-dir", str(tmp_path / "hf-cache"),
-                    "--output-dir", str(run_dir), "--batch-size", "2", "--gradient-accumulation-steps", "2",
-                    "--save-every", "2", "--keep-checkpoints", "5")  # fmt: skip
+    result = launch(
+        script,
+        "5",
+        *ARGS,
+        "--dataset",
+        str(photos),
+        "--cache-dir",
+        str(tmp_path / "hf-cache"),
+        "--output-dir",
+        str(run_dir),
+        "--batch-size",
+        "2",
+        "--gradient-accumulation-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "5",
+    )
     assert "warning: step 3: NaN or infinite loss, update skipped" in result.stdout + result.stderr
     log = read_log(run_dir)
     assert [r["nonfinite_steps"] for r in log if "nonfinite_steps" in r] == [0, 0, 1]

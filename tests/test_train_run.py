@@ -8,18 +8,25 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import reference_lrs, train_config_in_process, train_in_process
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import reference_lrs, train_config_in_process, train_in_process
 from sr_models.images import ImageError, save_rgb
 from sr_models.weights import load_model, read_spec
 from train.config import ConfigError, load_recipe
 
 # One CPU thread: tiny tensors gain nothing from two, and a thread pool waiting on a busy core slows every op.
 # repeat_images: tiny photo folders, batches of up to 32.
-TINY = dict(model_overrides={"channels": 8, "upsample_channels": 8, "num_blocks": 1}, lr_patch_size=8,
-            progress=False, log_every=1, log_with="none", num_threads=1, repeat_images=True)  # fmt: skip
+TINY = dict(
+    model_overrides={"channels": 8, "upsample_channels": 8, "num_blocks": 1},
+    lr_patch_size=8,
+    progress=False,
+    log_every=1,
+    log_with="none",
+    num_threads=1,
+    repeat_images=True,
+)
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -53,8 +60,16 @@ def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
     spec = read_spec(run_dir / "model.safetensors")
     assert spec == {"name": "pan", "scale": config.scale, "channels": 8, "upsample_channels": 8, "num_blocks": 1}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "steps", "samples_per_second",
-                            "best_psnr_y", "best_step"}  # fmt: skip
+    assert set(metrics) == {
+        "psnr_y",
+        "ssim_y",
+        "bicubic_psnr_y",
+        "bicubic_ssim_y",
+        "steps",
+        "samples_per_second",
+        "best_psnr_y",
+        "best_step",
+    }
     # Validated only at the end: the best weights are the final ones (train/feedback.py).
     assert metrics["best_step"] == 3 and metrics["best_psnr_y"] == metrics["psnr_y"]
     assert metrics["steps"] == 3 and 20 < metrics["bicubic_psnr_y"] < 40 and metrics["samples_per_second"] > 0
@@ -70,14 +85,24 @@ def test_the_default_quickstart_code_path_for_a_few_steps(tmp_path):
     events.Reload()
     assert {"loss", "lr", "val/psnr_y"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
-    assert {f"val/{name} (bicubic | model | HR)" for name in ("astronaut", "chelsea", "coffee")} <= set(events.Tags()["images"])
+    assert {f"val/{name} (bicubic | model | HR)" for name in ("astronaut", "chelsea", "coffee")} <= set(
+        events.Tags()["images"]
+    )
 
 
 def test_accumulating_8x4_is_one_step_on_a_batch_of_32(tmp_path, photos):
     # SGD: its update is the gradient itself, so this compares gradients (Adam would hide their scale). MSE: L1's
     # gradient is a sign, which float-level differences between batch shapes flip where SR and HR nearly agree.
-    common = dict(steps=2, optimizer="sgd", lr=0.5, scheduler="constant", flips=False, losses={"mse": 1.0},
-                  mixed_precision="no", grad_clip=0.0)  # fmt: skip
+    common = dict(
+        steps=2,
+        optimizer="sgd",
+        lr=0.5,
+        scheduler="constant",
+        flips=False,
+        losses={"mse": 1.0},
+        mixed_precision="no",
+        grad_clip=0.0,
+    )
     accumulated = run(tmp_path, "8x4", photos, **common, batch_size=8, gradient_accumulation_steps=4)
     one_batch = run(tmp_path, "32x1", photos, **common, batch_size=32)
     assert_same_update(weights(accumulated), weights(one_batch), start=weights_at_init())
@@ -148,8 +173,18 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, photos):
 
 
 def test_srresnet_with_ema_and_gradient_clipping(tmp_path, photos):
-    run_dir = run(tmp_path, "srr", photos, model="srresnet", model_overrides={"channels": 8, "num_blocks": 1},
-                  steps=2, batch_size=2, ema_decay=0.5, grad_clip=0.1, sync_batchnorm=True)  # fmt: skip
+    run_dir = run(
+        tmp_path,
+        "srr",
+        photos,
+        model="srresnet",
+        model_overrides={"channels": 8, "num_blocks": 1},
+        steps=2,
+        batch_size=2,
+        ema_decay=0.5,
+        grad_clip=0.1,
+        sync_batchnorm=True,
+    )
     assert read_spec(run_dir / "model.safetensors")["name"] == "srresnet"
 
 

@@ -60,6 +60,11 @@ def test_a_busy_machine_costs_one_slow_step_per_round(monkeypatch):
 
 
 def test_the_tuner_follows_a_machine_that_becomes_busy(monkeypatch):
-    used = run_tuner(monkeypatch, lambda threads, step: 0.6 if threads == 2 and step < 15 else {1: 1.0, 2: 9.0}[threads],
-                     40, probe=3, first_check=10)  # fmt: skip
+    used = run_tuner(
+        monkeypatch,
+        lambda threads, step: 0.6 if threads == 2 and step < 15 else {1: 1.0, 2: 9.0}[threads],
+        40,
+        probe=3,
+        first_check=10,
+    )
     assert used[8] == 2 and used[18:23] == [1, 1, 1, 1, 2] and used[23:33] == [1] * 10

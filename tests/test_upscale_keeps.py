@@ -137,8 +137,9 @@ def test_sixteen_bit_is_rounded_and_said(onnx_model, tmp_path, capsys):
     assert "16-bit: reduced to 8 bits" in capsys.readouterr().err
 
 
-def test_a_decompression_bomb_is_refused_from_its_header_with_the_size_and_the_option(onnx_model, tmp_path, capsys,
-                                                                                     monkeypatch):  # fmt: skip
+def test_a_decompression_bomb_is_refused_from_its_header_with_the_size_and_the_option(
+    onnx_model, tmp_path, capsys, monkeypatch
+):
     import struct
     import zlib
 
@@ -148,8 +149,12 @@ def test_a_decompression_bomb_is_refused_from_its_header_with_the_size_and_the_o
     side = 9400  # under Pillow's MAX_IMAGE_PIXELS, so its own check lets it through
     rows = zlib.compressobj(9)
     data = b"".join(rows.compress(b"\0" * (side * 3 + 1)) for _ in range(side)) + rows.flush()
-    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2,
-                                        0, 0, 0)) + chunk(b"IDAT", data) + chunk(b"IEND", b""))  # fmt: skip
+    (tmp_path / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
     assert (tmp_path / "bomb.png").stat().st_size < 400_000
 
     def no_decoding(self, *args):
@@ -197,7 +202,10 @@ def test_an_rgb_profile_into_bmp_is_refused(onnx_model, tmp_path, capsys):
     assert "cannot hold the ICC profile" in message
 
 
-def s15(x): return struct.pack(">i", round(x * 65536))
+def s15(x):
+    return struct.pack(">i", round(x * 65536))
+
+
 def gray_profile(gamma=2.2):
     """A minimal ICC v2 display profile for the GRAY colour space: white point and one gamma curve."""
     wtpt = b"XYZ " + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249)
@@ -212,9 +220,27 @@ def gray_profile(gamma=2.2):
         table += sig + struct.pack(">II", offset + len(data), len(body))
         data += body + b"\0" * (-len(body) % 4)
     size = offset + len(data)
-    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"GRAY" + b"XYZ "
-              + b"\0" * 12 + b"acsp" + b"\0" * 4 + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + b"\0" * 4
-              + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28)
+    header = (
+        struct.pack(">I", size)
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntr"
+        + b"GRAY"
+        + b"XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 4
+        + b"\0" * 4
+        + b"\0" * 8
+        + b"\0" * 8
+        + b"\0" * 4
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + b"\0" * 4
+        + b"\0" * 16
+        + b"\0" * 28
+    )
     assert len(header) == 128, len(header)
     return header + struct.pack(">I", len(tags)) + table + data
 
@@ -225,8 +251,14 @@ def test_a_gray_profile_is_applied_giving_srgb(onnx_model, tmp_path, capsys):
     gray = np.random.default_rng(9).integers(0, 256, (20, 28), dtype=np.uint8)
     alpha = np.random.default_rng(10).integers(0, 256, (20, 28), dtype=np.uint8)
     Image.fromarray(np.dstack([gray, alpha]), "LA").save(tmp_path / "in.png", icc_profile=profile)
-    reference = np.array(ImageCms.profileToProfile(Image.fromarray(gray, "L"), ImageCms.ImageCmsProfile(
-        io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"))  # fmt: skip
+    reference = np.array(
+        ImageCms.profileToProfile(
+            Image.fromarray(gray, "L"),
+            ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+            ImageCms.createProfile("sRGB"),
+            outputMode="RGB",
+        )
+    )
     assert not np.array_equal(reference[:, :, 0], gray)
     mode, out, carried = upscale(onnx_model, tmp_path / "in.png", tmp_path / "out.png")
     assert mode == "RGBA" and carried is None
@@ -243,8 +275,14 @@ def test_a_gray_profile_on_16_bit_gray_is_applied_to_its_8_bit_values(onnx_model
     Image.fromarray(values).save(tmp_path / "in.png", icc_profile=profile)
     assert Image.open(tmp_path / "in.png").mode.startswith("I")
     gray = np.rint(values / 257).astype(np.uint8)
-    reference = np.array(ImageCms.profileToProfile(Image.fromarray(gray, "L"), ImageCms.ImageCmsProfile(
-        io.BytesIO(profile)), ImageCms.createProfile("sRGB"), outputMode="RGB"))  # fmt: skip
+    reference = np.array(
+        ImageCms.profileToProfile(
+            Image.fromarray(gray, "L"),
+            ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+            ImageCms.createProfile("sRGB"),
+            outputMode="RGB",
+        )
+    )
     mode, out, carried = upscale(onnx_model, tmp_path / "in.png", tmp_path / "out.png")
     assert mode == "RGB" and carried is None
     assert np.array_equal(out, OnnxUpscaler(onnx_model, device="cpu")(reference))

@@ -13,9 +13,26 @@ from train.config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--repeat-images", "true",
-        "--steps", "2", "--batch-size", "2", "--preview-images", "0"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--repeat-images",
+    "true",
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--preview-images",
+    "0",
+]
 
 
 @pytest.fixture
@@ -38,16 +55,30 @@ def offline(tmp_path, monkeypatch):
 
 
 def run(tmp_path, photos, metrics):
-    return train_in_process(["--dataset", str(photos), "--val-dataset", str(photos), "--val-metrics", metrics,
-                             "--cache-dir", str(tmp_path / "hf"), "--output-dir", str(tmp_path / "run"),
-                             *TINY])  # fmt: skip
+    return train_in_process(
+        [
+            "--dataset",
+            str(photos),
+            "--val-dataset",
+            str(photos),
+            "--val-metrics",
+            metrics,
+            "--cache-dir",
+            str(tmp_path / "hf"),
+            "--output-dir",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
 
 
 def test_lpips_and_fid_are_logged_with_the_final_validation(tmp_path, photos, offline):
     torch.manual_seed(0)  # weights of the real layout but random values: the plumbing, not the figures
     torch.save(AlexNetFeatures().state_dict(), offline / perceptual.ALEXNET.names[0])
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
-               offline / perceptual.LPIPS_LINEAR.names[0])  # fmt: skip
+    torch.save(
+        {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
+        offline / perceptual.LPIPS_LINEAR.names[0],
+    )
     torch.save(FidInceptionV3().state_dict(), offline / perceptual.INCEPTION.names[0])
     run_dir = run(tmp_path, photos, "psnr,ssim,lpips,fid")
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]

@@ -45,15 +45,17 @@ def test_safetensors_without_our_metadata_are_recognised_from_their_tensors(tmp_
 def authors_layout(model):
     """Our PAN state_dict written back in the PAN authors' key names (the inverse of the importer)."""
     renames = [
-        (r"^head\.", "conv_first."), (r"^trunk\.(\d+)\.plain_branch\.", r"SCPA_trunk.\1.k1.0."),
+        (r"^head\.", "conv_first."),
+        (r"^trunk\.(\d+)\.plain_branch\.", r"SCPA_trunk.\1.k1.0."),
         (r"^trunk\.(\d+)\.attention_branch\.gate\.", r"SCPA_trunk.\1.PAConv.k2."),
         (r"^trunk\.(\d+)\.attention_branch\.conv\.", r"SCPA_trunk.\1.PAConv.k3."),
         (r"^trunk\.(\d+)\.attention_branch\.out\.", r"SCPA_trunk.\1.PAConv.k4."),
         (r"^trunk\.(\d+)\.merge\.", r"SCPA_trunk.\1.conv3."),
         (r"^upsample\.(\d)\.conv\.", lambda m: f"upconv{int(m[1]) + 1}."),
         (r"^upsample\.(\d)\.attention\.conv\.", lambda m: f"att{int(m[1]) + 1}.conv."),
-        (r"^upsample\.(\d)\.refine\.", lambda m: f"HRconv{int(m[1]) + 1}."), (r"^tail\.", "conv_last."),
-    ]  # fmt: skip
+        (r"^upsample\.(\d)\.refine\.", lambda m: f"HRconv{int(m[1]) + 1}."),
+        (r"^tail\.", "conv_last."),
+    ]
     state = {}
     for key, tensor in model.state_dict().items():
         split = re.match(r"^trunk\.(\d+)\.split\.weight$", key)
@@ -141,8 +143,11 @@ def test_the_authors_weights_load_strictly(scale):
 
 def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
     """A key listing or an image given as weights is not 'pickled code': it is not a checkpoint at all."""
-    for name, data in (("keys.txt", b"head.weight\t(40, 3, 3, 3)\n"), ("photo.pth", b"\x89PNG\r\n\x1a\n"),
-                       ("empty.pth", b"")):  # fmt: skip
+    for name, data in (
+        ("keys.txt", b"head.weight\t(40, 3, 3, 3)\n"),
+        ("photo.pth", b"\x89PNG\r\n\x1a\n"),
+        ("empty.pth", b""),
+    ):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(WeightsError, match=f"{name}: not a PyTorch checkpoint"):
             load_model(tmp_path / name)

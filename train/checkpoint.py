@@ -44,8 +44,12 @@ class Progress:
         self.nonfinite_in_a_row = 0  # ... and how many of the last ones in a row
 
     def state_dict(self):
-        return {"step": self.step, "skipped_images": self.skipped_images, "nonfinite_steps": self.nonfinite_steps,
-                "nonfinite_in_a_row": self.nonfinite_in_a_row}  # fmt: skip
+        return {
+            "step": self.step,
+            "skipped_images": self.skipped_images,
+            "nonfinite_steps": self.nonfinite_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+        }
 
     def load_state_dict(self, state):
         self.step = int(state["step"])
@@ -132,8 +136,10 @@ def resolve_resume(resume, run_dir, *, say=print, needs=()):
             return checkpoint
         if len(problems) == 1:
             raise CheckpointError(problems[0])
-        raise CheckpointError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; the "
-                              f"newest: {problems[0]}")  # fmt: skip
+        raise CheckpointError(
+            f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; the "
+            f"newest: {problems[0]}"
+        )
     path = Path(resume)
     if path.name.endswith(".partial"):
         raise ConfigError(f"{path}: a checkpoint that was never completed (its writer stopped); resume from another")
@@ -178,8 +184,9 @@ def verify_checkpoint(folder, *, needs=()):
     folder = Path(folder)
     missing = [name for name in needs if not (folder / name).is_file()]
     if missing:  # a file removed together with its manifest entry: load_state would fail on it with a traceback
-        raise CheckpointError(f"{folder / missing[0]}: missing: the checkpoint {folder} is incomplete (resuming "
-                              "loads it)")  # fmt: skip
+        raise CheckpointError(
+            f"{folder / missing[0]}: missing: the checkpoint {folder} is incomplete (resuming loads it)"
+        )
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         try:
@@ -194,8 +201,10 @@ def verify_checkpoint(folder, *, needs=()):
             if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
                 raise CheckpointError(f"{path}: damaged (its size or content changed since it was written)")
     else:  # every checkpoint this toolkit writes carries one: without it, damage could not be found
-        raise CheckpointError(f"{manifest_path}: missing: without it the checkpoint's files cannot be checked for "
-                              "damage; resume from another checkpoint")  # fmt: skip
+        raise CheckpointError(
+            f"{manifest_path}: missing: without it the checkpoint's files cannot be checked for "
+            "damage; resume from another checkpoint"
+        )
     check_code_free(folder)
     weights = folder / "model.safetensors"
     if weights.is_file():
@@ -205,8 +214,10 @@ def verify_checkpoint(folder, *, needs=()):
             raise CheckpointError(f"{weights}: unreadable ({error})") from None
         for key, tensor in state.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise CheckpointError(f"{weights}: tensor {key} holds NaN or infinite values: this checkpoint's "
-                                      "model is broken; resume from an earlier one")  # fmt: skip
+                raise CheckpointError(
+                    f"{weights}: tensor {key} holds NaN or infinite values: this checkpoint's "
+                    "model is broken; resume from an earlier one"
+                )
 
 
 REQUIRED = ("model.safetensors", "config.yaml")  # what every checkpoint of this toolkit holds
@@ -219,29 +230,44 @@ def check_manifest(entries, folder):
     the model and config.yaml among them."""
     manifest = Path(folder) / MANIFEST
     if not isinstance(entries, dict):
-        raise CheckpointError(f"{manifest}: not a mapping of file names to sizes and digests: the checkpoint is damaged")
+        raise CheckpointError(
+            f"{manifest}: not a mapping of file names to sizes and digests: the checkpoint is damaged"
+        )
     for name, entry in entries.items():
         parts = Path(name).parts
         if Path(name).is_absolute() or ".." in parts or not parts or name == MANIFEST:
-            raise CheckpointError(f"{manifest}: entry {name!r} is not a file inside the checkpoint: the manifest "
-                                  "was edited or damaged")  # fmt: skip
-        ok = (isinstance(entry, dict) and set(entry) == {"bytes", "sha256"} and type(entry["bytes"]) is int
-              and entry["bytes"] >= 0 and isinstance(entry["sha256"], str)
-              and len(entry["sha256"]) == 64 and not set(entry["sha256"]) - set("0123456789abcdef"))  # fmt: skip
+            raise CheckpointError(
+                f"{manifest}: entry {name!r} is not a file inside the checkpoint: the manifest was edited or damaged"
+            )
+        ok = (
+            isinstance(entry, dict)
+            and set(entry) == {"bytes", "sha256"}
+            and type(entry["bytes"]) is int
+            and entry["bytes"] >= 0
+            and isinstance(entry["sha256"], str)
+            and len(entry["sha256"]) == 64
+            and not set(entry["sha256"]) - set("0123456789abcdef")
+        )
         if not ok:
-            raise CheckpointError(f"{manifest}: entry {name!r} is {entry!r}, not {{'bytes': size, 'sha256': hex "
-                                  "digest}: the manifest was edited or damaged")  # fmt: skip
+            raise CheckpointError(
+                f"{manifest}: entry {name!r} is {entry!r}, not {{'bytes': size, 'sha256': hex "
+                "digest}: the manifest was edited or damaged"
+            )
     on_disk = {str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST}
     unlisted = sorted(on_disk - set(entries))
     if unlisted:
-        raise CheckpointError(f"{Path(folder) / unlisted[0]}: not listed in {manifest}"
-                              f"{f' (nor {len(unlisted) - 1} more)' if len(unlisted) > 1 else ''}: a file added "
-                              "after the checkpoint was written, or a manifest edited; the checkpoint cannot be "
-                              "trusted")  # fmt: skip
+        raise CheckpointError(
+            f"{Path(folder) / unlisted[0]}: not listed in {manifest}"
+            f"{f' (nor {len(unlisted) - 1} more)' if len(unlisted) > 1 else ''}: a file added "
+            "after the checkpoint was written, or a manifest edited; the checkpoint cannot be "
+            "trusted"
+        )
     absent = [name for name in REQUIRED if name not in entries]
     if absent:
-        raise CheckpointError(f"{manifest}: does not list {', '.join(absent)}: every checkpoint holds them; the "
-                              "manifest was edited or damaged")  # fmt: skip
+        raise CheckpointError(
+            f"{manifest}: does not list {', '.join(absent)}: every checkpoint holds them; the "
+            "manifest was edited or damaged"
+        )
 
 
 PICKLED = (".pkl", ".bin", ".pt", ".pth")  # what save_state writes besides safetensors
@@ -253,8 +279,13 @@ NEEDS_CODE = ("GLOBAL", "unrecognized function", "Can only create", "Can only bu
 def state_kind(path):
     """What save_state keeps in this file, for messages."""
     name = Path(path).name
-    kinds = {"optimizer": "optimizer state", "scheduler": "scheduler state", "random_states": "random number state",
-             "custom_checkpoint": "training state", "scaler": "loss-scaler state"}  # fmt: skip
+    kinds = {
+        "optimizer": "optimizer state",
+        "scheduler": "scheduler state",
+        "random_states": "random number state",
+        "custom_checkpoint": "training state",
+        "scaler": "loss-scaler state",
+    }
     return next((kind for prefix, kind in kinds.items() if name.startswith(prefix)), "checkpoint file")
 
 
@@ -268,15 +299,18 @@ def check_code_free(checkpoint):
             reason = " ".join(str(error).split("Check the documentation")[0].split())
             reason = reason.split("WeightsUnpickler error: ")[-1][:200]  # torch's advice is not the reason
             if not any(marker in reason for marker in NEEDS_CODE):
-                raise CheckpointError(f"{path}: not a readable {state_kind(path)} ({reason}): the checkpoint is "
-                                      "damaged; resume from another checkpoint") from None  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: not a readable {state_kind(path)} ({reason}): the checkpoint is "
+                    "damaged; resume from another checkpoint"
+                ) from None
             raise CheckpointError(
                 f"{path}: refused: loading it would need more than tensors and plain values ({reason}); resume "
                 "only from checkpoints you trust"
             ) from None
         except Exception as error:  # truncated or not a pickle at all
-            raise CheckpointError(f"{path}: not a readable {state_kind(path)} ({type(error).__name__}: "
-                                  f"{error})") from None  # fmt: skip
+            raise CheckpointError(
+                f"{path}: not a readable {state_kind(path)} ({type(error).__name__}: {error})"
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,8 +330,7 @@ def check_fits(checkpoint, *, model, optimizer):
     state = checkpoint / "optimizer.bin"
     misfit = optimizer_misfit(state, optimizer, names={id(p): n for n, p in model.named_parameters()})
     if misfit:
-        raise CheckpointError(f"{state}: does not fit this run's optimizer ({misfit}); it is not this run's "
-                              "checkpoint")  # fmt: skip
+        raise CheckpointError(f"{state}: does not fit this run's optimizer ({misfit}); it is not this run's checkpoint")
 
 
 def shape_text(shape):
@@ -327,8 +360,11 @@ def optimizer_misfit(path, optimizer, *, names):
     saved = accelerate_load(path, map_location="cpu", weights_only=True)  # code-free: check_code_free passed
     groups = saved.get("param_groups") if isinstance(saved, dict) else None
     states = saved.get("state") if isinstance(saved, dict) else None
-    if not isinstance(groups, list) or not isinstance(states, dict) or not all(
-            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):  # fmt: skip
+    if (
+        not isinstance(groups, list)
+        or not isinstance(states, dict)
+        or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+    ):
         return "not an optimizer's state_dict: no param_groups and state"
     here = optimizer.param_groups
     if len(groups) != len(here):
@@ -338,12 +374,14 @@ def optimizer_misfit(path, optimizer, *, names):
             return f"group {number} holds {len(mine['params'])} parameters here, {len(group['params'])} in the file"
         for index, parameter in zip(group["params"], mine["params"]):
             state = states.get(index, {})
-            for key, value in (state.items() if isinstance(state, dict) else ()):
+            for key, value in state.items() if isinstance(state, dict) else ():
                 # "step" is a count (a 0-d tensor), the rest are per-element moments shaped like the parameter
                 if key != "step" and isinstance(value, torch.Tensor) and value.shape != parameter.shape:
                     name = names.get(id(parameter), f"parameter {index}")
-                    return (f"{key} of {name} is {shape_text(value.shape)} in the file, the parameter is "
-                            f"{shape_text(parameter.shape)} here")  # fmt: skip
+                    return (
+                        f"{key} of {name} is {shape_text(value.shape)} in the file, the parameter is "
+                        f"{shape_text(parameter.shape)} here"
+                    )
     return None
 
 

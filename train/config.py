@@ -53,10 +53,16 @@ class TrainConfig:
     sync_batchnorm: bool = option(False, "SyncBatchNorm across processes (SRResNet on several GPUs)")
     channels_last: bool = option(False, "NHWC memory format for model and batches")
     compile: bool = option(False, "torch.compile the model (through Accelerate's dynamo plugin)")
-    init_weights: typing.Optional[str] = option(None, "start from these weights (fine-tuning): our .safetensors or "
-                                                "a foreign .pth; optimizer, schedule and step start fresh")  # fmt: skip
-    init_strict: bool = option(True, "--init-weights must fit the model exactly; false: load the tensors whose "
-                               "name and shape fit, the rest starts fresh")  # fmt: skip
+    init_weights: typing.Optional[str] = option(
+        None,
+        "start from these weights (fine-tuning): our .safetensors or "
+        "a foreign .pth; optimizer, schedule and step start fresh",
+    )
+    init_strict: bool = option(
+        True,
+        "--init-weights must fit the model exactly; false: load the tensors whose "
+        "name and shape fit, the rest starts fresh",
+    )
 
     # --- data ---
     dataset: str = option("builtin", "builtin | folder of images | save_to_disk folder | decoded store | hub name")
@@ -73,27 +79,36 @@ class TrainConfig:
     rot90: bool = option(True, "random 90-degree rotations")
     small_images: str = option("error", "image smaller than the patch: error | skip | pad (mirror pad)")
     skip_corrupt: bool = option(False, "skip unreadable images (counted in the log) instead of failing")
-    repeat_images: bool = option(False, "allow fewer images than patches per micro-batch (processes x batch_size): "
-                                 "each micro-batch then crops some images twice")  # fmt: skip
+    repeat_images: bool = option(
+        False,
+        "allow fewer images than patches per micro-batch (processes x batch_size): "
+        "each micro-batch then crops some images twice",
+    )
     num_workers: int = option(0, "DataLoader worker processes per training process")
     persistent_workers: bool = option(True, "keep workers alive between passes (when num_workers > 0)")
 
     # --- validation ---
-    val_dataset: str = option("builtin", "builtin (held-out photos) | benchmark folder (HR/, LR_bicubic/X4/) | "
-                              "folder | save_to_disk | hub name | none")  # fmt: skip
+    val_dataset: str = option(
+        "builtin",
+        "builtin (held-out photos) | benchmark folder (HR/, LR_bicubic/X4/) | folder | save_to_disk | hub name | none",
+    )
     val_split: str = option("validation", "split of a save_to_disk DatasetDict or hub data set for validation")
     val_images: int = option(0, "use at most this many validation images (0: all)")
     val_every: int = option(0, "validate every N optimizer steps (0: only at the end)")
     preview_images: int = option(3, "comparison images (bicubic | model | HR) written per validation")
-    val_metrics: str = option("psnr,ssim", "psnr,ssim[,lpips,fid,is]: lpips/fid/is need their weights, found via "
-                              "$SR_METRICS_WEIGHTS or torch's hub cache (docs/metrics.md)")  # fmt: skip
+    val_metrics: str = option(
+        "psnr,ssim",
+        "psnr,ssim[,lpips,fid,is]: lpips/fid/is need their weights, found via "
+        "$SR_METRICS_WEIGHTS or torch's hub cache (docs/metrics.md)",
+    )
 
     # --- optimisation (steps are optimizer steps, whatever the accumulation and number of processes) ---
     steps: int = option(1000, "optimizer steps")
     batch_size: int = option(16, "patches per micro-batch per process")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    losses: dict = option({"l1": 1.0}, f"weighted sum of losses, name: weight, e.g. {{l1: 1.0, mse: 0.5}}; names: "
-                          f"{LOSSES.names()}")  # fmt: skip
+    losses: dict = option(
+        {"l1": 1.0}, f"weighted sum of losses, name: weight, e.g. {{l1: 1.0, mse: 0.5}}; names: {LOSSES.names()}"
+    )
     optimizer: str = option("adam", OPTIMIZERS.names())
     lr: float = option(1e-3, "peak learning rate")
     betas: tuple = option((0.9, 0.999), "Adam betas")
@@ -101,14 +116,20 @@ class TrainConfig:
     scheduler: str = option("cosine", SCHEDULERS.names())
     cycles: int = option(1, "cosine_restarts: number of cosine cycles over the run")
     warmup_fraction: float = option(0.0, "fraction of the schedule spent in a linear warm-up before it")
-    schedule_steps: int = option(0, "length of the learning-rate schedule in optimizer steps (0: --steps); fixed when "
-                                 "a run starts: steps beyond it (a resume with more --steps) run at its final rate")
+    schedule_steps: int = option(
+        0,
+        "length of the learning-rate schedule in optimizer steps (0: --steps); fixed when "
+        "a run starts: steps beyond it (a resume with more --steps) run at its final rate",
+    )
     min_lr: float = option(1e-7, "learning rate at the end of each cosine cycle (eta_min)")
     grad_clip: float = option(0.0, "clip the gradient norm to this (0: off)")
     max_nonfinite_steps: int = option(20, "stop the run after this many optimizer steps in a row with a NaN/inf loss")
     ema_decay: float = option(0.0, "EMA of weights, e.g. 0.999 (0: off); used for validation and final weights")
-    mixed_precision: str = option("auto", "auto (the launch config's fp16/bf16, else the fastest native here: "
-                                 "CUDA bf16 or fp16, CPU bf16 with AMX/AVX512-BF16, else no) | no | fp16 | bf16")
+    mixed_precision: str = option(
+        "auto",
+        "auto (the launch config's fp16/bf16, else the fastest native here: "
+        "CUDA bf16 or fp16, CPU bf16 with AMX/AVX512-BF16, else no) | no | fp16 | bf16",
+    )
     seed: int = option(0, "seed of weights, patches and augmentations")
     num_threads: int = option(0, "CPU threads per process (0: the machine's cores / processes on it)")
 
@@ -119,7 +140,9 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "keep the last K checkpoints")
     resume: typing.Optional[str] = option(None, "checkpoint folder, or 'latest' (of --output-dir) to resume")
     stop_after: int = option(0, "stop (and checkpoint) after this step, as if interrupted (0: run to the end)")
-    log_with: str = option("auto", "auto (TensorBoard, installed with the toolkit, when importable) | tensorboard | none")
+    log_with: str = option(
+        "auto", "auto (TensorBoard, installed with the toolkit, when importable) | tensorboard | none"
+    )
     progress: bool = option(True, "tqdm progress bar")
 
     recipe: str = option("quickstart", "the recipe this config came from (set by --recipe)")
@@ -147,19 +170,59 @@ CHOICES = {
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "log_with": ("auto", "tensorboard", "none"),
 }
-POSITIVE = ("scale", "lr_patch_size", "steps", "batch_size", "gradient_accumulation_steps", "cycles", "log_every",
-            "keep_checkpoints", "subimage_step", "max_nonfinite_steps")  # fmt: skip
-NON_NEGATIVE = ("val_images", "val_every", "preview_images", "save_every", "stop_after", "schedule_steps",
-                "num_workers", "num_threads", "subimage_size", "grad_clip", "ema_decay", "weight_decay", "min_lr",
-                "warmup_fraction", "lr")  # fmt: skip
+POSITIVE = (
+    "scale",
+    "lr_patch_size",
+    "steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "cycles",
+    "log_every",
+    "keep_checkpoints",
+    "subimage_step",
+    "max_nonfinite_steps",
+)
+NON_NEGATIVE = (
+    "val_images",
+    "val_every",
+    "preview_images",
+    "save_every",
+    "stop_after",
+    "schedule_steps",
+    "num_workers",
+    "num_threads",
+    "subimage_size",
+    "grad_clip",
+    "ema_decay",
+    "weight_decay",
+    "min_lr",
+    "warmup_fraction",
+    "lr",
+)
 
 FINITE = ("lr", "min_lr", "weight_decay", "grad_clip", "ema_decay", "warmup_fraction", "betas")
 # Far beyond any real run, and small enough that counts times batch sizes stay exact 64-bit integers.
-UPPER_LIMITS = {"steps": 10**9, "schedule_steps": 10**9, "stop_after": 10**9, "save_every": 10**9,
-                "val_every": 10**9, "log_every": 10**9, "max_nonfinite_steps": 10**9, "keep_checkpoints": 10**6,
-                "batch_size": 65536, "gradient_accumulation_steps": 65536, "lr_patch_size": 4096,
-                "subimage_size": 65536, "subimage_step": 65536, "num_workers": 1024, "num_threads": 4096,
-                "val_images": 10**7, "preview_images": 10**4, "scale": 16, "cycles": 10**9}  # fmt: skip
+UPPER_LIMITS = {
+    "steps": 10**9,
+    "schedule_steps": 10**9,
+    "stop_after": 10**9,
+    "save_every": 10**9,
+    "val_every": 10**9,
+    "log_every": 10**9,
+    "max_nonfinite_steps": 10**9,
+    "keep_checkpoints": 10**6,
+    "batch_size": 65536,
+    "gradient_accumulation_steps": 65536,
+    "lr_patch_size": 4096,
+    "subimage_size": 65536,
+    "subimage_step": 65536,
+    "num_workers": 1024,
+    "num_threads": 4096,
+    "val_images": 10**7,
+    "preview_images": 10**4,
+    "scale": 16,
+    "cycles": 10**9,
+}
 
 
 def check_choices(config):
@@ -191,8 +254,10 @@ def check_choices(config):
     if config.scheduler != "constant" and config.min_lr > config.lr:
         raise ConfigError(f"min_lr: the schedule decays from lr {config.lr} down to min_lr, got {config.min_lr}")
     if config.warmup_steps and config.warmup_steps >= config.schedule_length:
-        raise ConfigError(f"warmup_fraction: {config.warmup_fraction} of a {config.schedule_length}-step schedule "
-                          f"is {config.warmup_steps} warm-up steps, leaving none for the schedule itself")  # fmt: skip
+        raise ConfigError(
+            f"warmup_fraction: {config.warmup_fraction} of a {config.schedule_length}-step schedule "
+            f"is {config.warmup_steps} warm-up steps, leaving none for the schedule itself"
+        )
     try:  # the model's own schema, before any folder is made or anything built (sr_models.registry)
         check_spec(config.model, config.scale, config.model_overrides, source="model_overrides")
     except UserError as error:  # a bug's ValueError keeps its traceback
@@ -232,8 +297,14 @@ def describe(annotation):
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(annotation) if a is not type(None)]
         return f"{describe(inner[0])} or none"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            dict: "a mapping like {channels: 8}", tuple: "a list of numbers like 0.9,0.99"}[annotation]  # fmt: skip
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a mapping like {channels: 8}",
+        tuple: "a list of numbers like 0.9,0.99",
+    }[annotation]
 
 
 def coerce(key, value, *, source):
@@ -328,8 +399,10 @@ def load_yaml_text(text, *, source):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep (line "
-                                  f"{event.start_mark.line + 1}); a config is a mapping of keys to plain values")
+                raise ConfigError(
+                    f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep (line "
+                    f"{event.start_mark.line + 1}); a config is a mapping of keys to plain values"
+                )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
     return yaml.safe_load(text)
@@ -368,8 +441,9 @@ def with_losses(values, *, source):
         return {**values, "losses": {name: 1.0}}
     losses = coerce("losses", values["losses"], source=source)
     if losses != {name: 1.0}:
-        raise ConfigError(f"{source}: loss {name} means losses {{{name}: 1.0}}, but losses {losses} is given too: "
-                          "give one of them")  # fmt: skip
+        raise ConfigError(
+            f"{source}: loss {name} means losses {{{name}: 1.0}}, but losses {losses} is given too: give one of them"
+        )
     return values
 
 
@@ -439,18 +513,47 @@ def parse_args(argv=None):
 
 # --help in sections, each field in one of them (command_line checks), in this order.
 HELP_GROUPS = {
-    "data": ("dataset", "split", "image_column", "lr_column", "lr_dataset", "cache_dir", "cache_images",
-             "subimage_size", "subimage_step", "lr_patch_size", "flips", "rot90", "small_images", "skip_corrupt",
-             "repeat_images", "num_workers", "persistent_workers"),
+    "data": (
+        "dataset",
+        "split",
+        "image_column",
+        "lr_column",
+        "lr_dataset",
+        "cache_dir",
+        "cache_images",
+        "subimage_size",
+        "subimage_step",
+        "lr_patch_size",
+        "flips",
+        "rot90",
+        "small_images",
+        "skip_corrupt",
+        "repeat_images",
+        "num_workers",
+        "persistent_workers",
+    ),
     "validation": ("val_dataset", "val_split", "val_images", "val_every", "preview_images", "val_metrics"),
     "model": ("model", "scale", "model_overrides", "init_weights", "init_strict", "sync_batchnorm"),
-    "optimization": ("steps", "batch_size", "gradient_accumulation_steps", "loss", "losses", "optimizer", "lr", "betas",
-                     "weight_decay", "grad_clip", "max_nonfinite_steps", "ema_decay", "seed"),
+    "optimization": (
+        "steps",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "loss",
+        "losses",
+        "optimizer",
+        "lr",
+        "betas",
+        "weight_decay",
+        "grad_clip",
+        "max_nonfinite_steps",
+        "ema_decay",
+        "seed",
+    ),
     "schedule": ("scheduler", "cycles", "warmup_fraction", "schedule_steps", "min_lr"),
     "precision & speed": ("mixed_precision", "channels_last", "compile", "num_threads"),
     "logging & outputs": ("output_dir", "log_every", "save_every", "keep_checkpoints", "log_with", "progress"),
     "resume": ("resume", "stop_after"),
-}  # fmt: skip
+}
 
 
 def command_line():
@@ -462,9 +565,14 @@ def command_line():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --lr must never be read as a prefix of --lr-patch-size
     )
-    parser.add_argument("--recipe", default=None, help="recipe name in train/recipes/ or a .yaml path (default quickstart)")
-    options = {f.name: (f.metadata["help"], f.default if f.default is not MISSING else f.default_factory())
-               for f in fields(TrainConfig) if f.name != "recipe"}  # fmt: skip
+    parser.add_argument(
+        "--recipe", default=None, help="recipe name in train/recipes/ or a .yaml path (default quickstart)"
+    )
+    options = {
+        f.name: (f.metadata["help"], f.default if f.default is not MISSING else f.default_factory())
+        for f in fields(TrainConfig)
+        if f.name != "recipe"
+    }
     options["loss"] = (LOSSES.names(), "l1")  # the shorthand of losses: {NAME: 1.0}
     grouped = [name for names in HELP_GROUPS.values() for name in names]
     assert sorted(grouped) == sorted(options), f"HELP_GROUPS must list each option once: {set(grouped) ^ set(options)}"
@@ -473,15 +581,19 @@ def command_line():
         for name in names:
             text, default = options[name]
             flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-            group.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-                               help=with_default(text, default))  # fmt: skip
+            group.add_argument(
+                *flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE", help=with_default(text, default)
+            )
     return parser
 
 
 def choices_help():
     """The end of --help: every registered loss, optimizer and schedule with its description."""
-    sections = {"losses (--losses NAME: WEIGHT, ..., or --loss NAME)": LOSSES, "optimizers (--optimizer)": OPTIMIZERS,
-                "schedules (--scheduler)": SCHEDULERS}  # fmt: skip
+    sections = {
+        "losses (--losses NAME: WEIGHT, ..., or --loss NAME)": LOSSES,
+        "optimizers (--optimizer)": OPTIMIZERS,
+        "schedules (--scheduler)": SCHEDULERS,
+    }
     lines = []
     for title, registry in sections.items():
         lines += [f"{title}:", *registry.listing(), ""]
@@ -499,8 +611,9 @@ def saved_config(resume, output_dir):
     else:
         checkpoint = Path(resume)
         if checkpoint.name.endswith(".partial"):
-            raise ConfigError(f"{checkpoint}: a checkpoint that was never completed (its writer stopped); resume "
-                              "from another")  # fmt: skip
+            raise ConfigError(
+                f"{checkpoint}: a checkpoint that was never completed (its writer stopped); resume from another"
+            )
     if not (checkpoint / "config.yaml").is_file():
         raise ConfigError(f"{checkpoint}: not a checkpoint folder of this toolkit (no config.yaml inside)")
     return checkpoint / "config.yaml"
@@ -516,9 +629,26 @@ def started_config(saved):
 
 # What a resumed run cannot change: its model, its optimizer state's meaning, its schedule and its data stream.
 # (--steps can: steps past the planned schedule run at its final learning rate, see TrainConfig.schedule_steps.)
-FIXED_ON_RESUME = ("recipe", "model", "scale", "model_overrides", "optimizer", "betas", "weight_decay", "lr", "min_lr",
-                   "scheduler", "cycles", "warmup_fraction", "schedule_steps", "seed", "batch_size",
-                   "gradient_accumulation_steps", "lr_patch_size", "losses")  # fmt: skip
+FIXED_ON_RESUME = (
+    "recipe",
+    "model",
+    "scale",
+    "model_overrides",
+    "optimizer",
+    "betas",
+    "weight_decay",
+    "lr",
+    "min_lr",
+    "scheduler",
+    "cycles",
+    "warmup_fraction",
+    "schedule_steps",
+    "seed",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "lr_patch_size",
+    "losses",
+)
 
 
 def refuse_contradictions(planned, overrides, *, source):
@@ -534,8 +664,10 @@ def refuse_contradictions(planned, overrides, *, source):
         if new != old:
             changed.append(f"{key} {old!r} -> {new!r}")
     if changed:
-        raise ConfigError(f"{source}: a resumed run continues as it was started; these overrides contradict it: "
-                          f"{', '.join(changed)}. Start a new run to change them")  # fmt: skip
+        raise ConfigError(
+            f"{source}: a resumed run continues as it was started; these overrides contradict it: "
+            f"{', '.join(changed)}. Start a new run to change them"
+        )
 
 
 def refuse_resume_changes(config):

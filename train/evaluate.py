@@ -32,8 +32,14 @@ from sr_models.cli import add_device_argument, add_model_arguments, add_overwrit
 from sr_models.ensemble import self_ensemble
 from sr_models.errors import UserError, user_errors
 from sr_models.files import claim_output, interrupted, write_report, writer_command
-from sr_models.image_memory import (ACTIVATION_BYTES_PER_OUTPUT_PIXEL, DEFAULT_MAX_MEMORY, check_fits, gib,
-                                     memory_limit, parse_memory)
+from sr_models.image_memory import (
+    ACTIVATION_BYTES_PER_OUTPUT_PIXEL,
+    DEFAULT_MAX_MEMORY,
+    check_fits,
+    gib,
+    memory_limit,
+    parse_memory,
+)
 from sr_models.images import list_images, read_header
 from sr_models.metrics import image_metrics, to_uint8
 from sr_models.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, format_set_metrics, make_scorer, parse_metrics
@@ -94,8 +100,12 @@ def load_upscaler(weights, *, model=None, scale=None, device="cpu", self_ensembl
     if weights.suffix.lower() == ".onnx":
         from export.runtime import OnnxUpscaler  # deferred: only ONNX evaluation needs onnxruntime
 
-        upscaler = OnnxUpscaler(weights, device=device, self_ensemble=self_ensemble,
-                                memory_limit=memory_limit(max_memory)[0] if max_memory else None)  # fmt: skip
+        upscaler = OnnxUpscaler(
+            weights,
+            device=device,
+            self_ensemble=self_ensemble,
+            memory_limit=memory_limit(max_memory)[0] if max_memory else None,
+        )
         if scale is not None and scale != upscaler.scale:
             raise WeightsError(f"{weights}: the ONNX model is x{upscaler.scale}, but --scale {scale} was given")
         return upscaler
@@ -130,11 +140,15 @@ def check_evaluation_memory(upscaler, hr, *, max_memory=None):
     else:
         run, where = width * height * ACTIVATION_BYTES_PER_OUTPUT_PIXEL, "the whole image"
     scoring = width * height * SCORING_BYTES_PER_OUTPUT_PIXEL
-    check_fits(int(held) + run + scoring, name=largest.name, max_memory=max_memory,
-               what=f"evaluating this {width}x{height} image (the set's images {gib(held)}, the model on {where} "
-               f"{gib(run)}, outputs and metrics {gib(scoring)})",
-               change="pass a larger --max-memory if the machine has it, evaluate an ONNX export (tiled), or "
-               "use smaller images")  # fmt: skip
+    check_fits(
+        int(held) + run + scoring,
+        name=largest.name,
+        max_memory=max_memory,
+        what=f"evaluating this {width}x{height} image (the set's images {gib(held)}, the model on {where} "
+        f"{gib(run)}, outputs and metrics {gib(scoring)})",
+        change="pass a larger --max-memory if the machine has it, evaluate an ONNX export (tiled), or "
+        "use smaller images",
+    )
 
 
 def score(upscaler, samples, *, scale, progress=True, metrics=DEFAULT_METRICS, perceptual=None):
@@ -185,8 +199,13 @@ COLUMNS = {  # metric -> its per-image columns, in table order
 def format_table(report):
     metrics = report.get("metrics", DEFAULT_METRICS)
     if "psnr" in metrics and "ssim" in metrics:  # the protocol's order, as before --metrics existed
-        columns = [("psnr_y", "PSNR_Y"), ("ssim_y", "SSIM_Y"), ("psnr_rgb", "PSNR_RGB"),
-                   ("bicubic_psnr_y", "bicubic PSNR_Y"), ("bicubic_ssim_y", "bicubic SSIM_Y")]  # fmt: skip
+        columns = [
+            ("psnr_y", "PSNR_Y"),
+            ("ssim_y", "SSIM_Y"),
+            ("psnr_rgb", "PSNR_RGB"),
+            ("bicubic_psnr_y", "bicubic PSNR_Y"),
+            ("bicubic_ssim_y", "bicubic SSIM_Y"),
+        ]
     else:
         columns = [column for metric in ("psnr", "ssim") if metric in metrics for column in COLUMNS[metric]]
     columns += COLUMNS["lpips"] if "lpips" in metrics else []
@@ -223,22 +242,38 @@ def memory_argument(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weights_argument(parser, help=".safetensors (ours), a PAN/SRResNet .pth, .onnx")
-    parser.add_argument("--hr", required=True, type=Path, help="folder of HR images, or a benchmark root (HR/ + LR_bicubic/X<scale>/)")
+    parser.add_argument(
+        "--hr", required=True, type=Path, help="folder of HR images, or a benchmark root (HR/ + LR_bicubic/X<scale>/)"
+    )
     parser.add_argument("--lr", type=Path, help="folder of LR images matched by stem (default: MATLAB bicubic of HR)")
     add_model_arguments(parser)
     parser.add_argument("--json", type=Path, help="write the report here")
     add_overwrite_argument(parser, help="replace --json if it already exists")
     add_device_argument(parser, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
-    parser.add_argument("--metrics", type=metrics_argument, default=DEFAULT_METRICS,
-                        help="comma-separated: psnr,ssim,lpips,fid,is (default psnr,ssim; docs/metrics.md)")
-    parser.add_argument("--metrics-weights", type=Path,
-                        help="folder of the LPIPS/Inception weight files (default: $SR_METRICS_WEIGHTS, then torch's "
-                        "hub cache)")  # fmt: skip
-    parser.add_argument("--max-memory", type=memory_argument, default=DEFAULT_MAX_MEMORY,
-                        help="memory evaluation may take, e.g. 8G (default 4G; never more than MemAvailable)")
-    parser.add_argument("--fid-patch", type=int, default=DEFAULT_PATCH,
-                        help=f"FID/IS: non-overlapping patches of this many HR pixels (default {DEFAULT_PATCH})")
+    parser.add_argument(
+        "--metrics",
+        type=metrics_argument,
+        default=DEFAULT_METRICS,
+        help="comma-separated: psnr,ssim,lpips,fid,is (default psnr,ssim; docs/metrics.md)",
+    )
+    parser.add_argument(
+        "--metrics-weights",
+        type=Path,
+        help="folder of the LPIPS/Inception weight files (default: $SR_METRICS_WEIGHTS, then torch's hub cache)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=memory_argument,
+        default=DEFAULT_MAX_MEMORY,
+        help="memory evaluation may take, e.g. 8G (default 4G; never more than MemAvailable)",
+    )
+    parser.add_argument(
+        "--fid-patch",
+        type=int,
+        default=DEFAULT_PATCH,
+        help=f"FID/IS: non-overlapping patches of this many HR pixels (default {DEFAULT_PATCH})",
+    )
     return parser.parse_args(argv)
 
 
@@ -256,12 +291,19 @@ def score_command(args):
         # onnxruntime chooses its own provider for "auto"; PyTorch needs a device it has.
         torch_device = resolve_device(args.device)
         device = args.device if args.weights.suffix.lower() == ".onnx" else torch_device
-        upscaler = load_upscaler(args.weights, model=args.model, scale=args.scale, device=device,
-                                 self_ensemble=args.self_ensemble, max_memory=args.max_memory)  # fmt: skip
+        upscaler = load_upscaler(
+            args.weights,
+            model=args.model,
+            scale=args.scale,
+            device=device,
+            self_ensemble=args.self_ensemble,
+            max_memory=args.max_memory,
+        )
         check_evaluation_memory(upscaler, args.hr, max_memory=args.max_memory)
         samples = benchmark_samples(args.hr, scale=upscaler.scale, lr_dir=args.lr, max_memory=args.max_memory)
-        perceptual = make_scorer(args.metrics, device=torch_device, weights_dir=args.metrics_weights,
-                                 patch=args.fid_patch)  # fmt: skip
+        perceptual = make_scorer(
+            args.metrics, device=torch_device, weights_dir=args.metrics_weights, patch=args.fid_patch
+        )
         report = score(upscaler, samples, scale=upscaler.scale, metrics=args.metrics, perceptual=perceptual)
     except KeyboardInterrupt:
         interrupted("nothing written")

@@ -34,19 +34,23 @@ def cap_workers(requested, *, processes, cores=None):
     limit = max(1, cores // max(1, processes))
     if requested <= limit:
         return requested, None
-    return limit, (f"note: --num-workers {requested} lowered to {limit} per process ({cores} CPU core(s), "
-                   f"{processes} process(es))")  # fmt: skip
+    return limit, (
+        f"note: --num-workers {requested} lowered to {limit} per process ({cores} CPU core(s), {processes} process(es))"
+    )
 
 
 def left_out_lines(left_out):
     """Console lines naming the first files left out before training (all of them go to the log)."""
     lines = []
-    for key, why in (("small_names", "smaller than the patch (--small-images skip)"),
-                     ("corrupt_names", "unreadable (--skip-corrupt)")):  # fmt: skip
+    for key, why in (
+        ("small_names", "smaller than the patch (--small-images skip)"),
+        ("corrupt_names", "unreadable (--skip-corrupt)"),
+    ):
         names = left_out.get(key) or []
         if names:
-            shown = ", ".join(names[:SHOWN_FILES]) + (f" ... ({len(names)} in all, listed in log.jsonl)"
-                                                      if len(names) > SHOWN_FILES else "")  # fmt: skip
+            shown = ", ".join(names[:SHOWN_FILES]) + (
+                f" ... ({len(names)} in all, listed in log.jsonl)" if len(names) > SHOWN_FILES else ""
+            )
             lines.append(f"left out {len(names)} image(s) {why}: {shown}")
     return lines
 
@@ -71,9 +75,18 @@ class Validator:
         others' as `val/<label>/...`."""
         reports = {}
         for index, (label, samples) in enumerate(self.sets.items()):
-            report = validate(model, samples, device=device, scale=self.scale, step=step, run_dir=self.run_dir,
-                              preview_images=self.preview_images, accelerator=self.accelerator,
-                              prefix="" if len(self.sets) == 1 else f"{label}-", perceptual=self.perceptual)  # fmt: skip
+            report = validate(
+                model,
+                samples,
+                device=device,
+                scale=self.scale,
+                step=step,
+                run_dir=self.run_dir,
+                preview_images=self.preview_images,
+                accelerator=self.accelerator,
+                prefix="" if len(self.sets) == 1 else f"{label}-",
+                perceptual=self.perceptual,
+            )
             key = "val" if index == 0 else f"val/{label}"
             self.log.write({"step": step, **{f"{key}/{k}": v for k, v in scalars(report).items()}}, step=step)
             if index == 0:
@@ -107,8 +120,10 @@ class Validator:
 
     def line(self, label, report, *, step, first):
         mean = report["mean"]
-        text = (f"step {step} | {label}: PSNR_Y {mean['psnr_y']:.4f} dB, SSIM_Y {mean['ssim_y']:.4f} | "
-                f"{mean['psnr_y'] - mean['bicubic_psnr_y']:+.2f} dB over bicubic")  # fmt: skip
+        text = (
+            f"step {step} | {label}: PSNR_Y {mean['psnr_y']:.4f} dB, SSIM_Y {mean['ssim_y']:.4f} | "
+            f"{mean['psnr_y'] - mean['bicubic_psnr_y']:+.2f} dB over bicubic"
+        )
         if first:
             text += f" | best {self.best_psnr_y:.4f} dB at step {self.best_step}"
         return text
@@ -125,5 +140,3 @@ def read_best(path):
     if "val_psnr_y" not in metadata:
         return None, None
     return float(metadata["val_psnr_y"]), int(metadata["step"])
-
-

@@ -13,8 +13,14 @@ x4 is left out. A file that holds another architecture is refused either way.
 
 from pathlib import Path
 
-from sr_models.weights import (WeightsError, architecture_name, checkpoint_spec, load_matching, load_state_dict_strict,
-                               read_state_dict)
+from sr_models.weights import (
+    WeightsError,
+    architecture_name,
+    checkpoint_spec,
+    load_matching,
+    load_state_dict_strict,
+    read_state_dict,
+)
 
 SHOWN = 6  # names listed on the console; the log has them all
 
@@ -30,19 +36,32 @@ def init_weights(model, path, *, strict=True):
             checkpoint_spec(path, name=name, scale=scale)  # architecture and scale, ours or foreign alike
             load_state_dict_strict(model, read_state_dict(path), source=path)
         except WeightsError as error:
-            raise WeightsError(f"{error} (--init-weights is strict; --init-strict false loads the tensors that "
-                               "fit and starts the rest fresh)") from None  # fmt: skip
-        return {"init_weights": str(path), "init_strict": True, "loaded": len(model.state_dict()),
-                "left_out": [], "fresh": []}  # fmt: skip
+            raise WeightsError(
+                f"{error} (--init-weights is strict; --init-strict false loads the tensors that "
+                "fit and starts the rest fresh)"
+            ) from None
+        return {
+            "init_weights": str(path),
+            "init_strict": True,
+            "loaded": len(model.state_dict()),
+            "left_out": [],
+            "fresh": [],
+        }
     held = architecture_name(path)
     if held not in (None, model.spec["name"]):  # not strict means another scale or width, not another network
-        raise WeightsError(f"{path}: holds a {held} model, not {model.spec['name']} (--init-weights, also with "
-                           "--init-strict false)")  # fmt: skip
+        raise WeightsError(
+            f"{path}: holds a {held} model, not {model.spec['name']} (--init-weights, also with --init-strict false)"
+        )
     loaded, left_out, fresh = load_matching(model, read_state_dict(path), source=path)
     if not loaded:
         raise WeightsError(f"{path}: no tensor fits {model.spec} by name and shape (--init-weights)")
-    return {"init_weights": str(path), "init_strict": False, "loaded": len(loaded), "left_out": left_out,
-            "fresh": fresh}  # fmt: skip
+    return {
+        "init_weights": str(path),
+        "init_strict": False,
+        "loaded": len(loaded),
+        "left_out": left_out,
+        "fresh": fresh,
+    }
 
 
 def describe(summary):

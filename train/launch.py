@@ -78,7 +78,9 @@ def main(argv=None):
         sys.exit(child_status(failed.returncode))
     except SignalException as stopped:  # several processes: the agent has stopped them, each said how
         sys.exit(128 + stopped.sigval)
-    except ChildFailedError as failed:  # several processes (torchrun): each one's exit status, the first one's passed on
+    except (
+        ChildFailedError
+    ) as failed:  # several processes (torchrun): each one's exit status, the first one's passed on
         _, first = failed.get_first_failure()
         sys.exit(child_status(first.exitcode) or 1)
     finally:  # torchrun's agent runs in this process: the training processes' "said once" markers are ours to remove

@@ -105,9 +105,11 @@ def memory_error(config, *, device, workers=0):
         return None
     p, s = config.lr_patch_size, config.scale
     parts = ", ".join(f"{name} {gib(size)}" for name, size in need["parts"].items())
-    return (f"training needs about {gib(total)} per process for one micro-batch (batch {config.batch_size}, LR patch "
-            f"{p}x{p}, HR {s * p}x{s * p}, {config.model} x{s}: {parts}), this machine has {gib(have)} {how}; use a "
-            "smaller --lr-patch-size or --batch-size (docs/reliability.md)")  # fmt: skip
+    return (
+        f"training needs about {gib(total)} per process for one micro-batch (batch {config.batch_size}, LR patch "
+        f"{p}x{p}, HR {s * p}x{s * p}, {config.model} x{s}: {parts}), this machine has {gib(have)} {how}; use a "
+        "smaller --lr-patch-size or --batch-size (docs/reliability.md)"
+    )
 
 
 def gib(size):

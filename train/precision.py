@@ -52,9 +52,19 @@ def cpu_features():
 
 
 # oneDNN ISAs (ONEDNN_MAX_CPU_ISA values) from which its kernels use bf16 instructions; below them bf16 is emulated.
-ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
-                    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-                    "ALL", "DEFAULT")  # fmt: skip
+ONEDNN_BF16_ISAS = (
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "ALL",
+    "DEFAULT",
+)
 
 
 def onednn_cap_admits_bf16(environ=None):
@@ -70,8 +80,10 @@ def cpu_bf16(features):
     if not units:
         return False, "no native bf16 on this CPU (no AMX, no AVX512-BF16)"
     if not features["kernels"].startswith("AVX512"):
-        return False, (f"this CPU has {' and '.join(units)} but torch's CPU kernels are capped at "
-                       f"{features['kernels']} (ATEN_CPU_CAPABILITY)")  # fmt: skip
+        return False, (
+            f"this CPU has {' and '.join(units)} but torch's CPU kernels are capped at "
+            f"{features['kernels']} (ATEN_CPU_CAPABILITY)"
+        )
     if not features["onednn_bf16"]:
         return False, f"this CPU has {' and '.join(units)} but oneDNN's bf16 kernels are off (ONEDNN_MAX_CPU_ISA)"
     return True, f"native bf16 on this CPU ({' and '.join(units)})"
@@ -100,14 +112,18 @@ def choose(requested, *, device_type, environ=None, features=None, cuda_has_bf16
     elif device_type == "cuda":
         has_bf16 = cuda_bf16() if cuda_has_bf16 is None else cuda_has_bf16
         choice = "bf16" if has_bf16 else "fp16"
-        reason = "auto: " + ("native bf16 on this GPU" if has_bf16 else "no native bf16 on this GPU; fp16 with loss scaling")
+        reason = "auto: " + (
+            "native bf16 on this GPU" if has_bf16 else "no native bf16 on this GPU; fp16 with loss scaling"
+        )
     elif device_type == "cpu":
         choice, reason = ("bf16" if cpu_native else "no"), f"auto: {cpu_why}"
     else:
         choice, reason = "no", f"auto: fp32 on {device_type} (no rule for mixed precision there)"
     warning = None
     if choice == "bf16" and cpu_native is False:  # asked for (auto never picks emulated bf16): run, and say so
-        warning = (f"warning: bf16 is emulated here, a step several times slower than in fp32: {cpu_why}; "
-                   f"mixed_precision auto would train in fp32")  # fmt: skip
+        warning = (
+            f"warning: bf16 is emulated here, a step several times slower than in fp32: {cpu_why}; "
+            f"mixed_precision auto would train in fp32"
+        )
         reason += f"; emulated: {cpu_why}"
     return Precision(choice, reason, warning)

@@ -24,7 +24,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-
 from sr_models.starting import stop_while_starting
 
 if __name__ == "__main__":  # before the imports below (seconds); StopSignals takes over once the run starts
@@ -45,23 +44,22 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from sr_models import create_model
-from sr_models.weights import load_model, save_weights
 from sr_models.errors import UserError, launch_has_said_an_error, user_errors
 from sr_models.files import OutputError, atomic_write_text, claim_output, open_append
-from train.checkpoint import (Progress, latest_checkpoint, load_checkpoint, resume_options, run_dir_of,
-                              save_checkpoint)
+from sr_models.weights import load_model, save_weights
+from train.checkpoint import Progress, latest_checkpoint, load_checkpoint, resume_options, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, refuse_resume_changes, save_config
+from train.cpu_memory import keep_freed_memory
 from train.data import check_enough_images, training_loader, training_patches, validation_sets
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
 from train.losses import LOSSES, WeightedLoss  # LOSSES is also train.run.LOSSES: the fault suite swaps a loss in there
+from train.memory_bound import memory_error
 from train.optim import make_optimizer, make_scheduler
 from train.precision import choose as choose_precision
-from train.step_guard import StepGuard
-from train.cpu_memory import keep_freed_memory
-from train.memory_bound import memory_error
 from train.run_folder import RunFolderLock
+from train.step_guard import StepGuard
 from train.threads import ThreadTuner, set_cpu_threads
 from train.validation import validation_scorer
 
@@ -126,15 +124,30 @@ def train(config):
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
         held_out = validation_sets(config) if accelerator.is_main_process else {}
         perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
-    check_enough_images(patches, processes=processes, batch_size=config.batch_size,
-                        repeat_images=config.repeat_images, label=config.dataset)  # fmt: skip
+    check_enough_images(
+        patches,
+        processes=processes,
+        batch_size=config.batch_size,
+        repeat_images=config.repeat_images,
+        label=config.dataset,
+    )
     train_loader = training_loader(
-        patches, batch_size=config.batch_size, num_workers=workers,
-        persistent_workers=config.persistent_workers, pin_memory=not use_cpu,
-    )  # fmt: skip
+        patches,
+        batch_size=config.batch_size,
+        num_workers=workers,
+        persistent_workers=config.persistent_workers,
+        pin_memory=not use_cpu,
+    )
 
-    validator = Validator(held_out, run_dir=run_dir, scale=config.scale, preview_images=config.preview_images,
-                          accelerator=accelerator, log=log, perceptual=perceptual)  # fmt: skip
+    validator = Validator(
+        held_out,
+        run_dir=run_dir,
+        scale=config.scale,
+        preview_images=config.preview_images,
+        accelerator=accelerator,
+        log=log,
+        perceptual=perceptual,
+    )
     for line in left_out_lines(left_out):
         accelerator.print(line)
 
@@ -167,8 +180,9 @@ def train(config):
     # ---- resume ---------------------------------------------------------------------------------------------
     resumed_from = None
     if config.resume:  # verified before it is loaded (train/checkpoint.py)
-        resumed_from = load_checkpoint(accelerator, config.resume, run_dir=run_dir, model=model, optimizer=optimizer,
-                                       registered=len(checkpointed))  # fmt: skip
+        resumed_from = load_checkpoint(
+            accelerator, config.resume, run_dir=run_dir, model=model, optimizer=optimizer, registered=len(checkpointed)
+        )
         if accelerator.is_main_process:
             save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
@@ -177,16 +191,31 @@ def train(config):
     # puts the resumed run on exactly the data of an uninterrupted one.
     batches = accelerator.skip_first_batches(train_loader, start_step * accumulation) if start_step else train_loader
 
-    log.write({
-        "event": "start", "step": start_step, "num_processes": processes, "process_index": accelerator.process_index,
-        "distributed_type": str(accelerator.distributed_type), "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": precision.reason, "cpu_threads": threads, "samples_per_step": samples_per_step,
-        "train_images": len(patches.usable), "left_out_small": left_out["small"], "left_out_corrupt": left_out["corrupt"],
-        "held_out_images": validator.image_count, "val_sets": list(held_out),
-        "left_out_files": left_out["small_names"] + left_out["corrupt_names"],
-        "resumed_from": str(resumed_from) if resumed_from else None, "run_dir": str(run_dir), "heap_reuse": heap_reuse,
-        **(initial or {}),
-    }, to_trackers=False)  # fmt: skip
+    log.write(
+        {
+            "event": "start",
+            "step": start_step,
+            "num_processes": processes,
+            "process_index": accelerator.process_index,
+            "distributed_type": str(accelerator.distributed_type),
+            "device": str(accelerator.device),
+            "mixed_precision": accelerator.mixed_precision,
+            "mixed_precision_reason": precision.reason,
+            "cpu_threads": threads,
+            "samples_per_step": samples_per_step,
+            "train_images": len(patches.usable),
+            "left_out_small": left_out["small"],
+            "left_out_corrupt": left_out["corrupt"],
+            "held_out_images": validator.image_count,
+            "val_sets": list(held_out),
+            "left_out_files": left_out["small_names"] + left_out["corrupt_names"],
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "run_dir": str(run_dir),
+            "heap_reuse": heap_reuse,
+            **(initial or {}),
+        },
+        to_trackers=False,
+    )
     accelerator.print(
         f"{config.model} x{config.scale} | {len(patches.usable)} training images, {validator.image_count} held out | "
         f"{processes} process(es) on {accelerator.device}, {threads} CPU thread(s) each | mixed precision "
@@ -200,9 +229,15 @@ def train(config):
     def unwrap(model):  # the plain module: no DDP, no compile wrapper (its parameters are the trained ones)
         return accelerator.unwrap_model(model, keep_torch_compile=False)
 
-    bar = tqdm(total=config.steps, initial=start_step, desc="training", dynamic_ncols=True, unit="step",
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}{postfix}]",
-               disable=not (accelerator.is_main_process and config.progress))  # fmt: skip
+    bar = tqdm(
+        total=config.steps,
+        initial=start_step,
+        desc="training",
+        dynamic_ncols=True,
+        unit="step",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}{postfix}]",
+        disable=not (accelerator.is_main_process and config.progress),
+    )
     log_every = log_interval(config)
     window = Window(accelerator.device)
     train_seconds, train_samples = 0.0, 0
@@ -229,7 +264,9 @@ def train(config):
                 step_is_finite, stop_requested = guard.decide(accelerator, stop_requested=STOP.received is not None)
                 if step_is_finite:
                     if config.grad_clip:
-                        window.grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)  # before clipping
+                        window.grad_norm = accelerator.clip_grad_norm_(
+                            model.parameters(), config.grad_clip
+                        )  # before clipping
                     optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # a skipped step's poisoned gradients go too
         window.add(loss.detach(), batch["skipped"])
@@ -253,8 +290,10 @@ def train(config):
         else:
             progress.nonfinite_steps += 1
             progress.nonfinite_in_a_row += 1
-            accelerator.print(f"warning: step {step}: NaN or infinite loss, update skipped "
-                              f"({progress.nonfinite_in_a_row} in a row, {progress.nonfinite_steps} in all)")  # fmt: skip
+            accelerator.print(
+                f"warning: step {step}: NaN or infinite loss, update skipped "
+                f"({progress.nonfinite_in_a_row} in a row, {progress.nonfinite_steps} in all)"
+            )
             if progress.nonfinite_in_a_row >= config.max_nonfinite_steps:
                 raise diverged(progress, run_dir)
 
@@ -265,20 +304,26 @@ def train(config):
             train_seconds += seconds
             train_samples += window.steps * samples_per_step
             record = {
-                "step": step, "loss": figures["loss"], "lr": step_lr,
+                "step": step,
+                "loss": figures["loss"],
+                "lr": step_lr,
                 "samples_per_second": window.steps * samples_per_step / seconds,
                 "data_wait_fraction": figures["data_seconds"] / seconds,
-                "epoch": step * samples_per_step / len(patches.usable), "skipped_images": progress.skipped_images,
+                "epoch": step * samples_per_step / len(patches.usable),
+                "skipped_images": progress.skipped_images,
                 "cpu_threads": threads,
                 "nonfinite_steps": progress.nonfinite_steps,
-            }  # fmt: skip
+            }
             if record["loss"] is None:  # every micro-batch of the window was skipped: no loss to report
                 del record["loss"]
             if config.grad_clip and window.grad_norm is not None:  # None: every step of the window skipped
                 record["grad_norm"] = window.grad_norm.item()  # of the last step in the window
             log.write(record, step=step)
-            bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{step_lr:.2e}",
-                            samples_per_s=f"{record['samples_per_second']:.1f}")  # fmt: skip
+            bar.set_postfix(
+                loss=f"{record.get('loss', float('nan')):.4f}",
+                lr=f"{step_lr:.2e}",
+                samples_per_s=f"{record['samples_per_second']:.1f}",
+            )
             window = Window(accelerator.device)
 
         if config.val_every and step % config.val_every == 0 and step < config.steps:
@@ -291,7 +336,12 @@ def train(config):
                 tuner.restart_timer()
 
         # No periodic checkpoint inside a run of skipped steps: the last one saved stays the last good one.
-        if config.save_every and step % config.save_every == 0 and step < config.steps and not progress.nonfinite_in_a_row:
+        if (
+            config.save_every
+            and step % config.save_every == 0
+            and step < config.steps
+            and not progress.nonfinite_in_a_row
+        ):
             paused = time.perf_counter()
             save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
             window.exclude(time.perf_counter() - paused)
@@ -299,12 +349,17 @@ def train(config):
                 tuner.restart_timer()
 
         if stop_requested and step < config.steps:  # SIGTERM/SIGINT (agreed in guard.decide): save, then stop
-            saved = save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
+            saved = save_checkpoint(
+                accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints
+            )
             bar.close()
             accelerator.end_training()
             signum = STOP.received or signal.SIGTERM  # a process the signal has not reached yet stops with the rest
-            raise Interrupted(signum, f"stopped by {signal.Signals(signum).name} after step {step}, state saved in "
-                              f"{saved}; continue with: {resume_options(run_dir)}")  # fmt: skip
+            raise Interrupted(
+                signum,
+                f"stopped by {signal.Signals(signum).name} after step {step}, state saved in "
+                f"{saved}; continue with: {resume_options(run_dir)}",
+            )
 
         if step == config.stop_after and step < config.steps:
             save_checkpoint(accelerator, run_dir=run_dir, step=step, config=config, keep=config.keep_checkpoints)
@@ -329,12 +384,20 @@ def train(config):
     if accelerator.is_main_process:
         save_weights(final_model, run_dir / "model.safetensors")
         samples_per_second = train_samples / train_seconds if train_seconds else None
-        metrics = {"psnr_y": None, "ssim_y": None, "bicubic_psnr_y": None, "bicubic_ssim_y": None,
-                   "steps": progress.step, "samples_per_second": samples_per_second}  # fmt: skip
+        metrics = {
+            "psnr_y": None,
+            "ssim_y": None,
+            "bicubic_psnr_y": None,
+            "bicubic_ssim_y": None,
+            "steps": progress.step,
+            "samples_per_second": samples_per_second,
+        }
         if validator:
             # The final figures are those of the saved file, in fp32: what train/evaluate.py will report.
             shipped = load_model(run_dir / "model.safetensors").to(accelerator.device)
-            metrics.update(validator.final(shipped, step=progress.step, device=accelerator.device, say=accelerator.print))
+            metrics.update(
+                validator.final(shipped, step=progress.step, device=accelerator.device, say=accelerator.print)
+            )
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         accelerator.print(f"weights: {run_dir / 'model.safetensors'}  metrics: {run_dir / 'metrics.json'}")
     accelerator.wait_for_everyone()
@@ -352,8 +415,10 @@ def choose_run_dir(config, state):
     if config.resume and config.resume != "latest":
         run_dir = run_dir_of(config.resume)
         if config.output_dir and Path(config.output_dir).resolve() != run_dir:
-            raise ConfigError(f"--resume {config.resume} continues the run in its own folder {run_dir}, not in "
-                              f"--output-dir {config.output_dir}: drop --output-dir")  # fmt: skip
+            raise ConfigError(
+                f"--resume {config.resume} continues the run in its own folder {run_dir}, not in "
+                f"--output-dir {config.output_dir}: drop --output-dir"
+            )
     elif config.output_dir:
         run_dir = Path(config.output_dir)
     elif config.resume == "latest":
@@ -368,8 +433,12 @@ def choose_run_dir(config, state):
         try:
             if not config.resume:  # a new run folder never is, holds or lies inside a folder the run reads
                 readings = (config.dataset, config.lr_dataset, config.val_dataset, config.init_weights)
-                claim_output(run_dir, inputs=[p for p in readings if p and p not in ("builtin", "none")],
-                             kind="folder", lock=False)  # fmt: skip
+                claim_output(
+                    run_dir,
+                    inputs=[p for p in readings if p and p not in ("builtin", "none")],
+                    kind="folder",
+                    lock=False,
+                )
             RunFolderLock(run_dir, new_run=not config.resume)  # held until main() returns
         except (ConfigError, OutputError) as error:
             problem = [str(error)]
@@ -386,8 +455,10 @@ def trackers(log_with):
     if log_with == "auto":
         return ["tensorboard"] if is_tensorboard_available() else None
     if log_with == "tensorboard" and not is_tensorboard_available():
-        raise ConfigError("--log-with tensorboard: TensorBoard is not installed; pip install tensorboard, or pass "
-                          "--log-with none (the figures still go to log.jsonl)")  # fmt: skip
+        raise ConfigError(
+            "--log-with tensorboard: TensorBoard is not installed; pip install tensorboard, or pass "
+            "--log-with none (the figures still go to log.jsonl)"
+        )
     return [log_with]
 
 
@@ -453,9 +524,9 @@ class StopSignals:
     """SIGTERM (a scheduler's preemption), SIGINT (Ctrl-C) and SIGHUP (a closed terminal) ask the loop to save and
     stop at the next optimizer step; a second signal stops at once, even in the middle of that save: the checkpoint
     being written is still a `.partial` folder, which is never resumed from, so the last complete one stays the one
-    to continue from; one line says which. Installed only when train/run.py is the program (not in tests). Every process must stop at the
-    same step (the signal reaches them at different times), or the ones still training would wait forever in the
-    next all-reduce: StepGuard.decide agrees on it with the NaN check's all-reduce."""
+    to continue from; one line says which. Installed only when train/run.py is the program (not in tests). Every
+    process must stop at the same step (the signal reaches them at different times), or the ones still training
+    would wait forever in the next all-reduce: StepGuard.decide agrees on it with the NaN check's all-reduce."""
 
     # A launcher passes the signal on, and a terminal sends it to the whole group: one Ctrl-C can arrive twice within
     # milliseconds. A second signal means "stop at once" only when it comes this much later.
@@ -477,8 +548,10 @@ class StopSignals:
             if int(os.environ.get("RANK", "0")) == 0:  # every process got it: one line says so
                 latest = latest_checkpoint(self.run_dir) if self.run_dir else None
                 resume = f"; continue with: {resume_options(self.run_dir)}" if latest else ""
-                sys.stderr.write(f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
-                                 f"checkpoint: {latest or 'none'}{resume}\n")  # fmt: skip
+                sys.stderr.write(
+                    f"\nerror: stopped at once by a second {signal.Signals(signum).name}; last complete "
+                    f"checkpoint: {latest or 'none'}{resume}\n"
+                )
                 sys.stderr.flush()
             os._exit(128 + signum)
         self.received = signum
@@ -517,12 +590,18 @@ class Window:
 
     def reduce(self, accelerator):
         """Mean loss over all processes' micro-batches, summed skips, the slowest process's data wait."""
-        figures = torch.tensor([self.loss.item(), self.micro_batches.item(), self.skipped.item(), self.data_seconds],
-                               dtype=torch.float64, device=accelerator.device)  # fmt: skip
+        figures = torch.tensor(
+            [self.loss.item(), self.micro_batches.item(), self.skipped.item(), self.data_seconds],
+            dtype=torch.float64,
+            device=accelerator.device,
+        )
         gathered = accelerator.gather(figures[None]).cpu()  # (processes, 4)
         counted = gathered[:, 1].sum().item()  # micro-batches with a finite loss
-        return {"loss": gathered[:, 0].sum().item() / counted if counted else None,
-                "skipped": int(gathered[:, 2].sum()), "data_seconds": gathered[:, 3].max().item()}  # fmt: skip
+        return {
+            "loss": gathered[:, 0].sum().item() / counted if counted else None,
+            "skipped": int(gathered[:, 2].sum()),
+            "data_seconds": gathered[:, 3].max().item(),
+        }
 
 
 def weights_digest(model):

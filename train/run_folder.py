@@ -50,20 +50,26 @@ class RunFolderLock:
             created = not self.run_dir.exists()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if marker.is_symlink():
-                raise ConfigError(f"{marker}: is a symbolic link; the run lock is never written through a link "
-                                  "(it would truncate what it points to): remove the link")  # fmt: skip
+                raise ConfigError(
+                    f"{marker}: is a symbolic link; the run lock is never written through a link "
+                    "(it would truncate what it points to): remove the link"
+                )
             had_marker = marker.exists()
             # O_NOFOLLOW: a marker that is a link to a user's file is refused, never truncated to our pid
             fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             foreign = foreign_lock_file(fd)
             if foreign:
                 os.close(fd)
-                raise ConfigError(f"{marker}: is the run lock's name, but {foreign}; it is left as it is: move it away, "
-                                  "or choose another --output-dir")  # fmt: skip
+                raise ConfigError(
+                    f"{marker}: is the run lock's name, but {foreign}; it is left as it is: move it away, "
+                    "or choose another --output-dir"
+                )
             self.file = os.fdopen(fd, "r+")
         except IsADirectoryError:
-            raise ConfigError(f"{marker}: is the run lock's name, but is a folder; it is left as it is: move it away, "
-                              "or choose another --output-dir") from None  # fmt: skip
+            raise ConfigError(
+                f"{marker}: is the run lock's name, but is a folder; it is left as it is: move it away, "
+                "or choose another --output-dir"
+            ) from None
         except OSError as error:  # a path under a file, an unwritable parent, a read-only file system
             raise ConfigError(f"{self.run_dir}: cannot use it as the run folder ({one_line(error)})") from None
         try:
@@ -72,8 +78,10 @@ class RunFolderLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"
             self.file.close()
-            raise ConfigError(f"{self.run_dir}: in use by another training process (pid {holder}); wait for it to "
-                              "end, or choose another --output-dir") from None  # fmt: skip
+            raise ConfigError(
+                f"{self.run_dir}: in use by another training process (pid {holder}); wait for it to "
+                "end, or choose another --output-dir"
+            ) from None
         if new_run:
             try:
                 self.check_empty(had_marker)
@@ -88,8 +96,10 @@ class RunFolderLock:
             self.release()
             if not had_marker:  # refused: the folder is left exactly as it was found
                 marker.unlink(missing_ok=True)
-            raise ConfigError(f"{link}: is a symbolic link inside the run folder; a run never writes through a link "
-                              "(it would write into, or prune, what it points to): remove the link")  # fmt: skip
+            raise ConfigError(
+                f"{link}: is a symbolic link inside the run folder; a run never writes through a link "
+                "(it would write into, or prune, what it points to): remove the link"
+            )
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")
@@ -103,8 +113,10 @@ class RunFolderLock:
             self.release()
             shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
             what = "a run's checkpoints" if "checkpoints" in contents else "files that are not a new run's"
-            raise ConfigError(f"{self.run_dir} already holds {what} ({shown}); a new run needs an empty or new "
-                              "folder: choose another --output-dir, or continue a run with --resume latest")  # fmt: skip
+            raise ConfigError(
+                f"{self.run_dir} already holds {what} ({shown}); a new run needs an empty or new "
+                "folder: choose another --output-dir, or continue a run with --resume latest"
+            )
         for name in contents:  # the files of a start that failed before its first checkpoint
             path = self.run_dir / name  # a link is removed itself, never what it points to
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

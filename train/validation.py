@@ -1,7 +1,7 @@
 """Validation during training: held-out figures (train.evaluate's protocol) and comparison images.
 
-Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side under their names,
-and sends the same images to the trackers that take images (TensorBoard).
+Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side under
+their names, and sends the same images to the trackers that take images (TensorBoard).
 """
 
 from pathlib import Path
@@ -69,8 +69,9 @@ def scalars(report):
     return {**report["mean"], **report.get("set", {})}
 
 
-def validate(model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, prefix="",
-             perceptual=None):
+def validate(
+    model, samples, *, device, scale, step, run_dir, preview_images, accelerator=None, prefix="", perceptual=None
+):
     """Score `model` (in eval mode for the call) on `samples` (LPIPS/FID/IS too with a `perceptual` scorer); write
     and log comparison images (their names prefixed by `prefix`, e.g. the validation set's when there are several)."""
     was_training = model.training

@@ -13,13 +13,17 @@ from bench.faults.suite import Suite
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=faults.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.faults", description=faults.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", help="run the cases whose label contains this text")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
     parser.add_argument("--keep", type=Path, help="build everything in this folder and keep it")
-    parser.add_argument("--table", type=Path, help="write the markdown table here: into docs/reliability.md between "
-                        "its markers, or a new file")  # fmt: skip
+    parser.add_argument(
+        "--table",
+        type=Path,
+        help="write the markdown table here: into docs/reliability.md between its markers, or a new file",
+    )
     args = parser.parse_args(argv)
     if args.table:
         check_table_page(args.table)

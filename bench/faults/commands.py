@@ -11,10 +11,26 @@ from bench.faults.harness import REPO, free_port
 SCALE = 4
 # A tiny PAN (8 channels, one block) on 8x8 LR patches keeps each training run to seconds.
 # --repeat-images: folders of 1-3 images; the too-small case sets it false.
-TINY = ["--model-overrides", "{channels: 8, upsample_channels: 8, num_blocks: 1}", "--lr-patch-size", "8",
-        "--progress", "false", "--log-with", "none", "--num-threads", "1", "--batch-size", "2",
-        "--log-every", "1", "--scale", str(SCALE),
-        "--repeat-images", "true"]  # fmt: skip
+TINY = [
+    "--model-overrides",
+    "{channels: 8, upsample_channels: 8, num_blocks: 1}",
+    "--lr-patch-size",
+    "8",
+    "--progress",
+    "false",
+    "--log-with",
+    "none",
+    "--num-threads",
+    "1",
+    "--batch-size",
+    "2",
+    "--log-every",
+    "1",
+    "--scale",
+    str(SCALE),
+    "--repeat-images",
+    "true",
+]
 TINY_MODEL = {"channels": 8, "upsample_channels": 8, "num_blocks": 1}
 LAUNCH_CONFIG = REPO / "launch_configs" / "cpu_ddp.yaml"  # 2 processes, DDP over gloo on the CPU
 
@@ -36,8 +52,16 @@ class Commands:
     def train(self, out, *args, steps=2, tiny=True):
         """train/run.py writing the run folder `out` (run_dir), with the tiny model's options unless not `tiny`;
         `steps` None: no --steps (the recipe's, or one in `args`)."""
-        return ["train/run.py", *(TINY if tiny else []), *(["--steps", str(steps)] if steps is not None else []),
-                "--output-dir", str(self.run_dir(out)), "--cache-dir", str(self.cache), *args]  # fmt: skip
+        return [
+            "train/run.py",
+            *(TINY if tiny else []),
+            *(["--steps", str(steps)] if steps is not None else []),
+            "--output-dir",
+            str(self.run_dir(out)),
+            "--cache-dir",
+            str(self.cache),
+            *args,
+        ]
 
     def resume(self, run_dir, *args, checkpoint="latest"):
         """train/run.py continuing `run_dir` from `checkpoint` with the config it started with (no other options)."""
@@ -49,8 +73,16 @@ class Commands:
 
     def evaluate(self, hr, *args, weights=None, device="cpu"):
         """train/evaluate.py scoring the tiny model (or `weights`) on the folder `hr`."""
-        return ["train/evaluate.py", "--weights", str(weights or self.weights), "--hr", str(hr), *args, "--device",
-                device]  # fmt: skip
+        return [
+            "train/evaluate.py",
+            "--weights",
+            str(weights or self.weights),
+            "--hr",
+            str(hr),
+            *args,
+            "--device",
+            device,
+        ]
 
     def upscale(self, source, target, *args, model=None, device="cpu"):
         """export/upscale.py with the tiny ONNX model (or `model`): an image or a folder of them."""
@@ -62,14 +94,33 @@ class Commands:
 
     def prepare(self, dataset, output, *args, scale=SCALE, cache=None):
         """python -m train.data prepare: sub-images (or, with --store, a decoded store) of `dataset`."""
-        return ["-m", "train.data", "prepare", "--dataset", str(dataset), "--output", str(output), "--scale",
-                str(scale), *args, "--cache-dir", str(cache or self.cache)]  # fmt: skip
+        return [
+            "-m",
+            "train.data",
+            "prepare",
+            "--dataset",
+            str(dataset),
+            "--output",
+            str(output),
+            "--scale",
+            str(scale),
+            *args,
+            "--cache-dir",
+            str(cache or self.cache),
+        ]
 
     def launch(self, command):
         """`command` (train/run.py's, or an injected one) under `accelerate launch` with 2 processes."""
         script = ["--module", *command[1:]] if command[0] == "-m" else command
-        return ["-m", "accelerate.commands.launch", "--config_file", str(LAUNCH_CONFIG), "--main_process_port",
-                str(free_port()), *script]  # fmt: skip
+        return [
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(LAUNCH_CONFIG),
+            "--main_process_port",
+            str(free_port()),
+            *script,
+        ]
 
     def sr_launch(self, command, *, processes):
         """`command` under sr-launch (python -m train.launch), with 1 process or 2 (launch_configs/cpu_ddp.yaml)."""

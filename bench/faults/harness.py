@@ -57,8 +57,15 @@ def run(command, *, env=None, timeout=TIMEOUT, memory_limit=None):
     start = time.perf_counter()
     limit = (lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))) if memory_limit else None
     try:
-        done = subprocess.run([sys.executable, *map(str, command)], cwd=REPO, env=environment(env),
-                              capture_output=True, text=True, timeout=timeout, preexec_fn=limit)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, *map(str, command)],
+            cwd=REPO,
+            env=environment(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=limit,
+        )
         return Outcome(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
     except subprocess.TimeoutExpired as expired:
         return Outcome(-1, str(expired.stdout or ""), str(expired.stderr or ""), time.perf_counter() - start, True)
@@ -66,8 +73,15 @@ def run(command, *, env=None, timeout=TIMEOUT, memory_limit=None):
 
 def start(command, *, env=None, new_session=False):
     """`python *command` in the repository, started and left running (for a signal at the right moment)."""
-    return subprocess.Popen([sys.executable, *map(str, command)], cwd=REPO, env=environment(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=new_session)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, *map(str, command)],
+        cwd=REPO,
+        env=environment(env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=new_session,
+    )
 
 
 def finish(process, started, *, timeout=TIMEOUT):
@@ -124,11 +138,13 @@ def judge_refusal(case, where, outcome, *, names):
 def judge_one_line(case, where, outcome, *, names):
     """judge_refusal, and stderr (progress bars aside) is that one line and nothing else."""
     result = judge_refusal(case, where, outcome, names=names)
-    shown = [line for line in re.split(r"[\r\n]", outcome.stderr)
-             if line.strip() and not re.search(r"\d+/\d+ \[[^]]*/s\]", line)]  # fmt: skip
+    shown = [
+        line
+        for line in re.split(r"[\r\n]", outcome.stderr)
+        if line.strip() and not re.search(r"\d+/\d+ \[[^]]*/s\]", line)
+    ]
     if result.verdict == "handled" and len(shown) != 1:
-        return Result(case, where, "other", f"{len(shown)} lines on stderr, not one: {shown[0][:120]}",
-                      outcome.seconds)  # fmt: skip
+        return Result(case, where, "other", f"{len(shown)} lines on stderr, not one: {shown[0][:120]}", outcome.seconds)
     return result
 
 
@@ -197,8 +213,10 @@ def run_all(cases, suite, *, jobs):
                 found = Result(cases[i].label, "?", "other", f"fault script error: {error!r}")
             results[i] = found if isinstance(found, list) else [found]
             for result in results[i]:
-                print(f"[{result.verdict:>7}] {result.case} / {result.where}: {result.what} "
-                      f"({result.seconds:.1f} s)", flush=True)  # fmt: skip
+                print(
+                    f"[{result.verdict:>7}] {result.case} / {result.where}: {result.what} ({result.seconds:.1f} s)",
+                    flush=True,
+                )
     return [result for group in results for result in group]
 
 
@@ -216,8 +234,10 @@ def check_table_page(path):
     """A page the table may go into: a new file, or one with the markers (checked before the run, not after)."""
     page = Path(path).read_text() if Path(path).exists() else None
     if page is not None and (TABLE_BEGIN not in page or TABLE_END not in page):
-        raise SystemExit(f"error: {path}: exists without the markers {TABLE_BEGIN} ... {TABLE_END}; the table goes "
-                         "between them, or into a new file")  # fmt: skip
+        raise SystemExit(
+            f"error: {path}: exists without the markers {TABLE_BEGIN} ... {TABLE_END}; the table goes "
+            "between them, or into a new file"
+        )
 
 
 def write_table(results, path):

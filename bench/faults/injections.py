@@ -15,9 +15,13 @@ import sys
 import time
 
 # The entry point of each command: (its first words, the module whose `main` it runs).
-ENTRY_POINTS = {("train/run.py",): "train.run", ("export/upscale.py",): "export.upscale",
-                ("train/evaluate.py",): "train.evaluate", ("export/to_onnx.py",): "export.to_onnx",
-                ("-m", "train.data"): "train.data.subimages"}  # fmt: skip
+ENTRY_POINTS = {
+    ("train/run.py",): "train.run",
+    ("export/upscale.py",): "export.upscale",
+    ("train/evaluate.py",): "train.evaluate",
+    ("export/to_onnx.py",): "export.to_onnx",
+    ("-m", "train.data"): "train.data.subimages",
+}
 
 
 def entry_point(command):

@@ -304,9 +304,14 @@ def tiny_state(weights):
     return {k: v.clone().contiguous() for k, v in load_model(weights).state_dict().items()}
 
 
-BAD_WEIGHTS = {"blocks": "metadata claiming 10^8 blocks", "odd": "metadata: PAN channels odd",
-               "scale": "metadata: scale the model lacks (x5)", "nan": "NaN in a weight tensor",
-               "damaged": "one flipped byte in the tensor data", "int": "integer weight tensor"}  # fmt: skip
+BAD_WEIGHTS = {
+    "blocks": "metadata claiming 10^8 blocks",
+    "odd": "metadata: PAN channels odd",
+    "scale": "metadata: scale the model lacks (x5)",
+    "nan": "NaN in a weight tensor",
+    "damaged": "one flipped byte in the tensor data",
+    "int": "integer weight tensor",
+}
 
 
 def make_bad_weights(path, weights, kind):
@@ -329,8 +334,13 @@ def make_bad_weights(path, weights, kind):
         tensors["tail.bias"][0] = float("nan")
     elif kind == "int":
         tensors["head.weight"] = tensors["head.weight"].to(torch.int64)
-    metadata = {"format": "sr-toolkit/1", "model": "pan", "scale": scale, "hyperparameters": json.dumps(hyper),
-                "sha256": tensors_digest(tensors)}  # fmt: skip
+    metadata = {
+        "format": "sr-toolkit/1",
+        "model": "pan",
+        "scale": scale,
+        "hyperparameters": json.dumps(hyper),
+        "sha256": tensors_digest(tensors),
+    }
     save_file(tensors, str(path), metadata=metadata)
     if kind == "damaged":
         flip_byte(path, -5, 0x20)
@@ -341,8 +351,16 @@ def make_deep_json_weights(path):
     import torch
     from safetensors.torch import save_file
 
-    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "sr-toolkit/1", "model": "pan", "scale": "4",
-                                                          "hyperparameters": "[" * 100000 + "]" * 100000})
+    save_file(
+        {"w": torch.zeros(1)},
+        str(path),
+        metadata={
+            "format": "sr-toolkit/1",
+            "model": "pan",
+            "scale": "4",
+            "hyperparameters": "[" * 100000 + "]" * 100000,
+        },
+    )
 
 
 def make_damaged_zip_pth(path, weights):
@@ -409,8 +427,9 @@ def make_static_onnx(path):
     from sr_models import create_model
 
     model = create_model("pan", scale=SCALE, **TINY_MODEL).eval()
-    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, input_names=["lr"],
-                      output_names=["sr"])  # fmt: skip
+    torch.onnx.export(
+        model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, input_names=["lr"], output_names=["sr"]
+    )
 
 
 def make_wild_onnx(path):
@@ -422,8 +441,15 @@ def make_wild_onnx(path):
             up = torch.nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest")
             return up * (1 + 1e4 * (up > 0.99).float())
 
-    torch.onnx.export(Wild(), (torch.rand(2, 3, 8, 8),), str(path), dynamo=False, input_names=["lr"],
-                      output_names=["sr"], dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+    torch.onnx.export(
+        Wild(),
+        (torch.rand(2, 3, 8, 8),),
+        str(path),
+        dynamo=False,
+        input_names=["lr"],
+        output_names=["sr"],
+        dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "h", 3: "w"}},
+    )
 
 
 def onnx_graph(path, nodes, initializers=()):
@@ -431,9 +457,13 @@ def onnx_graph(path, nodes, initializers=()):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-                              [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["n", 3, "H", "W"])],
-                              list(initializers))  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["n", 3, "H", "W"])],
+        list(initializers),
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -444,8 +474,10 @@ def onnx_x4(source, target):
     """x4 by channel repetition and DepthToSpace: runs on any input size."""
     from onnx import helper
 
-    return [helper.make_node("Concat", [source] * 16, [target + "_cat"], axis=1),
-            helper.make_node("DepthToSpace", [target + "_cat"], [target], blocksize=4)]
+    return [
+        helper.make_node("Concat", [source] * 16, [target + "_cat"], axis=1),
+        helper.make_node("DepthToSpace", [target + "_cat"], [target], blocksize=4),
+    ]
 
 
 def make_failing_onnx(path):
@@ -455,13 +487,19 @@ def make_failing_onnx(path):
     from onnx import helper
 
     out = [helper.make_tensor_value_info("out", T.FLOAT, None)]
-    fail = helper.make_graph([helper.make_node("Reshape", ["lr", "rows"], ["bad"]), *onnx_x4("bad", "out")],
-                             "fail", [], out)  # fmt: skip
+    fail = helper.make_graph(
+        [helper.make_node("Reshape", ["lr", "rows"], ["bad"]), *onnx_x4("bad", "out")], "fail", [], out
+    )
     fine = helper.make_graph(onnx_x4("lr", "out"), "fine", [], out)
-    return onnx_graph(path, [
-        helper.make_node("Size", ["lr"], ["size"]), helper.make_node("Greater", ["size", "limit"], ["large"]),
-        helper.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine)],
-        [helper.make_tensor("limit", T.INT64, [], [1000]), helper.make_tensor("rows", T.INT64, [4], [1, 3, 7, -1])])
+    return onnx_graph(
+        path,
+        [
+            helper.make_node("Size", ["lr"], ["size"]),
+            helper.make_node("Greater", ["size", "limit"], ["large"]),
+            helper.make_node("If", ["large"], ["sr"], then_branch=fail, else_branch=fine),
+        ],
+        [helper.make_tensor("limit", T.INT64, [], [1000]), helper.make_tensor("rows", T.INT64, [4], [1, 3, 7, -1])],
+    )
 
 
 def make_looping_onnx(path):
@@ -470,14 +508,24 @@ def make_looping_onnx(path):
     from onnx import helper
 
     body = helper.make_graph(
-        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "b",
-        [helper.make_tensor_value_info("i", T.INT64, []), helper.make_tensor_value_info("c", T.BOOL, []),
-         helper.make_tensor_value_info("v", T.FLOAT, None)],
-        [helper.make_tensor_value_info("c_out", T.BOOL, []), helper.make_tensor_value_info("v_out", T.FLOAT, None)])
-    return onnx_graph(path, [
-        helper.make_node("Constant", [], ["M"], value=helper.make_tensor("M", T.INT64, [], [2**62])),
-        helper.make_node("Constant", [], ["go"], value=helper.make_tensor("go", T.BOOL, [], [True])),
-        helper.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body), *onnx_x4("looped", "sr")])
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])],
+        "b",
+        [
+            helper.make_tensor_value_info("i", T.INT64, []),
+            helper.make_tensor_value_info("c", T.BOOL, []),
+            helper.make_tensor_value_info("v", T.FLOAT, None),
+        ],
+        [helper.make_tensor_value_info("c_out", T.BOOL, []), helper.make_tensor_value_info("v_out", T.FLOAT, None)],
+    )
+    return onnx_graph(
+        path,
+        [
+            helper.make_node("Constant", [], ["M"], value=helper.make_tensor("M", T.INT64, [], [2**62])),
+            helper.make_node("Constant", [], ["go"], value=helper.make_tensor("go", T.BOOL, [], [True])),
+            helper.make_node("Loop", ["M", "go", "lr"], ["looped"], body=body),
+            *onnx_x4("looped", "sr"),
+        ],
+    )
 
 
 def make_blowing_up_onnx(path, computed):
@@ -486,25 +534,36 @@ def make_blowing_up_onnx(path, computed):
     from onnx import TensorProto as T
     from onnx import helper
 
-    scales = [helper.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0),
-              helper.make_node("Mul", ["mean", "zero"], ["none"]), helper.make_node("Add", ["up", "none"], ["scales"])]
-    return onnx_graph(path, [
-        *(scales if computed else [helper.make_node("Identity", ["up"], ["scales"])]),
-        helper.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
-        helper.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest")],
-        [helper.make_tensor("up", T.FLOAT, [4], [1, 1, 4096, 4096]),
-         helper.make_tensor("down", T.FLOAT, [4], [1, 1, 1 / 1024, 1 / 1024]),
-         helper.make_tensor("zero", T.FLOAT, [], [0.0])])  # fmt: skip
+    scales = [
+        helper.make_node("ReduceMean", ["lr"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["none"]),
+        helper.make_node("Add", ["up", "none"], ["scales"]),
+    ]
+    return onnx_graph(
+        path,
+        [
+            *(scales if computed else [helper.make_node("Identity", ["up"], ["scales"])]),
+            helper.make_node("Resize", ["lr", "", "scales"], ["huge"], mode="nearest"),
+            helper.make_node("Resize", ["huge", "", "down"], ["sr"], mode="nearest"),
+        ],
+        [
+            helper.make_tensor("up", T.FLOAT, [4], [1, 1, 4096, 4096]),
+            helper.make_tensor("down", T.FLOAT, [4], [1, 1, 1 / 1024, 1 / 1024]),
+            helper.make_tensor("zero", T.FLOAT, [], [0.0]),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Decoded stores
 
 
-DAMAGED_STORES = {"misaligned": "store index edited: HR no longer 4 x LR (same byte totals)",
-                  "overlap": "store index edited: an image's offset overlaps the previous one",
-                  "beyond": "store index edited: the last image ends outside the file",
-                  "flipped": "store data: one flipped byte in hr.u8"}  # fmt: skip
+DAMAGED_STORES = {
+    "misaligned": "store index edited: HR no longer 4 x LR (same byte totals)",
+    "overlap": "store index edited: an image's offset overlaps the previous one",
+    "beyond": "store index edited: the last image ends outside the file",
+    "flipped": "store data: one flipped byte in hr.u8",
+}
 
 
 def damage_store(store, kind):

@@ -82,8 +82,9 @@ class Suite:
             return Result(case, where, "lost", problem, outcome.seconds)
         first = read_log(run_dir)[0]
         if first["train_images"] != images:
-            return Result(case, where, "lost", f"trained on {first['train_images']} images, not {images}",
-                          outcome.seconds)  # fmt: skip
+            return Result(
+                case, where, "lost", f"trained on {first['train_images']} images, not {images}", outcome.seconds
+            )
         return Result(case, where, "handled", f"trains ({images} images used)", outcome.seconds)
 
     def judge_upscaled(self, case, outcome, target, expected):
@@ -99,10 +100,20 @@ class Suite:
             return Result(case, where, "lost", f"output {got.shape} != expected {reference.shape}", outcome.seconds)
         difference = np.abs(got.astype(int) - reference.astype(int)).mean()
         if difference > 0:
-            return Result(case, where, "lost", f"output differs from the reference by {difference:.2f} on average",
-                          outcome.seconds)  # fmt: skip
-        return Result(case, where, "handled", f"upscales: {got.shape[1]}x{got.shape[0]} RGB, equal to the reference",
-                      outcome.seconds)  # fmt: skip
+            return Result(
+                case,
+                where,
+                "lost",
+                f"output differs from the reference by {difference:.2f} on average",
+                outcome.seconds,
+            )
+        return Result(
+            case,
+            where,
+            "handled",
+            f"upscales: {got.shape[1]}x{got.shape[0]} RGB, equal to the reference",
+            outcome.seconds,
+        )
 
     def judge_kept(self, case, where, outcome, kept, *, names):
         """A refusal (one `error:` line naming `names`) that left every file of `kept` ({path: bytes}) as it was."""
@@ -131,8 +142,13 @@ class Suite:
         difference = max((a[k] - b[k]).abs().max().item() for k in a)
         if difference != 0:
             return Result(case, where, "lost", f"resumed weights differ by {difference:.2e}", seconds)
-        return Result(case, where, "handled", f"{why}; --resume latest ends with weights identical to an "
-                      "uninterrupted run's", seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "handled",
+            f"{why}; --resume latest ends with weights identical to an uninterrupted run's",
+            seconds,
+        )
 
 
 def bicubic_psnr_y(hr):

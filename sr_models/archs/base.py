@@ -79,4 +79,4 @@ def renamed(key, renames):
 
 def layer_count(state, prefix):
     """How many numbered children `prefix.N.` have tensors in `state` (e.g. the blocks of a trunk)."""
-    return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
+    return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})

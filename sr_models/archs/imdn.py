@@ -48,8 +48,9 @@ class IMDB(nn.Module):
         super().__init__()
         self.distilled = channels // DISTILLATION_RATE
         self.remaining = channels - self.distilled
-        self.steps = nn.ModuleList([conv(channels, channels, 3), conv(self.remaining, channels, 3),
-                                    conv(self.remaining, channels, 3)])  # fmt: skip
+        self.steps = nn.ModuleList(
+            [conv(channels, channels, 3), conv(self.remaining, channels, 3), conv(self.remaining, channels, 3)]
+        )
         self.last = conv(self.remaining, self.distilled, 3)
         self.attention = ContrastChannelAttention(channels=self.distilled * DISTILLATION_RATE)
         self.fuse = conv(self.distilled * DISTILLATION_RATE, channels, 1)
@@ -139,8 +140,11 @@ def recognize(state):
     """The tail conv has in_channels x scale^2 outputs: the scale is read from it."""
     in_channels = state["head.weight"].shape[1]
     scale = round((state["tail.0.weight"].shape[0] / in_channels) ** 0.5)
-    hyperparameters = {"channels": state["head.weight"].shape[0], "num_blocks": layer_count(state, "blocks."),
-                       "in_channels": in_channels}  # fmt: skip
+    hyperparameters = {
+        "channels": state["head.weight"].shape[0],
+        "num_blocks": layer_count(state, "blocks."),
+        "in_channels": in_channels,
+    }
     return hyperparameters, [scale] if scale in SCALES else []
 
 

@@ -53,8 +53,10 @@ def detect(state):
 def recognize(state):
     """Each stage's conv has channels x r^2 outputs, so the stages (2), (3), (2, 2), (2, 2, 2) are x2, x3, x4, x8."""
     channels = state["head.0.weight"].shape[0]
-    factors = [round((state[f"upsample.{index}.0.weight"].shape[0] / channels) ** 0.5)
-               for index in range(layer_count(state, "upsample."))]  # fmt: skip
+    factors = [
+        round((state[f"upsample.{index}.0.weight"].shape[0] / channels) ** 0.5)
+        for index in range(layer_count(state, "upsample."))
+    ]
     blocks = len({key.split(".")[1] for key in state if key.startswith("trunk.") and key.count(".") > 2})
     hyperparameters = {"channels": channels, "num_blocks": blocks, "in_channels": state["head.0.weight"].shape[1]}
     return hyperparameters, [scale for scale, stages in UPSAMPLE_STAGES.items() if list(stages) == factors]

@@ -76,8 +76,10 @@ class ImagePairs:
             hr_width, hr_height = image_size(row["hr"], name=hr_name)
             s = self.scale
             if (height * s, width * s) != (hr_height - hr_height % s, hr_width - hr_width % s):
-                raise ImageError(f"{lr_name}: LR is {width}x{height}, but its HR {hr_name} mod-cropped is "
-                                 f"{hr_width - hr_width % s}x{hr_height - hr_height % s}, not {s} times that")  # fmt: skip
+                raise ImageError(
+                    f"{lr_name}: LR is {width}x{height}, but its HR {hr_name} mod-cropped is "
+                    f"{hr_width - hr_width % s}x{hr_height - hr_height % s}, not {s} times that"
+                )
             return height, width
         width, height = image_size(row["hr"], name=record_name(row["hr"], f"{self.label}[{index}]"))
         return height // self.scale, width // self.scale
@@ -95,8 +97,10 @@ class ImagePairs:
         lr_name = record_name(row["lr"], f"{self.label}[{index}] (LR)")
         lr = decode(row["lr"], name=lr_name)
         if (lr.shape[0] * self.scale, lr.shape[1] * self.scale) != hr.shape[:2]:
-            raise ImageError(f"{lr_name}: LR is {lr.shape[1]}x{lr.shape[0]}, but its HR {hr_name} mod-cropped is "
-                             f"{hr.shape[1]}x{hr.shape[0]}, not {self.scale} times that")  # fmt: skip
+            raise ImageError(
+                f"{lr_name}: LR is {lr.shape[1]}x{lr.shape[0]}, but its HR {hr_name} mod-cropped is "
+                f"{hr.shape[1]}x{hr.shape[0]}, not {self.scale} times that"
+            )
         return hr, lr
 
     def cache_all(self, indices):

@@ -20,8 +20,19 @@ class PatchDataset(torch.utils.data.Dataset):
     every image is used once per pass; its crop and flips come from a generator seeded with (seed, i).
     """
 
-    def __init__(self, pairs, *, lr_patch_size, length, seed=0, flips=True, rot90=True, small_images="error",
-                 skip_corrupt=False, usable=None):  # fmt: skip
+    def __init__(
+        self,
+        pairs,
+        *,
+        lr_patch_size,
+        length,
+        seed=0,
+        flips=True,
+        rot90=True,
+        small_images="error",
+        skip_corrupt=False,
+        usable=None,
+    ):
         self.pairs = pairs
         self.scale = pairs.scale
         self.patch = lr_patch_size
@@ -103,8 +114,10 @@ class PatchDataset(torch.utils.data.Dataset):
 
 def small_image_error(name, lr_shape, patch, scale):
     if min(lr_shape[:2]) == 0:  # its mod-crop is empty: "LR 0x0 (HR 0x0)" would not say what the file is
-        return ImageError(f"{name}: narrower or lower than {scale} pixels, so at x{scale} it has no LR pixel at all; "
-                          "remove it, or use --small-images skip")  # fmt: skip
+        return ImageError(
+            f"{name}: narrower or lower than {scale} pixels, so at x{scale} it has no LR pixel at all; "
+            "remove it, or use --small-images skip"
+        )
     return ImageError(
         f"{name}: too small for the patch: LR {lr_shape[1]}x{lr_shape[0]} (HR {lr_shape[1] * scale}x"
         f"{lr_shape[0] * scale}) < LR patch {patch}x{patch}; use --small-images skip or pad, or a smaller "

@@ -1,9 +1,9 @@
 """Sources -> a `datasets.Dataset` with `hr` [and `lr`] image columns, kept undecoded.
 
-    builtin               scikit-image's sample photographs (sr_models.builtin): the training ones
-    a folder of images    the `imagefolder` builder (its index is cached as Arrow in the datasets cache)
-    a save_to_disk folder `datasets.load_from_disk` (a Dataset, or a DatasetDict and --split)
-    anything else         a hub data set: `load_dataset(name, split=--split)`
+builtin               scikit-image's sample photographs (sr_models.builtin): the training ones
+a folder of images    the `imagefolder` builder (its index is cached as Arrow in the datasets cache)
+a save_to_disk folder `datasets.load_from_disk` (a Dataset, or a DatasetDict and --split)
+anything else         a hub data set: `load_dataset(name, split=--split)`
 """
 
 import os
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import datasets
 
-from sr_models.errors import UserError
 from sr_models.benchmark import find_lr_file
 from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
+from sr_models.errors import UserError
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images
 from train.data.pairs import say_what_is_not_kept
 
@@ -51,16 +51,19 @@ def load_source(source, *, split, image_column=None, lr_column=None, lr_dataset=
         files, ignored = folder_images(source)
         say_ignored(source, ignored)
         with local_files_quietly():
-            dataset = datasets.load_dataset("imagefolder", data_files={"train": [str(f) for f in files]},
-                                            split="train", cache_dir=cache_dir)  # fmt: skip
+            dataset = datasets.load_dataset(
+                "imagefolder", data_files={"train": [str(f) for f in files]}, split="train", cache_dir=cache_dir
+            )
     elif Path(source).exists():
         raise UserError(f"{source}: not a folder of images nor a data set saved with save_to_disk")
     else:
         try:
             dataset = datasets.load_dataset(source, split=split, cache_dir=cache_dir)
         except Exception as error:  # offline, unknown name, no such split: one line, not the Hub's traceback
-            raise UserError(f"{source}: not a local folder, and loading it from the Hugging Face Hub failed "
-                            f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None  # fmt: skip
+            raise UserError(
+                f"{source}: not a local folder, and loading it from the Hugging Face Hub failed "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+            ) from None
     dataset = select_columns(dataset, source=source, image_column=image_column, lr_column=lr_column)
     if lr_dataset is not None:
         dataset = pair_with_folder(dataset, lr_dataset, scale=scale)
@@ -96,8 +99,11 @@ def say_ignored(folder, ignored):
     if not ignored or int(os.environ.get("RANK", "0")) != 0:
         return
     shown = ", ".join(ignored[:SHOWN]) + (f", ... ({len(ignored)} in all)" if len(ignored) > SHOWN else "")
-    print(f"note: {folder}: {len(ignored)} file(s) that are not training images ignored ({shown}); metadata files "
-          "of other programs select or label nothing here", file=sys.stderr)  # fmt: skip
+    print(
+        f"note: {folder}: {len(ignored)} file(s) that are not training images ignored ({shown}); metadata files "
+        "of other programs select or label nothing here",
+        file=sys.stderr,
+    )
 
 
 @contextmanager
@@ -131,8 +137,10 @@ def select_columns(dataset, *, source, image_column, lr_column):
             hr = image_columns[0]
         else:
             found = ", ".join(image_columns) or "none"
-            raise UserError(f"{source}: cannot tell which column holds the HR images (image columns: {found}); "
-                            "name it with --image-column")  # fmt: skip
+            raise UserError(
+                f"{source}: cannot tell which column holds the HR images (image columns: {found}); "
+                "name it with --image-column"
+            )
     lr = pick(lr_column, "lr" if "lr" in image_columns and hr != "lr" else None, "LR")
     keep = {hr: "hr", **({lr: "lr"} if lr else {})}
     dataset = dataset.select_columns(list(keep))

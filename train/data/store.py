@@ -86,16 +86,20 @@ class StorePairs:
         if self.maps is None:
             # mode "r": read-only and shared; an empty file cannot be mapped (a store of zero images has none).
             # Plain ndarray views: the memmap subclass would add its bookkeeping to every crop and flip.
-            self.maps = tuple(np.memmap(self.path / name, dtype=np.uint8, mode="r").view(np.ndarray) if offs[-1]
-                              else None for name, offs in ((HR_FILE, self.hr_offsets), (LR_FILE, self.lr_offsets)))  # fmt: skip
+            self.maps = tuple(
+                np.memmap(self.path / name, dtype=np.uint8, mode="r").view(np.ndarray) if offs[-1] else None
+                for name, offs in ((HR_FILE, self.hr_offsets), (LR_FILE, self.lr_offsets))
+            )
         hr_map, lr_map = self.maps
         hr = hr_map[self.hr_offsets[index] : self.hr_offsets[index + 1]].reshape(self.hr_shapes[index])
         lr = lr_map[self.lr_offsets[index] : self.lr_offsets[index + 1]].reshape(self.lr_shapes[index])
         if index not in self.verified:
             for file, array, expected in ((HR_FILE, hr, self.digests[index][0]), (LR_FILE, lr, self.digests[index][1])):
                 if image_digest(array) != expected:
-                    raise ImageError(f"{self.path / file}: image {index} ({self.names[index]}): its bytes do not match "
-                                     f"the SHA-256 in {self.path / INDEX}: the store is damaged; prepare it again")  # fmt: skip
+                    raise ImageError(
+                        f"{self.path / file}: image {index} ({self.names[index]}): its bytes do not match "
+                        f"the SHA-256 in {self.path / INDEX}: the store is damaged; prepare it again"
+                    )
             self.verified.add(index)
         return hr, lr
 
@@ -123,8 +127,10 @@ def read_index(path):
     if not ok:
         raise ImageError(f"{index_path}: not a decoded store's index (no {FORMAT!r} format field)")
     if index.get("version") != VERSION:
-        raise ImageError(f"{index_path}: store version {index.get('version')}, this toolkit reads {VERSION} (with a "
-                         "checksum per image); prepare it again")  # fmt: skip
+        raise ImageError(
+            f"{index_path}: store version {index.get('version')}, this toolkit reads {VERSION} (with a "
+            "checksum per image); prepare it again"
+        )
     check_index(index, path)
     return index
 
@@ -150,8 +156,10 @@ def check_index(index, path):
     if not _is_int(scale) or scale < 1:
         raise ImageError(f"{index_path}: scale {scale!r} is not a positive integer")
     if index.get("dtype") != "uint8" or index.get("channels") != 3:
-        raise ImageError(f"{index_path}: dtype {index.get('dtype')!r} and channels {index.get('channels')!r}; a store "
-                         "holds uint8 RGB (3 channels)")  # fmt: skip
+        raise ImageError(
+            f"{index_path}: dtype {index.get('dtype')!r} and channels {index.get('channels')!r}; a store "
+            "holds uint8 RGB (3 channels)"
+        )
     ends = {"hr": 0, "lr": 0}
     for number, image in enumerate(index["images"]):
         where = f"{index_path}: image {number}"
@@ -159,8 +167,9 @@ def check_index(index, path):
             raise ImageError(f"{where}: not an entry (a mapping), but {type(image).__name__}")
         if isinstance(image.get("name"), str):
             where = f"{where} ({image['name']})"
-        missing = [key for key in ("name", "hr", "lr", "hr_offset", "lr_offset", "hr_sha256", "lr_sha256")
-                   if key not in image]  # fmt: skip
+        missing = [
+            key for key in ("name", "hr", "lr", "hr_offset", "lr_offset", "hr_sha256", "lr_sha256") if key not in image
+        ]
         if missing:
             raise ImageError(f"{where}: lacks {', '.join(missing)}")
         if not isinstance(image["name"], str):
@@ -173,15 +182,19 @@ def check_index(index, path):
                 raise ImageError(f"{where}: {role}_sha256 {digest!r} is not a SHA-256 hex digest")
         (hr_h, hr_w), (lr_h, lr_w) = image["hr"], image["lr"]
         if (hr_h, hr_w) != (lr_h * scale, lr_w * scale):
-            raise ImageError(f"{where}: HR {hr_w}x{hr_h} is not {scale} x its LR {lr_w}x{lr_h}: the pair would be "
-                             "misaligned; the index was edited or damaged, prepare the store again")  # fmt: skip
+            raise ImageError(
+                f"{where}: HR {hr_w}x{hr_h} is not {scale} x its LR {lr_w}x{lr_h}: the pair would be "
+                "misaligned; the index was edited or damaged, prepare the store again"
+            )
         for role in ("hr", "lr"):
             offset = image[f"{role}_offset"]
             if offset != ends[role] or not _is_int(offset):
                 overlap = _is_int(offset) and offset < ends[role]
                 how = "overlaps the previous image" if overlap else "is not where the previous image ends"
-                raise ImageError(f"{where}: {role}_offset {offset!r} {how} ({ends[role]:,}): the index was edited or "
-                                 "damaged; prepare the store again")  # fmt: skip
+                raise ImageError(
+                    f"{where}: {role}_offset {offset!r} {how} ({ends[role]:,}): the index was edited or "
+                    "damaged; prepare the store again"
+                )
             height, width = image[role]
             ends[role] += height * width * 3
     for role, name in (("hr", HR_FILE), ("lr", LR_FILE)):
@@ -189,9 +202,11 @@ def check_index(index, path):
         size = file.stat().st_size if file.is_file() else None
         if size != ends[role]:
             found = "missing" if size is None else f"{size:,} bytes"
-            raise ImageError(f"{file}: {found}, but {index_path} lists {ends[role]:,} (the last image would end "
-                             "outside the file, or bytes are unaccounted for): the store is damaged or incomplete; "
-                             "prepare it again")  # fmt: skip
+            raise ImageError(
+                f"{file}: {found}, but {index_path} lists {ends[role]:,} (the last image would end "
+                "outside the file, or bytes are unaccounted for): the store is damaged or incomplete; "
+                "prepare it again"
+            )
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -209,8 +224,9 @@ def write_store(dataset, output, *, scale, num_proc=1, skip_corrupt=False, label
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted earlier attempt left
     partial.mkdir(parents=True)
     try:  # an error, an interrupt or a full disk leaves no partial store (rule 4)
-        written, skipped = _write_into(dataset, partial, scale=scale, num_proc=num_proc, skip_corrupt=skip_corrupt,
-                                       label=label)  # fmt: skip
+        written, skipped = _write_into(
+            dataset, partial, scale=scale, num_proc=num_proc, skip_corrupt=skip_corrupt, label=label
+        )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -244,8 +260,15 @@ def _write_into(dataset, partial, *, scale, num_proc, skip_corrupt, label):
         for f in (hr_file, lr_file):
             f.flush()
             os.fsync(f.fileno())
-    index = {"format": FORMAT, "version": VERSION, "scale": scale, "dtype": "uint8", "channels": 3, "source": label,
-             "images": images}
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "scale": scale,
+        "dtype": "uint8",
+        "channels": 3,
+        "source": label,
+        "images": images,
+    }
     (partial / INDEX).write_text(json.dumps(index) + "\n")
     return len(images), skipped
 

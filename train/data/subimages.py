@@ -74,7 +74,9 @@ def png_bytes(array):
     return buffer.getvalue()
 
 
-SUBIMAGE_FEATURES = datasets.Features({"hr": datasets.Image(), "lr": datasets.Image(), "name": datasets.Value("string")})
+SUBIMAGE_FEATURES = datasets.Features(
+    {"hr": datasets.Image(), "lr": datasets.Image(), "name": datasets.Value("string")}
+)
 
 
 def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=None, skip_corrupt=False):
@@ -92,8 +94,13 @@ def prepare_subimages(dataset, *, scale, size, step, num_proc=None, cache_dir=No
     with removed_on_failure(lambda: set(cache_root.glob("tmp*")) - before):  # datasets' partial cache files
         prepared = dataset.map(
             cut_subimages,
-            fn_kwargs={"scale": scale, "size": size, "step": step, "skip_corrupt": skip_corrupt,
-                       "in_worker": bool(num_proc and num_proc > 1)},
+            fn_kwargs={
+                "scale": scale,
+                "size": size,
+                "step": step,
+                "skip_corrupt": skip_corrupt,
+                "in_worker": bool(num_proc and num_proc > 1),
+            },
             with_indices=True,
             batched=True,
             batch_size=1,
@@ -127,9 +134,12 @@ def prepare_command(argv=None):
     prepare.add_argument("--image-column")
     prepare.add_argument("--lr-column")
     prepare.add_argument("--lr-dataset", help="folder of the official LR images, matched by stem (e.g. 0001x4.png)")
-    prepare.add_argument("--store", action="store_true",
-                         help="write a decoded store (train/data/store.py): whole images, decoded once, memory-mapped "
-                              "by every training process")  # fmt: skip
+    prepare.add_argument(
+        "--store",
+        action="store_true",
+        help="write a decoded store (train/data/store.py): whole images, decoded once, memory-mapped "
+        "by every training process",
+    )
     prepare.add_argument("--subimage-size", type=int, help="480 by default; 0 with --store (whole images)")
     prepare.add_argument("--subimage-step", type=int, default=240)
     prepare.add_argument("--num-proc", type=int, default=1)
@@ -143,22 +153,37 @@ def prepare_command(argv=None):
         sources = [p for p in (args.dataset, args.lr_dataset) if p and Path(p).exists()]
         claim_output(args.output, inputs=sources, overwrite=args.overwrite, kind="tree")
         dataset = load_source(
-            args.dataset, split=args.split, image_column=args.image_column, lr_column=args.lr_column,
-            lr_dataset=args.lr_dataset, cache_dir=args.cache_dir, scale=args.scale,
-        )  # fmt: skip
+            args.dataset,
+            split=args.split,
+            image_column=args.image_column,
+            lr_column=args.lr_column,
+            lr_dataset=args.lr_dataset,
+            cache_dir=args.cache_dir,
+            scale=args.scale,
+        )
         prepared = dataset
         if args.subimage_size:
             prepared = prepare_subimages(
-                dataset, scale=args.scale, size=args.subimage_size, step=args.subimage_step, num_proc=args.num_proc,
-                cache_dir=args.cache_dir, skip_corrupt=args.skip_corrupt,
-            )  # fmt: skip
+                dataset,
+                scale=args.scale,
+                size=args.subimage_size,
+                step=args.subimage_step,
+                num_proc=args.num_proc,
+                cache_dir=args.cache_dir,
+                skip_corrupt=args.skip_corrupt,
+            )
         counts = {}
         if args.store:
+
             def write(partial):
                 counts["written"], counts["skipped"] = write_store(
-                    prepared, partial, scale=args.scale, num_proc=args.num_proc, skip_corrupt=args.skip_corrupt,
+                    prepared,
+                    partial,
+                    scale=args.scale,
+                    num_proc=args.num_proc,
+                    skip_corrupt=args.skip_corrupt,
                     label=args.dataset,
-                )  # fmt: skip
+                )
 
             atomic_write_tree(args.output, write)
         else:
@@ -166,8 +191,12 @@ def prepare_command(argv=None):
     if args.store:
         size = sum(f.stat().st_size for f in args.output.iterdir())
         skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""
-        print(f"{len(dataset)} images -> a decoded store of {counts['written']} HR/LR pairs ({size / 1e9:.2f} GB"
-              f"{skipped}) in {args.output}; train with --dataset {args.output}")  # fmt: skip
+        print(
+            f"{len(dataset)} images -> a decoded store of {counts['written']} HR/LR pairs ({size / 1e9:.2f} GB"
+            f"{skipped}) in {args.output}; train with --dataset {args.output}"
+        )
         return
-    print(f"{len(dataset)} images -> {len(prepared)} sub-images of {args.subimage_size}x{args.subimage_size} "
-          f"in {args.output}; train with --dataset {args.output}")  # fmt: skip
+    print(
+        f"{len(dataset)} images -> {len(prepared)} sub-images of {args.subimage_size}x{args.subimage_size} "
+        f"in {args.output}; train with --dataset {args.output}"
+    )

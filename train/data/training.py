@@ -21,14 +21,24 @@ def training_images(config):
     if is_store(config.dataset):
         return StorePairs(config.dataset, scale=config.scale)
     dataset = load_source(
-        config.dataset, split=config.split, image_column=config.image_column, lr_column=config.lr_column,
-        lr_dataset=config.lr_dataset, cache_dir=config.cache_dir, scale=config.scale,
-    )  # fmt: skip
+        config.dataset,
+        split=config.split,
+        image_column=config.image_column,
+        lr_column=config.lr_column,
+        lr_dataset=config.lr_dataset,
+        cache_dir=config.cache_dir,
+        scale=config.scale,
+    )
     if config.subimage_size:
         dataset = prepare_subimages(
-            dataset, scale=config.scale, size=config.subimage_size, step=config.subimage_step,
-            num_proc=config.num_workers, cache_dir=config.cache_dir, skip_corrupt=config.skip_corrupt,
-        )  # fmt: skip
+            dataset,
+            scale=config.scale,
+            size=config.subimage_size,
+            step=config.subimage_step,
+            num_proc=config.num_workers,
+            cache_dir=config.cache_dir,
+            skip_corrupt=config.skip_corrupt,
+        )
     return ImagePairs(dataset, scale=config.scale, label=config.dataset)
 
 
@@ -42,9 +52,16 @@ def training_patches(config, *, length):
     if (config.cache_images or config.dataset == "builtin") and isinstance(pairs, ImagePairs):
         pairs.cache_all(usable)
     patches = PatchDataset(
-        pairs, lr_patch_size=config.lr_patch_size, length=length, seed=config.seed, flips=config.flips,
-        rot90=config.rot90, small_images=config.small_images, skip_corrupt=config.skip_corrupt, usable=usable,
-    )  # fmt: skip
+        pairs,
+        lr_patch_size=config.lr_patch_size,
+        length=length,
+        seed=config.seed,
+        flips=config.flips,
+        rot90=config.rot90,
+        small_images=config.small_images,
+        skip_corrupt=config.skip_corrupt,
+        usable=usable,
+    )
     return patches, left_out
 
 

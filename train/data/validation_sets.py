@@ -33,9 +33,10 @@ def validation_samples(config):
         samples = load_benchmark(source, scale=scale)
     else:
         pairs = ImagePairs(
-            load_source(source, split=config.val_split, cache_dir=config.cache_dir, scale=scale), scale=scale,
+            load_source(source, split=config.val_split, cache_dir=config.cache_dir, scale=scale),
+            scale=scale,
             label=source,
-        )  # fmt: skip
+        )
         count = min(len(pairs), config.val_images or len(pairs))
         samples = []
         for index in range(count):

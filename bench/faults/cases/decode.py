@@ -7,8 +7,15 @@ from PIL import Image
 from bench.faults.case import Case, exists, refused
 from bench.faults.commands import SCALE
 from bench.faults.harness import describe_failure, error_line, read_log, shorten, slug
-from bench.faults.makers import (DECODE_ALPHA, DECODE_REFUSED, adobe_rgb_profile, base_image, make_bmp_bomb,
-                                 make_png_bomb, make_sixteen_bit)  # fmt: skip
+from bench.faults.makers import (
+    DECODE_ALPHA,
+    DECODE_REFUSED,
+    adobe_rgb_profile,
+    base_image,
+    make_bmp_bomb,
+    make_png_bomb,
+    make_sixteen_bit,
+)
 
 READERS = ("training data", "train/evaluate.py", "export/upscale.py")
 
@@ -36,8 +43,14 @@ def refused_format(kind, where):
         return {"folder": folder, "file": folder / file_name, "out": output_of(folder)}
 
     written = [(exists("out"), "lost", "refused, but an output was written")] if where == "export/upscale.py" else []
-    return Case(f"decode / {kind} / {where}", kind, where, files,
-                lambda s, f: reading(s, where, f["folder"], f["file"]), refused("file", never=written))  # fmt: skip
+    return Case(
+        f"decode / {kind} / {where}",
+        kind,
+        where,
+        files,
+        lambda s, f: reading(s, where, f["folder"], f["file"]),
+        refused("file", never=written),
+    )
 
 
 def alpha_kept(kind):
@@ -61,11 +74,20 @@ def alpha_kept(kind):
             return ran.result("lost", f"output {mode}: alpha not the bicubic upscale of the input's")
         if not np.array_equal(got[:, :, :3], OnnxUpscaler(ran.suite.onnx, device="cpu")(ran.files["rgb"])):
             return ran.result("lost", "colour differs from the model's upscale")
-        return ran.result("handled", f"upscales to RGBA {got.shape[1]}x{got.shape[0]}: colour equal to the model's, "
-                          "alpha equal to a bicubic upscale of the input's")  # fmt: skip
+        return ran.result(
+            "handled",
+            f"upscales to RGBA {got.shape[1]}x{got.shape[0]}: colour equal to the model's, "
+            "alpha equal to a bicubic upscale of the input's",
+        )
 
-    return Case(f"decode / {kind} / export/upscale.py", kind, "export/upscale.py", files,
-                lambda s, f: s.c.upscale(f["source"], f["target"]), keeps_alpha)  # fmt: skip
+    return Case(
+        f"decode / {kind} / export/upscale.py",
+        kind,
+        "export/upscale.py",
+        files,
+        lambda s, f: s.c.upscale(f["source"], f["target"]),
+        keeps_alpha,
+    )
 
 
 def alpha_refused(suffix):
@@ -78,8 +100,14 @@ def alpha_refused(suffix):
         return {"source": folder / "in.png", "target": folder / f"out{suffix}"}
 
     written = [(exists("target"), "lost", "refused, but the output was written")]
-    return Case(f"decode / RGBA PNG to {suffix} / export/upscale.py", f"RGBA PNG to {suffix}", "export/upscale.py",
-                files, lambda s, f: s.c.upscale(f["source"], f["target"]), refused("target", never=written))
+    return Case(
+        f"decode / RGBA PNG to {suffix} / export/upscale.py",
+        f"RGBA PNG to {suffix}",
+        "export/upscale.py",
+        files,
+        lambda s, f: s.c.upscale(f["source"], f["target"]),
+        refused("target", never=written),
+    )
 
 
 def icc_image(s):
@@ -129,11 +157,20 @@ def kinds_said(where):
             first = read_log(ran.files["run"])[0]
             if first["train_images"] != 3 + 7:
                 return ran.result("lost", f"trained on {first['train_images']} images, not 10")
-        return ran.result("handled", f"{'trains' if where == 'training data' else 'scores'} on every image; one "
-                          "warning line per kind: `" + shorten(said[0]) + "`")  # fmt: skip
+        return ran.result(
+            "handled",
+            f"{'trains' if where == 'training data' else 'scores'} on every image; one "
+            "warning line per kind: `" + shorten(said[0]) + "`",
+        )
 
-    return Case(f"decode / kinds said once / {where}", "alpha, tRNS, 16-bit, ICC, frames in one folder", where, files,
-                lambda s, f: reading(s, where, f["folder"], None), said_once_each)  # fmt: skip
+    return Case(
+        f"decode / kinds said once / {where}",
+        "alpha, tRNS, 16-bit, ICC, frames in one folder",
+        where,
+        files,
+        lambda s, f: reading(s, where, f["folder"], None),
+        said_once_each,
+    )
 
 
 def bomb(where, bmp=False):
@@ -152,18 +189,35 @@ def bomb(where, bmp=False):
         return result
 
     label = "7000x7000 BMP header bomb" if bmp else "9400x9400 PNG bomb"
-    return Case(f"decode / {label} / {where}", "7000x7000 BMP header (118 bytes)" if bmp else
-                "9400x9400 PNG of about 260 KB", where, files, lambda s, f: reading(s, where, f["folder"], f["file"]),
-                says_size_and_option)  # fmt: skip
+    return Case(
+        f"decode / {label} / {where}",
+        "7000x7000 BMP header (118 bytes)" if bmp else "9400x9400 PNG of about 260 KB",
+        where,
+        files,
+        lambda s, f: reading(s, where, f["folder"], f["file"]),
+        says_size_and_option,
+    )
 
 
 def cases():
     found = [refused_format(kind, where) for kind in DECODE_REFUSED for where in READERS]
     found += [alpha_kept(kind) for kind in ("RGBA PNG", "palette PNG with tRNS", "LA PNG")]
-    found += [alpha_refused(".jpg"), alpha_refused(".bmp"),
-              Case("decode / ICC profile / export/upscale.py", "ICC profile (Adobe RGB)", "export/upscale.py",
-                   icc_image, lambda s, f: s.c.upscale(f["source"], f["target"]), carries_the_profile),
-              kinds_said("training data"), kinds_said("train/evaluate.py"),
-              bomb("export/upscale.py"), bomb("train/evaluate.py"),
-              bomb("export/upscale.py", bmp=True), bomb("train/evaluate.py", bmp=True)]  # fmt: skip
+    found += [
+        alpha_refused(".jpg"),
+        alpha_refused(".bmp"),
+        Case(
+            "decode / ICC profile / export/upscale.py",
+            "ICC profile (Adobe RGB)",
+            "export/upscale.py",
+            icc_image,
+            lambda s, f: s.c.upscale(f["source"], f["target"]),
+            carries_the_profile,
+        ),
+        kinds_said("training data"),
+        kinds_said("train/evaluate.py"),
+        bomb("export/upscale.py"),
+        bomb("train/evaluate.py"),
+        bomb("export/upscale.py", bmp=True),
+        bomb("train/evaluate.py", bmp=True),
+    ]
     return found

@@ -13,13 +13,28 @@ from PIL import Image
 
 from bench.faults.case import scripted
 from bench.faults.commands import injected
-from bench.faults.harness import (TIMEOUT, Outcome, Result, describe_failure, error_line, group_alive, judge_refusal,
-                                  run, shorten, slug, start)  # fmt: skip
+from bench.faults.harness import (
+    TIMEOUT,
+    Outcome,
+    Result,
+    describe_failure,
+    error_line,
+    group_alive,
+    judge_refusal,
+    run,
+    shorten,
+    slug,
+    start,
+)
 from bench.faults.makers import base_image
 
 WRITERS = ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py", "python -m train.data prepare")
-OUTPUT_NAMES = {"export/upscale.py": "out.png", "train/evaluate.py": "report.json", "export/to_onnx.py": "model.onnx",
-                "python -m train.data prepare": "prepared"}  # fmt: skip
+OUTPUT_NAMES = {
+    "export/upscale.py": "out.png",
+    "train/evaluate.py": "report.json",
+    "export/to_onnx.py": "model.onnx",
+    "python -m train.data prepare": "prepared",
+}
 
 
 def writing(s, where, out, *, inputs):
@@ -65,8 +80,9 @@ def judge_unchanged(case, where, outcome, before, place, *, names, says):
         return Result(case, where, "lost", f"changed or removed: {', '.join(changed)[:120]}", outcome.seconds)
     result = judge_refusal(case, where, outcome, names=names)
     if result.verdict == "handled" and says not in error_line(outcome):
-        return Result(case, where, "other", f"refused without saying {says!r}: {error_line(outcome)[:120]}",
-                      outcome.seconds)  # fmt: skip
+        return Result(
+            case, where, "other", f"refused without saying {says!r}: {error_line(outcome)[:120]}", outcome.seconds
+        )
     if result.verdict == "handled":
         result.what += "; nothing changed"
     return result
@@ -84,8 +100,9 @@ def began_writing(process):
 
 def leftovers(place, out):
     """Hidden files and folders of ours left beside `out` (temporaries, lock files)."""
-    return sorted(p.name for p in place.iterdir() if p.name.startswith(f".{out.name}.")
-                  or p.name.startswith(f"..{out.name}."))  # fmt: skip
+    return sorted(
+        p.name for p in place.iterdir() if p.name.startswith(f".{out.name}.") or p.name.startswith(f"..{out.name}.")
+    )
 
 
 # ---- an existing output, links, inputs -------------------------------------------------------------------------
@@ -214,8 +231,13 @@ def stopped_while_writing(s, where, signum):
         return Result(case, where, "lost", f"left {left}", seconds)
     if process.returncode != 128 + signum or len(lines) != 1 or not lines[0].startswith("interrupted: "):
         return Result(case, where, "other", f"exit {process.returncode}: {stderr.strip()[-200:]}", seconds)
-    return Result(case, where, "handled", f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, "
-                  "no partial file", seconds)  # fmt: skip
+    return Result(
+        case,
+        where,
+        "handled",
+        f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, no partial file",
+        seconds,
+    )
 
 
 def full_disk(s, where):
@@ -256,9 +278,15 @@ def killed_then_again(s, where):
     still = [name for name in leftovers(place, out) if name != f".{out.name}.notes"]
     if still or any(path.read_bytes() != data for path, data in users.items()):
         return Result(case, where, "lost", f"after the second run: {still or 'a user file changed'}", seconds)
-    return Result(case, where, "handled", f"the killed run left {len(left)} hidden file(s) of ours "
-                  f"({', '.join(n.replace(str(process.pid), 'PID') for n in left)[:80]}); the next run removed "
-                  "them, and only them", seconds)  # fmt: skip
+    return Result(
+        case,
+        where,
+        "handled",
+        f"the killed run left {len(left)} hidden file(s) of ours "
+        f"({', '.join(n.replace(str(process.pid), 'PID') for n in left)[:80]}); the next run removed "
+        "them, and only them",
+        seconds,
+    )
 
 
 def two_writers(s, where):
@@ -309,8 +337,7 @@ def into_a_folder_being_written(s, where):
         return Result(case, where, "lost", "the folder's files changed", second.seconds)
     result = judge_refusal(case, where, second, names=str(lone))
     if result.verdict == "handled" and f"pid {first.pid}" not in error_line(second):
-        return Result(case, where, "other", f"refused without the holder's pid: {error_line(second)}",
-                      second.seconds)  # fmt: skip
+        return Result(case, where, "other", f"refused without the holder's pid: {error_line(second)}", second.seconds)
     if result.verdict == "handled":
         result.what = result.what.replace(str(first.pid), "N")
     return result
@@ -323,8 +350,9 @@ def prepare_workers(s, signum, group):
     case = f"{signum.name} to the {'process group' if group else 'command'} while 2 workers cut sub-images"
     place, photos, out = place_of(s, where, f"workers-{signum}-{group}")
     cache = place / "cache"
-    command = s.c.prepare(photos, out, "--subimage-size", "32", "--subimage-step", "32", "--num-proc", "2",
-                          scale=2, cache=cache)  # fmt: skip
+    command = s.c.prepare(
+        photos, out, "--subimage-size", "32", "--subimage-step", "32", "--num-proc", "2", scale=2, cache=cache
+    )
     started = time.perf_counter()
     process = start(injected("slow-subimages", command), new_session=True)
     try:
@@ -346,46 +374,76 @@ def prepare_workers(s, signum, group):
         return Result(case, where, "lost", f"left {left}", seconds)
     lines = [line for line in stderr.splitlines() if line.strip()]
     if survivors or process.returncode != 128 + signum or len(lines) != 1 or not lines[0].startswith("interrupted: "):
-        return Result(case, where, "other", f"exit {process.returncode}{', a worker survived' if survivors else ''}"
-                      f": {stderr.strip()[-200:]}", seconds)  # fmt: skip
-    return Result(case, where, "handled", f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, "
-                  "no process, partial folder or cache file left", seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "other",
+            f"exit {process.returncode}{', a worker survived' if survivors else ''}: {stderr.strip()[-200:]}",
+            seconds,
+        )
+    return Result(
+        case,
+        where,
+        "handled",
+        f"exit {process.returncode}, one line `{shorten(lines[0], str(out))}`, "
+        "no process, partial folder or cache file left",
+        seconds,
+    )
 
 
-INPUTS_AS_OUTPUTS = (("export/upscale.py", "hard link"), ("export/upscale.py", "symbolic link"),
-                     ("train/evaluate.py", "image in --hr"), ("train/evaluate.py", "hard link"),
-                     ("train/evaluate.py", "symbolic link"), ("train/evaluate.py", "weights"),
-                     ("export/to_onnx.py", "hard link"), ("export/to_onnx.py", "inside --parity-data"),
-                     ("python -m train.data prepare", "symbolic link"),
-                     ("python -m train.data prepare", "holding --dataset"),
-                     ("export/upscale.py", "folder holding the input folder"))  # fmt: skip
+INPUTS_AS_OUTPUTS = (
+    ("export/upscale.py", "hard link"),
+    ("export/upscale.py", "symbolic link"),
+    ("train/evaluate.py", "image in --hr"),
+    ("train/evaluate.py", "hard link"),
+    ("train/evaluate.py", "symbolic link"),
+    ("train/evaluate.py", "weights"),
+    ("export/to_onnx.py", "hard link"),
+    ("export/to_onnx.py", "inside --parity-data"),
+    ("python -m train.data prepare", "symbolic link"),
+    ("python -m train.data prepare", "holding --dataset"),
+    ("export/upscale.py", "folder holding the input folder"),
+)
 
 
 def cases():
     found = []
     for where in WRITERS:
-        found += [scripted(f"destroy / overwrite a user's file / {where}", lambda s, w=where: users_file(s, w)),
-                  scripted(f"destroy / output is a link / {where}", lambda s, w=where: output_link(s, w)),
-                  scripted(f"destroy / two writers / {where}", lambda s, w=where: two_writers(s, w)),
-                  scripted(f"destroy / SIGTERM / {where}",
-                           lambda s, w=where: stopped_while_writing(s, w, signal.SIGTERM)),
-                  scripted(f"destroy / SIGKILL leftovers / {where}", lambda s, w=where: killed_then_again(s, w))]
+        found += [
+            scripted(f"destroy / overwrite a user's file / {where}", lambda s, w=where: users_file(s, w)),
+            scripted(f"destroy / output is a link / {where}", lambda s, w=where: output_link(s, w)),
+            scripted(f"destroy / two writers / {where}", lambda s, w=where: two_writers(s, w)),
+            scripted(f"destroy / SIGTERM / {where}", lambda s, w=where: stopped_while_writing(s, w, signal.SIGTERM)),
+            scripted(f"destroy / SIGKILL leftovers / {where}", lambda s, w=where: killed_then_again(s, w)),
+        ]
     for where in ("export/upscale.py", "python -m train.data prepare"):
-        found.append(scripted(f"destroy / SIGHUP / {where}",
-                              lambda s, w=where: stopped_while_writing(s, w, signal.SIGHUP)))  # fmt: skip
+        found.append(
+            scripted(f"destroy / SIGHUP / {where}", lambda s, w=where: stopped_while_writing(s, w, signal.SIGHUP))
+        )
     for where in ("export/upscale.py", "export/to_onnx.py", "python -m train.data prepare"):
         found.append(scripted(f"destroy / full disk / {where}", lambda s, w=where: full_disk(s, w)))
     for where, how in INPUTS_AS_OUTPUTS:
-        found.append(scripted(f"destroy / output is an input ({how}) / {where}",
-                              lambda s, w=where, h=how: onto_input(s, w, h)))  # fmt: skip
+        found.append(
+            scripted(f"destroy / output is an input ({how}) / {where}", lambda s, w=where, h=how: onto_input(s, w, h))
+        )
     for where in ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py"):
-        found.append(scripted(f"destroy / a lone output into a folder being upscaled / {where}",
-                              lambda s, w=where: into_a_folder_being_written(s, w)))  # fmt: skip
+        found.append(
+            scripted(
+                f"destroy / a lone output into a folder being upscaled / {where}",
+                lambda s, w=where: into_a_folder_being_written(s, w),
+            )
+        )
     for signum, group in ((signal.SIGINT, True), (signal.SIGTERM, False)):
-        found.append(scripted(f"destroy / {signum.name} to the {'group' if group else 'command'} with worker processes"
-                              " / python -m train.data prepare", lambda s, n=signum, g=group: prepare_workers(s, n, g)))
-    found += [scripted("destroy / a report onto our model / train/evaluate.py", report_onto_model),
-              scripted("destroy / run lock is a link / train/run.py", run_lock_link),
-              scripted("destroy / output is an input (run folder inside --dataset) / train/run.py", run_inside_data)]
+        found.append(
+            scripted(
+                f"destroy / {signum.name} to the {'group' if group else 'command'} with worker processes"
+                " / python -m train.data prepare",
+                lambda s, n=signum, g=group: prepare_workers(s, n, g),
+            )
+        )
+    found += [
+        scripted("destroy / a report onto our model / train/evaluate.py", report_onto_model),
+        scripted("destroy / run lock is a link / train/run.py", run_lock_link),
+        scripted("destroy / output is an input (run folder inside --dataset) / train/run.py", run_inside_data),
+    ]
     return found
-

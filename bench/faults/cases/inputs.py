@@ -35,8 +35,10 @@ def trains_on_all(ran):
     (That each decodes to the reference array is tests/test_faults.py's job, in-process.)"""
     result = ran.suite.judge_trained("", ran.where, ran.outcome, ran.files["run"], images=3 + len(NORMALISED))
     if result.verdict == "handled":
-        result.what = (f"trains: read as 8-bit RGB (one run with all {len(NORMALISED)} kinds beside 3 good images, "
-                       "every image used)")  # fmt: skip
+        result.what = (
+            f"trains: read as 8-bit RGB (one run with all {len(NORMALISED)} kinds beside 3 good images, "
+            "every image used)"
+        )
     return [Result(kind, result.where, result.verdict, result.what, result.seconds) for kind in NORMALISED]
 
 
@@ -56,8 +58,11 @@ def validates_all(ran):
     reference = float(np.mean([bicubic_psnr_y(r) for r in ran.files["references"].values()]))
     if abs(got - reference) > 1e-6:
         return each("lost", f"bicubic PSNR_Y {got:.4f} != reference {reference:.4f}: decoded differently")
-    return each("handled", f"validates: read as 8-bit RGB (one run with all {len(NORMALISED)} kinds; mean bicubic "
-                "PSNR_Y equal to the reference decode's)")  # fmt: skip
+    return each(
+        "handled",
+        f"validates: read as 8-bit RGB (one run with all {len(NORMALISED)} kinds; mean bicubic "
+        "PSNR_Y equal to the reference decode's)",
+    )
 
 
 def scores_like_the_reference(ran):
@@ -105,25 +110,54 @@ def file_cases(kind):
     refused_ = FILES[kind][2]
     cases = []
     if refused_:
-        cases.append(Case(f"{kind} / training", kind, "training data",
-                          files=lambda s: in_a_folder(s, f"train-{slug(kind)}", kind, good=True),
-                          command=lambda s, f: s.c.train(slug(kind), "--dataset", f["folder"], "--val-dataset", "none"),
-                          expect=refused("file")))  # fmt: skip
-        cases.append(Case(f"{kind} / validation", kind, "validation data",
-                          files=lambda s: beside_one_good(s, f"val-{slug(kind)}", kind),
-                          command=lambda s, f: s.c.train(f"val-{slug(kind)}", "--dataset", s.good, "--val-dataset",
-                                                         f["folder"], steps=1),
-                          expect=refused("file")))  # fmt: skip
-    cases.append(Case(f"{kind} / evaluate", kind, "train/evaluate.py",
-                      files=lambda s: {**in_a_folder(s, f"eval-{slug(kind)}", kind),
-                                       "report": s.root / f"eval-{slug(kind)}.json"},
-                      command=lambda s, f: s.c.evaluate(f["folder"], "--json", f["report"]),
-                      expect=refused("file") if refused_ else scores_like_the_reference))  # fmt: skip
-    cases.append(Case(f"{kind} / upscale", kind, "export/upscale.py",
-                      files=lambda s: {**in_a_folder(s, f"up-{slug(kind)}", kind),
-                                       "target": s.root / f"up-{slug(kind)}" / "out.png"},
-                      command=lambda s, f: s.c.upscale(f["file"], f["target"]),
-                      expect=refused("file") if refused_ else upscales_like_the_reference))  # fmt: skip
+        cases.append(
+            Case(
+                f"{kind} / training",
+                kind,
+                "training data",
+                files=lambda s: in_a_folder(s, f"train-{slug(kind)}", kind, good=True),
+                command=lambda s, f: s.c.train(slug(kind), "--dataset", f["folder"], "--val-dataset", "none"),
+                expect=refused("file"),
+            )
+        )
+        cases.append(
+            Case(
+                f"{kind} / validation",
+                kind,
+                "validation data",
+                files=lambda s: beside_one_good(s, f"val-{slug(kind)}", kind),
+                command=lambda s, f: s.c.train(
+                    f"val-{slug(kind)}", "--dataset", s.good, "--val-dataset", f["folder"], steps=1
+                ),
+                expect=refused("file"),
+            )
+        )
+    cases.append(
+        Case(
+            f"{kind} / evaluate",
+            kind,
+            "train/evaluate.py",
+            files=lambda s: {
+                **in_a_folder(s, f"eval-{slug(kind)}", kind),
+                "report": s.root / f"eval-{slug(kind)}.json",
+            },
+            command=lambda s, f: s.c.evaluate(f["folder"], "--json", f["report"]),
+            expect=refused("file") if refused_ else scores_like_the_reference,
+        )
+    )
+    cases.append(
+        Case(
+            f"{kind} / upscale",
+            kind,
+            "export/upscale.py",
+            files=lambda s: {
+                **in_a_folder(s, f"up-{slug(kind)}", kind),
+                "target": s.root / f"up-{slug(kind)}" / "out.png",
+            },
+            command=lambda s, f: s.c.upscale(f["file"], f["target"]),
+            expect=refused("file") if refused_ else upscales_like_the_reference,
+        )
+    )
     return cases
 
 
@@ -142,14 +176,22 @@ def small_in_training(label, name, maker, option):
         images = 3 if option == "skip" else 4
         result = ran.suite.judge_trained(name, where, ran.outcome, ran.files["run"], images=images)
         if result.verdict == "handled":
-            result.what = {"skip": "left out and counted (left_out_small in log.jsonl); trains on the rest",
-                           "pad": "mirror-padded to the patch size (LR and HR alike); trains"}[option]  # fmt: skip
+            result.what = {
+                "skip": "left out and counted (left_out_small in log.jsonl); trains on the rest",
+                "pad": "mirror-padded to the patch size (LR and HR alike); trains",
+            }[option]
         return result
 
-    return Case(label, name, where, files,
-                command=lambda s, f: s.c.train(f["run"], "--dataset", f["folder"], "--val-dataset", "none",
-                                               "--small-images", option),
-                expect=refused("file") if option == "error" else trains)  # fmt: skip
+    return Case(
+        label,
+        name,
+        where,
+        files,
+        command=lambda s, f: s.c.train(
+            f["run"], "--dataset", f["folder"], "--val-dataset", "none", "--small-images", option
+        ),
+        expect=refused("file") if option == "error" else trains,
+    )
 
 
 def one_pixel_cases():
@@ -174,20 +216,41 @@ def one_pixel_cases():
     return [
         small_in_training("1x1 image / training", "1x1 image", make_one_pixel, "error"),
         # --small-images pad cannot pad an image that has no LR pixel at all: it must be named, not crash.
-        Case("1x1 image / training pad", "1x1 image", "training data (--small-images pad)",
-             files=dot_folder("train-1x1-pad", beside=good),
-             command=lambda s, f: s.c.train("1x1-pad", "--dataset", f["folder"], "--val-dataset", "none",
-                                            "--small-images", "pad"),
-             expect=refused("file")),
-        Case("1x1 image / validation", "1x1 image", "validation data",
-             files=dot_folder("val-1x1", beside=[("good.png", base_image(seed=5))]),
-             command=lambda s, f: s.c.train("val-1x1", "--dataset", s.good, "--val-dataset", f["folder"], steps=1),
-             expect=refused("file")),
-        Case("1x1 image / upscale", "1x1 image", "export/upscale.py", files=dot_folder("up-1x1"),
-             command=lambda s, f: s.c.upscale(f["file"], f["target"]), expect=upscales),
-        Case("1x1 image / evaluate", "1x1 image", "train/evaluate.py", files=dot_folder("eval-1x1"),
-             command=lambda s, f: s.c.evaluate(f["folder"]), expect=refused("file")),
-    ]  # fmt: skip
+        Case(
+            "1x1 image / training pad",
+            "1x1 image",
+            "training data (--small-images pad)",
+            files=dot_folder("train-1x1-pad", beside=good),
+            command=lambda s, f: s.c.train(
+                "1x1-pad", "--dataset", f["folder"], "--val-dataset", "none", "--small-images", "pad"
+            ),
+            expect=refused("file"),
+        ),
+        Case(
+            "1x1 image / validation",
+            "1x1 image",
+            "validation data",
+            files=dot_folder("val-1x1", beside=[("good.png", base_image(seed=5))]),
+            command=lambda s, f: s.c.train("val-1x1", "--dataset", s.good, "--val-dataset", f["folder"], steps=1),
+            expect=refused("file"),
+        ),
+        Case(
+            "1x1 image / upscale",
+            "1x1 image",
+            "export/upscale.py",
+            files=dot_folder("up-1x1"),
+            command=lambda s, f: s.c.upscale(f["file"], f["target"]),
+            expect=upscales,
+        ),
+        Case(
+            "1x1 image / evaluate",
+            "1x1 image",
+            "train/evaluate.py",
+            files=dot_folder("eval-1x1"),
+            command=lambda s, f: s.c.evaluate(f["folder"]),
+            expect=refused("file"),
+        ),
+    ]
 
 
 # ---- folders and paths ---------------------------------------------------------------------------------------
@@ -234,8 +297,13 @@ def unicode_paths(s, where):
         if outcome.returncode != 0:
             return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
         problem = usable_run(run_dir)
-        return Result(case, where, "lost" if problem else "handled", problem or "validates, run folder with ü works",
-                      outcome.seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "lost" if problem else "handled",
+            problem or "validates, run folder with ü works",
+            outcome.seconds,
+        )
     if where == "train/evaluate.py":
         report = folder.parent / f"report é {slug(where)}.json"  # beside the set: never inside an input folder
         outcome = run(s.c.evaluate(folder, "--json", report))
@@ -243,8 +311,13 @@ def unicode_paths(s, where):
             return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
         rows = json.loads(report.read_text())["images"]
         ok = [r["name"] for r in rows] == ["photo é 1", "photo é 2"]
-        return Result(case, where, "handled" if ok else "lost", "scores both images, names kept" if ok else
-                      f"wrong rows {rows}", outcome.seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "handled" if ok else "lost",
+            "scores both images, names kept" if ok else f"wrong rows {rows}",
+            outcome.seconds,
+        )
     target = folder / "sortie é.png"
     outcome = run(s.c.upscale(folder / "photo é 1.png", target))
     return s.judge_upscaled(case, outcome, target, image)
@@ -262,16 +335,23 @@ def mismatched_pair(where):
             return s.c.train("pair-val", "--dataset", s.good, "--val-dataset", f["hr"].parent)
         return s.c.evaluate(f["hr"], "--lr", f["lr"])
 
-    return Case(f"mismatched pair / {where}", "LR/HR pair whose sizes do not match the scale", where, files, command,
-                refused("file"))  # fmt: skip
+    return Case(
+        f"mismatched pair / {where}",
+        "LR/HR pair whose sizes do not match the scale",
+        where,
+        files,
+        command,
+        refused("file"),
+    )
 
 
 def skip_corrupt(s):
     case = "every unreadable kind at once, --skip-corrupt true"
     bad = [(f"bad{i}{FILES[c][1]}", FILES[c][0]) for i, c in enumerate(FILES) if FILES[c][2]]
     folder, _ = s.folder("train-skip-corrupt", bad)
-    outcome, run_dir = s.train("skip-corrupt", "--dataset", str(folder), "--val-dataset", "none",
-                               "--skip-corrupt", "true", steps=3)  # fmt: skip
+    outcome, run_dir = s.train(
+        "skip-corrupt", "--dataset", str(folder), "--val-dataset", "none", "--skip-corrupt", "true", steps=3
+    )
     where = "training data"
     if outcome.returncode != 0:
         return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
@@ -283,33 +363,63 @@ def skip_corrupt(s):
     named = all(name in outcome.stderr for name, _ in bad)
     if counted < 1 or not named:
         return Result(case, where, "other", f"skipped {counted}, warnings name every file: {named}", outcome.seconds)
-    return Result(case, where, "handled", f"trains on the 3 good images; bad files named in a warning and counted "
-                  f"({log[0]['left_out_corrupt']} at the header check, the rest when read)", outcome.seconds)  # fmt: skip
+    return Result(
+        case,
+        where,
+        "handled",
+        f"trains on the 3 good images; bad files named in a warning and counted "
+        f"({log[0]['left_out_corrupt']} at the header check, the rest when read)",
+        outcome.seconds,
+    )
 
 
 def cases():
     found = [
-        Case("odd but valid files / training", "", "training data",
-             lambda s: normalised_folder(s, "train-normalised", "normalised", good=True),
-             lambda s, f: s.c.train(f["run"], "--dataset", f["folder"], "--val-dataset", "none"), trains_on_all),
-        Case("odd but valid files / validation", "", "validation data",
-             lambda s: normalised_folder(s, "val-normalised", "val-normalised", good=False),
-             lambda s, f: s.c.train(f["run"], "--dataset", s.good, "--val-dataset", f["folder"], steps=1),
-             validates_all),
-    ]  # fmt: skip
+        Case(
+            "odd but valid files / training",
+            "",
+            "training data",
+            lambda s: normalised_folder(s, "train-normalised", "normalised", good=True),
+            lambda s, f: s.c.train(f["run"], "--dataset", f["folder"], "--val-dataset", "none"),
+            trains_on_all,
+        ),
+        Case(
+            "odd but valid files / validation",
+            "",
+            "validation data",
+            lambda s: normalised_folder(s, "val-normalised", "val-normalised", good=False),
+            lambda s, f: s.c.train(f["run"], "--dataset", s.good, "--val-dataset", f["folder"], steps=1),
+            validates_all,
+        ),
+    ]
     for kind in FILES:
         found += file_cases(kind)
     for option in ("error", "skip", "pad"):
-        found.append(small_in_training(f"smaller than the patch / {option}", "image smaller than the patch",
-                                       make_small, option))  # fmt: skip
+        found.append(
+            small_in_training(f"smaller than the patch / {option}", "image smaller than the patch", make_small, option)
+        )
     found += one_pixel_cases()
     for where in WHERE:
-        found.append(Case(f"empty folder / {where}", "empty folder", where, lambda s, w=where: empty_folder(s, w),
-                          lambda s, f, w=where: reading(s, w, f["folder"], "empty-folder"), refused("folder")))
-        found.append(Case(f"non-images / {where}", "folder of only non-images", where,
-                          lambda s, w=where: notes_folder(s, w),
-                          lambda s, f, w=where: reading(s, w, f["folder"], "folder-of-only-non-images"),
-                          refused("folder")))  # fmt: skip
+        found.append(
+            Case(
+                f"empty folder / {where}",
+                "empty folder",
+                where,
+                lambda s, w=where: empty_folder(s, w),
+                lambda s, f, w=where: reading(s, w, f["folder"], "empty-folder"),
+                refused("folder"),
+            )
+        )
+        found.append(
+            Case(
+                f"non-images / {where}",
+                "folder of only non-images",
+                where,
+                lambda s, w=where: notes_folder(s, w),
+                lambda s, f, w=where: reading(s, w, f["folder"], "folder-of-only-non-images"),
+                refused("folder"),
+            )
+        )
         found.append(Case(f"unicode / {where}", script=lambda s, w=where: unicode_paths(s, w)))
     for where in WHERE[:3]:
         found.append(mismatched_pair(where))

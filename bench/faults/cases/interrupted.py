@@ -8,8 +8,19 @@ import time
 
 from bench.faults.case import scripted
 from bench.faults.commands import injected
-from bench.faults.harness import (TIMEOUT, Outcome, Result, describe_failure, error_line, read_log, read_text, run,
-                                  shorten, start, wait_for)  # fmt: skip
+from bench.faults.harness import (
+    TIMEOUT,
+    Outcome,
+    Result,
+    describe_failure,
+    error_line,
+    read_log,
+    read_text,
+    run,
+    shorten,
+    start,
+    wait_for,
+)
 
 
 def killed_and_resumed(s):
@@ -31,10 +42,16 @@ def killed_while_saving(s):
     process.communicate(timeout=TIMEOUT)
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     if process.returncode != -signal.SIGKILL or names != ["step-00000002", "step-00000004.partial"]:
-        return Result(case, "train/run.py", "other", f"expected a kill with a .partial folder, got exit "
-                      f"{process.returncode} and {names}", time.perf_counter() - started)  # fmt: skip
-    return s.resume_and_compare(case, "killed-saving", started,
-                                why="the half-written step-4 folder stays `.partial` and is never resumed from")
+        return Result(
+            case,
+            "train/run.py",
+            "other",
+            f"expected a kill with a .partial folder, got exit {process.returncode} and {names}",
+            time.perf_counter() - started,
+        )
+    return s.resume_and_compare(
+        case, "killed-saving", started, why="the half-written step-4 folder stays `.partial` and is never resumed from"
+    )
 
 
 def terminated(s):
@@ -49,9 +66,14 @@ def terminated(s):
     line = error_line(outcome)
     if process.returncode != 128 + signal.SIGTERM or not line or "stopped by SIGTERM" not in line:
         return Result(case, "train/run.py", "other", f"no saved stop: {describe_failure(outcome)}", outcome.seconds)
-    return s.resume_and_compare(case, "terminated", started, why=f"saves its state at the next step, exits "
-                                f"{process.returncode} with `error: stopped by SIGTERM after step N, state "
-                                "saved in ...; continue with: --resume latest ...`")  # fmt: skip
+    return s.resume_and_compare(
+        case,
+        "terminated",
+        started,
+        why=f"saves its state at the next step, exits "
+        f"{process.returncode} with `error: stopped by SIGTERM after step N, state "
+        "saved in ...; continue with: --resume latest ...`",
+    )
 
 
 def diverging(s):
@@ -59,8 +81,7 @@ def diverging(s):
     case = "NaN loss from step 3 on (max_nonfinite_steps 3)"
     where = "train/run.py"
     started = time.perf_counter()
-    process, run_dir = s.start_training("diverging", injection=["nan-loss", "3-"],
-                                        extra=["--max-nonfinite-steps", "3"])  # fmt: skip
+    process, run_dir = s.start_training("diverging", injection=["nan-loss", "3-"], extra=["--max-nonfinite-steps", "3"])
     _, stderr = process.communicate(timeout=TIMEOUT)
     outcome = Outcome(process.returncode, "", stderr, time.perf_counter() - started)
     line = error_line(outcome)
@@ -70,10 +91,17 @@ def diverging(s):
 
     latest = latest_checkpoint(run_dir)
     if latest is None or latest.name != "step-00000002":
-        return Result(case, where, "lost", f"latest checkpoint {latest}, not the last good step-00000002",
-                      outcome.seconds)  # fmt: skip
-    return Result(case, where, "handled", "steps 3-5 skipped and counted, then stopped with "
-                  f"`{shorten(line, str(s.root) + '/')[:120]}...`; step-2 checkpoint kept", outcome.seconds)  # fmt: skip
+        return Result(
+            case, where, "lost", f"latest checkpoint {latest}, not the last good step-00000002", outcome.seconds
+        )
+    return Result(
+        case,
+        where,
+        "handled",
+        "steps 3-5 skipped and counted, then stopped with "
+        f"`{shorten(line, str(s.root) + '/')[:120]}...`; step-2 checkpoint kept",
+        outcome.seconds,
+    )
 
 
 # ---- two processes -------------------------------------------------------------------------------------------
@@ -95,8 +123,14 @@ def ddp_exception(s):
         return Result(case, DDP, "other", f"hung: still running after {TIMEOUT} s", outcome.seconds)
     if outcome.returncode == 0 or "injected fault in rank 1" not in outcome.stderr:
         return Result(case, DDP, "other", describe_failure(outcome), outcome.seconds)
-    return Result(case, DDP, "handled", f"both processes end (exit {outcome.returncode}, no hang); the rank-1 "
-                  "RuntimeError and its traceback are in stderr", outcome.seconds)  # fmt: skip
+    return Result(
+        case,
+        DDP,
+        "handled",
+        f"both processes end (exit {outcome.returncode}, no hang); the rank-1 "
+        "RuntimeError and its traceback are in stderr",
+        outcome.seconds,
+    )
 
 
 def ddp_nan(s):
@@ -109,15 +143,23 @@ def ddp_nan(s):
     skipped = max(r.get("nonfinite_steps", 0) for r in log)
     if len(set(digests)) != 1 or skipped != 1:
         return Result(case, DDP, "lost", f"digests {digests}, {skipped} steps skipped", outcome.seconds)
-    return Result(case, DDP, "handled", "both processes skip step 2 together (no hang), 1 step counted, "
-                  "identical final weights", outcome.seconds)  # fmt: skip
+    return Result(
+        case,
+        DDP,
+        "handled",
+        "both processes skip step 2 together (no hang), 1 step counted, identical final weights",
+        outcome.seconds,
+    )
 
 
 def ddp_too_small(s):
     case = "data set too small for 2 processes x batch 2"
     run_dir = s.c.run_dir("ddp-too-small")
-    outcome = run(s.c.launch(s.c.train(run_dir, "--dataset", s.good, "--val-dataset", "none", "--repeat-images",
-                                       "false", steps=4)))  # fmt: skip
+    outcome = run(
+        s.c.launch(
+            s.c.train(run_dir, "--dataset", s.good, "--val-dataset", "none", "--repeat-images", "false", steps=4)
+        )
+    )
     numbers = "too small for 2 process(es) x batch size 2: 3 usable training image(s)"
     if outcome.timed_out:
         return Result(case, DDP, "other", f"hung: still running after {TIMEOUT} s", outcome.seconds)
@@ -125,8 +167,7 @@ def ddp_too_small(s):
         return Result(case, DDP, "other", describe_failure(outcome), outcome.seconds)
     if list(run_dir.glob("checkpoints/*")):
         return Result(case, DDP, "other", "refused, but only after training had started", outcome.seconds)
-    return Result(case, DDP, "handled", f"refused before training by both processes: `{numbers} ...`",
-                  outcome.seconds)  # fmt: skip
+    return Result(case, DDP, "handled", f"refused before training by both processes: `{numbers} ...`", outcome.seconds)
 
 
 def ddp_terminated(s):
@@ -134,8 +175,9 @@ def ddp_terminated(s):
     case = "SIGTERM to a 2-process accelerate launch"
     run_dir = s.c.run_dir("ddp-term")
     started = time.perf_counter()
-    process = start(s.c.launch(s.c.train(run_dir, "--save-every", "100", "--dataset", s.good, "--val-dataset",
-                                         "none", steps=400)))  # fmt: skip
+    process = start(
+        s.c.launch(s.c.train(run_dir, "--save-every", "100", "--dataset", s.good, "--val-dataset", "none", steps=400))
+    )
     wait_for(process, lambda: '"step": 3,' in read_text(run_dir / "log.jsonl"))
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=TIMEOUT)
@@ -146,15 +188,23 @@ def ddp_terminated(s):
     stops = [line for line in stderr.splitlines() if line.startswith("error: stopped by SIGTERM")]
     worker_tracebacks = stderr.count("Traceback") - stderr.count("SignalException")  # the launcher's own is torch's
     if latest is None or len(stops) != 1 or worker_tracebacks > 0 or str(latest) not in stops[0]:
-        return Result(case, DDP, "other", f"latest {latest}, stop lines {len(stops)}, "
-                      f"tracebacks {worker_tracebacks}", seconds)  # fmt: skip
-    resumed = run(s.c.launch(s.c.resume(run_dir, "--steps", latest.name.split("-")[1].lstrip("0") or "1",
-                                        "--progress", "false")))  # fmt: skip
+        return Result(
+            case, DDP, "other", f"latest {latest}, stop lines {len(stops)}, tracebacks {worker_tracebacks}", seconds
+        )
+    resumed = run(
+        s.c.launch(s.c.resume(run_dir, "--steps", latest.name.split("-")[1].lstrip("0") or "1", "--progress", "false"))
+    )
     if resumed.returncode != 0:
         return Result(case, DDP, "lost", "resume failed: " + describe_failure(resumed), seconds)
-    return Result(case, DDP, "handled", f"both processes save {latest.name} and stop, one line "
-                  "`error: stopped by SIGTERM ...` (exit 143 each; the launcher itself, torch's elastic agent, "
-                  "reports its SignalException and exits 1); the checkpoint resumes", seconds + resumed.seconds)  # fmt: skip
+    return Result(
+        case,
+        DDP,
+        "handled",
+        f"both processes save {latest.name} and stop, one line "
+        "`error: stopped by SIGTERM ...` (exit 143 each; the launcher itself, torch's elastic agent, "
+        "reports its SignalException and exits 1); the checkpoint resumes",
+        seconds + resumed.seconds,
+    )
 
 
 # ---- signals the reliability rules name (listed in rules.py) -----------------------------------------------------
@@ -168,8 +218,13 @@ def interrupted_twice_while_saving(s):
     process, run_dir = s.start_training("twice", injection=["slow-save"])
     wait_for(process, lambda: (run_dir / "checkpoints" / "step-00000002").is_dir())
     process.send_signal(signal.SIGINT)
-    wait_for(process, lambda: any(p.name.endswith(".partial") and p.name != "step-00000002.partial"
-                                  for p in (run_dir / "checkpoints").iterdir()))  # fmt: skip
+    wait_for(
+        process,
+        lambda: any(
+            p.name.endswith(".partial") and p.name != "step-00000002.partial"
+            for p in (run_dir / "checkpoints").iterdir()
+        ),
+    )
     time.sleep(1.5)  # a second request, not the first delivered again (train/run.py: StopSignals.REPEAT_AFTER_S)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=TIMEOUT)
@@ -196,8 +251,12 @@ def terminated_with_workers(s, signum=signal.SIGTERM):
     line = error_line(outcome)
     if process.returncode != 128 + signum or not line or f"stopped by {name}" not in line:
         return Result(case, where, "other", describe_failure(outcome), outcome.seconds)
-    return s.resume_and_compare(case, label, started, why="workers leave the signal to the trainer, "
-                                f"which saves and exits {128 + signum} with one line")  # fmt: skip
+    return s.resume_and_compare(
+        case,
+        label,
+        started,
+        why=f"workers leave the signal to the trainer, which saves and exits {128 + signum} with one line",
+    )
 
 
 def interrupted_export(s):
@@ -221,11 +280,12 @@ def interrupted_export(s):
 
 
 def cases():
-    return [scripted("SIGKILL and resume", killed_and_resumed),
-            scripted("SIGKILL while saving", killed_while_saving),
-            scripted("SIGTERM", terminated),
-            scripted("diverging", diverging),
-            scripted("ddp exception", ddp_exception),
-            scripted("ddp nan", ddp_nan),
-            scripted("ddp too small", ddp_too_small)]  # fmt: skip
-
+    return [
+        scripted("SIGKILL and resume", killed_and_resumed),
+        scripted("SIGKILL while saving", killed_while_saving),
+        scripted("SIGTERM", terminated),
+        scripted("diverging", diverging),
+        scripted("ddp exception", ddp_exception),
+        scripted("ddp nan", ddp_nan),
+        scripted("ddp too small", ddp_too_small),
+    ]

@@ -8,14 +8,39 @@ import time
 import numpy as np
 
 from bench.faults.case import Case, exists, refused, scripted
-from bench.faults.cases.interrupted import (ddp_terminated, interrupted_export, interrupted_twice_while_saving,
-                                            terminated_with_workers)  # fmt: skip
+from bench.faults.cases.interrupted import (
+    ddp_terminated,
+    interrupted_export,
+    interrupted_twice_while_saving,
+    terminated_with_workers,
+)
 from bench.faults.commands import SCALE
-from bench.faults.harness import (TIMEOUT, Outcome, Result, describe_failure, error_line, judge_refusal, read_log,
-                                  run, shorten, slug, start, usable_run)  # fmt: skip
-from bench.faults.makers import (BAD_WEIGHTS, base_image, flip_byte, make_bad_weights, make_damaged_zip_pth,
-                                 make_glob_pairs, make_mislabelled_onnx, make_static_onnx, make_wild_onnx,
-                                 make_yaml_bomb)  # fmt: skip
+from bench.faults.harness import (
+    TIMEOUT,
+    Outcome,
+    Result,
+    describe_failure,
+    error_line,
+    judge_refusal,
+    read_log,
+    run,
+    shorten,
+    slug,
+    start,
+    usable_run,
+)
+from bench.faults.makers import (
+    BAD_WEIGHTS,
+    base_image,
+    flip_byte,
+    make_bad_weights,
+    make_damaged_zip_pth,
+    make_glob_pairs,
+    make_mislabelled_onnx,
+    make_static_onnx,
+    make_wild_onnx,
+    make_yaml_bomb,
+)
 from sr_models.images import save_rgb
 
 WRITERS = ("export/upscale.py", "train/evaluate.py", "export/to_onnx.py", "python -m train.data prepare")
@@ -47,8 +72,14 @@ def upscale_into_input_folder(s, inside):
     for seed in range(2):
         save_rgb(folder / f"p{seed}.png", base_image(seed=seed))
     target = folder / "x4" if inside else folder
-    result, outcome = kept(s, case, "export/upscale.py", s.c.upscale(folder, target),
-                           {p: p.read_bytes() for p in folder.iterdir()}, names=target)  # fmt: skip
+    result, outcome = kept(
+        s,
+        case,
+        "export/upscale.py",
+        s.c.upscale(folder, target),
+        {p: p.read_bytes() for p in folder.iterdir()},
+        names=target,
+    )
     if result.verdict == "handled" and inside and target.exists():
         return Result(case, result.where, "other", "refused, but left an empty output folder", outcome.seconds)
     return result
@@ -75,15 +106,25 @@ def existing_output(s, where):
     if earlier.returncode != 0:
         return Result(case, where, "other", describe_failure(earlier), earlier.seconds)
     inode = target.stat().st_ino
-    result, outcome = kept(s, case, where, command, {p: p.read_bytes() for p in
-                                                     ([target] if target.is_file() else target.iterdir())},
-                           names=target)  # fmt: skip
+    result, outcome = kept(
+        s,
+        case,
+        where,
+        command,
+        {p: p.read_bytes() for p in ([target] if target.is_file() else target.iterdir())},
+        names=target,
+    )
     if result.verdict != "handled":
         return result
     replaced = run([*command, "--overwrite"])  # and --overwrite replaces it, with a complete result
     if replaced.returncode != 0 or target.stat().st_ino == inode:
-        return Result(case, where, "other", f"--overwrite did not replace it: {describe_failure(replaced)}",
-                      outcome.seconds + replaced.seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "other",
+            f"--overwrite did not replace it: {describe_failure(replaced)}",
+            outcome.seconds + replaced.seconds,
+        )
     result.what += "; --overwrite replaces it"
     return result
 
@@ -95,8 +136,14 @@ def run_into_users_folder(s):
     (folder / "config.yaml").write_text("mine: true\n")
     (folder / "metrics.json").write_text('{"mine": 1}\n')
     before = {p: p.read_bytes() for p in folder.iterdir()}
-    result, outcome = kept(s, case, "train/run.py", s.c.train(folder, "--dataset", s.good, "--val-dataset", "none",
-                                                              steps=1), before, names=folder)  # fmt: skip
+    result, outcome = kept(
+        s,
+        case,
+        "train/run.py",
+        s.c.train(folder, "--dataset", s.good, "--val-dataset", "none", steps=1),
+        before,
+        names=folder,
+    )
     if result.verdict == "handled" and sorted(p.name for p in folder.iterdir()) != sorted(p.name for p in before):
         return Result(case, result.where, "other", "refused, but added files to the folder", outcome.seconds)
     return result
@@ -121,16 +168,22 @@ def two_runs_at_once(s):
     started = time.perf_counter()
     processes = [start(command) for _ in range(2)]
     outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
-    outcomes = [Outcome(p.returncode, out, err, time.perf_counter() - started)
-                for p, (out, err) in zip(processes, outputs)]  # fmt: skip
+    outcomes = [
+        Outcome(p.returncode, out, err, time.perf_counter() - started) for p, (out, err) in zip(processes, outputs)
+    ]
     codes = sorted(o.returncode for o in outcomes)
     refusals = [o for o in outcomes if o.returncode != 0]
     line = error_line(refusals[0]) if refusals else None
     events = [r.get("event") for r in read_log(folder) if r.get("event")] if (folder / "log.jsonl").exists() else []
     seconds = time.perf_counter() - started
     if codes != [0, 1] or not line or events != ["start", "end"] or usable_run(folder):
-        return Result(case, where, "lost" if events != ["start", "end"] else "other",
-                      f"exit codes {codes}, log events {events}, refusal {line!r}", seconds)  # fmt: skip
+        return Result(
+            case,
+            where,
+            "lost" if events != ["start", "end"] else "other",
+            f"exit codes {codes}, log events {events}, refusal {line!r}",
+            seconds,
+        )
     return Result(case, where, "handled", f"one trains, the other is refused: `{shorten(line)}`", seconds)
 
 
@@ -152,8 +205,9 @@ def output_under_a_file(where):
             return s.c.evaluate(f["folder"], "--json", f["blocker"] / "report.json")
         return s.c.train(f["blocker"] / "run", "--dataset", s.good, "--val-dataset", "none", steps=1)
 
-    return Case(f"rules / output under a file / {where}", "output path under a file", where, files, command,
-                refused("blocker"))  # fmt: skip
+    return Case(
+        f"rules / output under a file / {where}", "output path under a file", where, files, command, refused("blocker")
+    )
 
 
 def umask_respected(s):
@@ -174,8 +228,9 @@ def umask_respected(s):
     modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
     if set(modes.values()) != {"0o644"}:
         return Result(case, where, "other", f"modes {modes}", time.perf_counter() - started)
-    return Result(case, where, "handled", "weights, metrics, config and images are written 0644",
-                  time.perf_counter() - started)  # fmt: skip
+    return Result(
+        case, where, "handled", "weights, metrics, config and images are written 0644", time.perf_counter() - started
+    )
 
 
 # ---- rule 2: everything read is validated ----------------------------------------------------------------------
@@ -189,8 +244,14 @@ def bad_weights(kind):
         make_bad_weights(path, s.weights, kind)
         return {"weights": path}
 
-    return Case(f"rules / weights {kind}", BAD_WEIGHTS[kind], "train/evaluate.py", files,
-                lambda s, f: s.c.evaluate(s.good, weights=f["weights"]), refused("weights"))  # fmt: skip
+    return Case(
+        f"rules / weights {kind}",
+        BAD_WEIGHTS[kind],
+        "train/evaluate.py",
+        files,
+        lambda s, f: s.c.evaluate(s.good, weights=f["weights"]),
+        refused("weights"),
+    )
 
 
 def damaged_zip_pth(s):
@@ -206,10 +267,14 @@ def mislabelled_onnx(claimed):
         make_mislabelled_onnx(path, s.onnx, claimed)
         return {"model": path, "target": s.root / f"mislabelled-{name}.png"}
 
-    return Case(f"rules / onnx scale {claimed}", f"ONNX metadata scale {claimed!r} on an x{SCALE} graph",
-                "export/upscale.py", files,
-                lambda s, f: s.c.upscale(s.good / "good0.png", f["target"], model=f["model"]),
-                refused("model", unless=[(exists("target"), "lost", "refused, yet wrote an image")]))  # fmt: skip
+    return Case(
+        f"rules / onnx scale {claimed}",
+        f"ONNX metadata scale {claimed!r} on an x{SCALE} graph",
+        "export/upscale.py",
+        files,
+        lambda s, f: s.c.upscale(s.good / "good0.png", f["target"], model=f["model"]),
+        refused("model", unless=[(exists("target"), "lost", "refused, yet wrote an image")]),
+    )
 
 
 def glob_pairs(s):
@@ -229,17 +294,32 @@ def static_onnx(s):
 
 def option_check(label, args, names):
     case = f"option out of range: {label}"
-    return Case(f"rules / {label}", case, "train/run.py", lambda s: {"run": s.c.run_dir(f"option-{slug(label)}")},
-                lambda s, f: s.c.train(f["run"], "--dataset", s.good, *args, steps=None),
-                refused(names, unless=[(exists("run"), "other", "refused, but left a run folder")]),
-                timeout=60)  # fmt: skip
+    return Case(
+        f"rules / {label}",
+        case,
+        "train/run.py",
+        lambda s: {"run": s.c.run_dir(f"option-{slug(label)}")},
+        lambda s, f: s.c.train(f["run"], "--dataset", s.good, *args, steps=None),
+        refused(names, unless=[(exists("run"), "other", "refused, but left a run folder")]),
+        timeout=60,
+    )
 
 
 def resume_damaged_latest(s):
     case = "--resume latest when the newest checkpoint is damaged"
     where = "train/run.py"
-    outcome, run_dir = s.train("damaged-latest", "--dataset", s.good, "--val-dataset", "none", "--save-every", "2",
-                               "--stop-after", "4", steps=6)  # fmt: skip
+    outcome, run_dir = s.train(
+        "damaged-latest",
+        "--dataset",
+        s.good,
+        "--val-dataset",
+        "none",
+        "--save-every",
+        "2",
+        "--stop-after",
+        "4",
+        steps=6,
+    )
     newest = run_dir / "checkpoints" / "step-00000004" / "model.safetensors"
     if outcome.returncode != 0 or not newest.is_file():
         return Result(case, where, "other", "set-up run failed: " + describe_failure(outcome))
@@ -250,14 +330,18 @@ def resume_damaged_latest(s):
         return Result(case, where, "other", describe_failure(resumed), resumed.seconds)
     if "step-00000004/model.safetensors: damaged" not in said or "resuming from step-00000002" not in said:
         return Result(case, where, "lost", "resumed without naming the damaged checkpoint", resumed.seconds)
-    return Result(case, where, "handled", "names the damaged step-4 file, says it resumes from step-2, finishes",
-                  outcome.seconds + resumed.seconds)  # fmt: skip
+    return Result(
+        case,
+        where,
+        "handled",
+        "names the damaged step-4 file, says it resumes from step-2, finishes",
+        outcome.seconds + resumed.seconds,
+    )
 
 
 def resume_contradiction(s):
     case = "--resume with an override that contradicts the checkpoint (--lr)"
-    outcome, run_dir = s.train("contradict", "--dataset", s.good, "--val-dataset", "none", "--stop-after", "1",
-                               steps=3)  # fmt: skip
+    outcome, run_dir = s.train("contradict", "--dataset", s.good, "--val-dataset", "none", "--stop-after", "1", steps=3)
     if outcome.returncode != 0:
         return Result(case, "train/run.py", "other", "set-up run failed: " + describe_failure(outcome))
     return judge_refusal(case, "train/run.py", run(s.c.resume(run_dir, "--lr", "0.5")), names="-> 0.5")
@@ -273,8 +357,13 @@ def more_steps_after_the_end(s):
     rates = {r["step"]: r["lr"] for r in read_log(run_dir) if "lr" in r}
     if not (abs(rates.get(4, 1) - 1e-6) < 1e-12 and abs(rates.get(5, 1) - 1e-6) < 1e-12):
         return Result(case, where, "lost", f"learning rates after the schedule: {rates}", resumed.seconds)
-    return Result(case, where, "handled", "steps 4-5 run at the schedule's final rate (1e-6), not a re-stretched "
-                  "schedule", outcome.seconds + resumed.seconds)  # fmt: skip
+    return Result(
+        case,
+        where,
+        "handled",
+        "steps 4-5 run at the schedule's final rate (1e-6), not a re-stretched schedule",
+        outcome.seconds + resumed.seconds,
+    )
 
 
 # ---- rule 3: one line for anything a user can cause; rule 4: say when an output is suspect ---------------------
@@ -286,8 +375,14 @@ def bad_device(where, device):
             return s.c.upscale(s.good / "good0.png", s.root / f"dev-{slug(device)}.png", device=device)
         return s.c.evaluate(s.good, device=device)
 
-    return Case(f"rules / device {device} / {where}", f"--device {device}", where, None, command,
-                refused(f"--device '{device}'"))  # fmt: skip
+    return Case(
+        f"rules / device {device} / {where}",
+        f"--device {device}",
+        where,
+        None,
+        command,
+        refused(f"--device '{device}'"),
+    )
 
 
 def suspect_output(s):
@@ -309,17 +404,21 @@ def warns_of_the_region(ran):
     return ran.result("handled", f"writes the image and warns naming it and the region ({region})")
 
 
-OPTIONS = [("--warmup-fraction 0.9 --steps 3", ["--warmup-fraction", "0.9", "--steps", "3"], "warmup_fraction"),
-           ("--steps 10**19", ["--steps", str(10**19)], "steps"),
-           ("--lr nan", ["--lr", "nan", "--steps", "1"], "lr"),
-           ("--batch-size -1", ["--batch-size", "-1", "--steps", "1"], "batch_size")]  # fmt: skip
+OPTIONS = [
+    ("--warmup-fraction 0.9 --steps 3", ["--warmup-fraction", "0.9", "--steps", "3"], "warmup_fraction"),
+    ("--steps 10**19", ["--steps", str(10**19)], "steps"),
+    ("--lr nan", ["--lr", "nan", "--steps", "1"], "lr"),
+    ("--batch-size -1", ["--batch-size", "-1", "--steps", "1"], "batch_size"),
+]
 
 
 def cases():
-    found = [scripted("rules / output = input", lambda s: upscale_onto_input(s, False)),
-             scripted("rules / output = input --overwrite", lambda s: upscale_onto_input(s, True)),
-             scripted("rules / output folder = input", lambda s: upscale_into_input_folder(s, False)),
-             scripted("rules / output folder inside input", lambda s: upscale_into_input_folder(s, True))]  # fmt: skip
+    found = [
+        scripted("rules / output = input", lambda s: upscale_onto_input(s, False)),
+        scripted("rules / output = input --overwrite", lambda s: upscale_onto_input(s, True)),
+        scripted("rules / output folder = input", lambda s: upscale_into_input_folder(s, False)),
+        scripted("rules / output folder inside input", lambda s: upscale_into_input_folder(s, True)),
+    ]
     for where in WRITERS:
         found.append(scripted(f"rules / existing output / {where}", lambda s, w=where: existing_output(s, w)))
     for where in ("export/upscale.py", "train/evaluate.py", "train/run.py"):
@@ -334,32 +433,68 @@ def cases():
         scripted("rules / SIGHUP group with workers", lambda s: terminated_with_workers(s, signal.SIGHUP)),
         scripted("rules / SIGTERM 2-process launch", ddp_terminated),
         scripted("rules / Ctrl-C export", interrupted_export),
-        Case("rules / zip pth", "zip .pth with a flipped byte (fails its CRC)", "train/evaluate.py", damaged_zip_pth,
-             lambda s, f: s.c.evaluate(s.good, "--model", "pan", "--scale", SCALE, weights=f["weights"]),
-             refused("weights")),
-        Case("rules / overrides too large", "--model-overrides {num_blocks: 100000000}", "train/run.py",
-             lambda s: {"run": s.c.run_dir("huge")},
-             lambda s, f: s.c.train(f["run"], "--model-overrides", "{num_blocks: 100000000}", steps=1),
-             refused("num_blocks", unless=[(exists("run"), "other", "refused, but left a run folder")]), timeout=30),
-        Case("rules / static onnx", "ONNX model with a fixed input size", "export/upscale.py", static_onnx,
-             lambda s, f: s.c.upscale(s.good / "good0.png", s.root / "static.png", model=f["model"]),
-             refused("model")),
-        Case("rules / glob names", "LR/HR pairing with glob characters in names (img[1].png vs img1x4.png)",
-             "train/evaluate.py", glob_pairs, lambda s, f: s.c.evaluate(f["hr"], "--lr", f["lr"]), refused("lr")),
-        Case("rules / yaml bomb", "recipe YAML with nested aliases (a billion-laughs file)", "train/run.py",
-             yaml_bomb, lambda s, f: s.c.recipe(f["recipe"], "--output-dir", s.c.run_dir("bomb")), refused("recipe"),
-             timeout=60),
+        Case(
+            "rules / zip pth",
+            "zip .pth with a flipped byte (fails its CRC)",
+            "train/evaluate.py",
+            damaged_zip_pth,
+            lambda s, f: s.c.evaluate(s.good, "--model", "pan", "--scale", SCALE, weights=f["weights"]),
+            refused("weights"),
+        ),
+        Case(
+            "rules / overrides too large",
+            "--model-overrides {num_blocks: 100000000}",
+            "train/run.py",
+            lambda s: {"run": s.c.run_dir("huge")},
+            lambda s, f: s.c.train(f["run"], "--model-overrides", "{num_blocks: 100000000}", steps=1),
+            refused("num_blocks", unless=[(exists("run"), "other", "refused, but left a run folder")]),
+            timeout=30,
+        ),
+        Case(
+            "rules / static onnx",
+            "ONNX model with a fixed input size",
+            "export/upscale.py",
+            static_onnx,
+            lambda s, f: s.c.upscale(s.good / "good0.png", s.root / "static.png", model=f["model"]),
+            refused("model"),
+        ),
+        Case(
+            "rules / glob names",
+            "LR/HR pairing with glob characters in names (img[1].png vs img1x4.png)",
+            "train/evaluate.py",
+            glob_pairs,
+            lambda s, f: s.c.evaluate(f["hr"], "--lr", f["lr"]),
+            refused("lr"),
+        ),
+        Case(
+            "rules / yaml bomb",
+            "recipe YAML with nested aliases (a billion-laughs file)",
+            "train/run.py",
+            yaml_bomb,
+            lambda s, f: s.c.recipe(f["recipe"], "--output-dir", s.c.run_dir("bomb")),
+            refused("recipe"),
+            timeout=60,
+        ),
         scripted("rules / damaged latest", resume_damaged_latest),
         scripted("rules / resume contradiction", resume_contradiction),
         scripted("rules / more steps", more_steps_after_the_end),
-        Case("rules / suspect output", "model output far outside [0, 1] in one region", "export/upscale.py",
-             suspect_output,
-             lambda s, f: s.c.upscale(f["source"], s.root / "wild-out.png", model=f["model"]), warns_of_the_region),
-    ]  # fmt: skip
+        Case(
+            "rules / suspect output",
+            "model output far outside [0, 1] in one region",
+            "export/upscale.py",
+            suspect_output,
+            lambda s, f: s.c.upscale(f["source"], s.root / "wild-out.png", model=f["model"]),
+            warns_of_the_region,
+        ),
+    ]
     found += [bad_weights(kind) for kind in BAD_WEIGHTS]
     found += [mislabelled_onnx(claimed) for claimed in ("2", "0", "x4")]
     found += [option_check(label, args, names) for label, args, names in OPTIONS]
-    for where, device in (("export/upscale.py", "cuda"), ("export/upscale.py", "gpu0"),
-                          ("train/evaluate.py", "cuda:3"), ("train/evaluate.py", "tpu")):  # fmt: skip
+    for where, device in (
+        ("export/upscale.py", "cuda"),
+        ("export/upscale.py", "gpu0"),
+        ("train/evaluate.py", "cuda:3"),
+        ("train/evaluate.py", "tpu"),
+    ):
         found.append(bad_device(where, device))
     return found

@@ -5,21 +5,37 @@ import json
 
 from bench.faults.case import Case, exists, refused, scripted
 from bench.faults.harness import Result, describe_failure, judge_refusal, read_log, run, slug
-from bench.faults.makers import (DAMAGED_STORES, add_other_programs_files, damage_store, flip_byte,
-                                 make_bad_init_weights, make_int_keys_pth, make_stand_in_metric_weights)  # fmt: skip
+from bench.faults.makers import (
+    DAMAGED_STORES,
+    add_other_programs_files,
+    damage_store,
+    flip_byte,
+    make_bad_init_weights,
+    make_int_keys_pth,
+    make_stand_in_metric_weights,
+)
 
 
 def damaged_store(kind):
     def files(s):
         store = s.store_copy(f"store-{kind}")
-        return {"store": store, "names": damage_store(store, kind), "weights": s.c.run_dir(f"store-{kind}") /
-                "model.safetensors"}  # fmt: skip
+        return {
+            "store": store,
+            "names": damage_store(store, kind),
+            "weights": s.c.run_dir(f"store-{kind}") / "model.safetensors",
+        }
 
     def command(s, f):
         return s.c.train(f"store-{kind}", "--dataset", f["store"], "--val-dataset", "none")
 
-    return Case(f"validate / store {kind}", DAMAGED_STORES[kind], "train/run.py (decoded store)", files, command,
-                refused("names", unless=[(exists("weights"), "lost", "refused, but final weights were written")]))
+    return Case(
+        f"validate / store {kind}",
+        DAMAGED_STORES[kind],
+        "train/run.py (decoded store)",
+        files,
+        command,
+        refused("names", unless=[(exists("weights"), "lost", "refused, but final weights were written")]),
+    )
 
 
 def set_up_run(s, case, where, name):
@@ -60,18 +76,34 @@ def checkpoint_file_removed(s):
 
 
 def bad_init_weights(kind):
-    case = {"nan": "init weights holding NaN (--init-strict false)",
-            "int": "init weights with an integer tensor (--init-strict false)"}[kind]  # fmt: skip
+    case = {
+        "nan": "init weights holding NaN (--init-strict false)",
+        "int": "init weights with an integer tensor (--init-strict false)",
+    }[kind]
 
     def files(s):
         path = s.root / f"init-{kind}.pth"
         make_bad_init_weights(path, s.weights, kind)
         return {"weights": path}
 
-    return Case(f"validate / init {kind} non-strict", case, "train/run.py --init-weights", files,
-                lambda s, f: s.c.train(f"init-{kind}", "--dataset", s.good, "--val-dataset", "none", "--init-weights",
-                                       f["weights"], "--init-strict", "false"),
-                refused("weights"))  # fmt: skip
+    return Case(
+        f"validate / init {kind} non-strict",
+        case,
+        "train/run.py --init-weights",
+        files,
+        lambda s, f: s.c.train(
+            f"init-{kind}",
+            "--dataset",
+            s.good,
+            "--val-dataset",
+            "none",
+            "--init-weights",
+            f["weights"],
+            "--init-strict",
+            "false",
+        ),
+        refused("weights"),
+    )
 
 
 def recipe_resume_contradiction(s):
@@ -118,11 +150,26 @@ def non_string_keys(where):
     def command(s, f):
         if where == "train/evaluate.py":
             return s.c.evaluate(s.good, "--model", "pan", "--scale", "4", weights=f["weights"])
-        return s.c.train("int-keys", "--dataset", s.good, "--val-dataset", "none", "--init-weights", f["weights"],
-                         "--init-strict", "false")  # fmt: skip
+        return s.c.train(
+            "int-keys",
+            "--dataset",
+            s.good,
+            "--val-dataset",
+            "none",
+            "--init-weights",
+            f["weights"],
+            "--init-strict",
+            "false",
+        )
 
-    return Case(f"validate / pth non-string keys / {where}", ".pth whose state_dict has non-string keys", where, files,
-                command, refused("weights"))  # fmt: skip
+    return Case(
+        f"validate / pth non-string keys / {where}",
+        ".pth whose state_dict has non-string keys",
+        where,
+        files,
+        command,
+        refused("weights"),
+    )
 
 
 def wrong_hash_metric(where):
@@ -136,33 +183,64 @@ def wrong_hash_metric(where):
     def command(s, f):
         if where == "train/evaluate.py":
             return s.c.evaluate(s.good, "--metrics", "psnr,fid", "--metrics-weights", f["folder"])
-        return s.c.train("metric-hash", "--dataset", s.good, "--val-dataset", s.good, "--val-metrics", "psnr,fid",
-                         steps=1)  # fmt: skip
+        return s.c.train(
+            "metric-hash", "--dataset", s.good, "--val-dataset", s.good, "--val-metrics", "psnr,fid", steps=1
+        )
 
     def env(s, f):
         found = {"TORCH_HOME": str(s.root / "torch-home")}  # not the user's hub cache
         return found if where == "train/evaluate.py" else {**found, "SR_METRICS_WEIGHTS": str(f["folder"])}
 
-    return Case(f"validate / metric weights wrong hash / {where}",
-                "metric weights given locally with a wrong hash (pt_inception-...-6726825d.pth)", where, files, command,
-                refused("weights"), env=env)  # fmt: skip
+    return Case(
+        f"validate / metric weights wrong hash / {where}",
+        "metric weights given locally with a wrong hash (pt_inception-...-6726825d.pth)",
+        where,
+        files,
+        command,
+        refused("weights"),
+        env=env,
+    )
 
 
 def cases():
     found = [damaged_store(kind) for kind in DAMAGED_STORES]
-    found += [scripted("validate / manifest edited", manifest_edited),
-              scripted("validate / checkpoint file removed with its entry", checkpoint_file_removed),
-              bad_init_weights("nan"), bad_init_weights("int"),
-              scripted("validate / recipe resume contradiction", recipe_resume_contradiction),
-              Case("validate / metadata.jsonl in the folder", "metadata.jsonl (listing 1 image), metadata.csv, "
-                   "Thumbs.db, .DS_Store, __MACOSX/, .xmp in the photo folder", "training data", other_programs,
-                   lambda s, f: s.c.train(f["run"], "--dataset", f["folder"], "--val-dataset", "none",
-                                          "--repeat-images", "false"), trains_on_the_3_images),
-              Case("validate / huge patch with pad", "--lr-patch-size 4096 --small-images pad", "train/run.py",
-                   lambda s: {"run": s.c.run_dir("huge-patch")},
-                   lambda s, f: s.c.train(f["run"], "--dataset", s.good, "--val-dataset", "none", "--small-images",
-                                          "pad", "--lr-patch-size", "4096", "--batch-size", "8"),
-                   refused("--lr-patch-size", unless=[(exists("run"), "lost", "refused, but a run folder was made")]))]
+    found += [
+        scripted("validate / manifest edited", manifest_edited),
+        scripted("validate / checkpoint file removed with its entry", checkpoint_file_removed),
+        bad_init_weights("nan"),
+        bad_init_weights("int"),
+        scripted("validate / recipe resume contradiction", recipe_resume_contradiction),
+        Case(
+            "validate / metadata.jsonl in the folder",
+            "metadata.jsonl (listing 1 image), metadata.csv, Thumbs.db, .DS_Store, __MACOSX/, .xmp in the photo folder",
+            "training data",
+            other_programs,
+            lambda s, f: s.c.train(
+                f["run"], "--dataset", f["folder"], "--val-dataset", "none", "--repeat-images", "false"
+            ),
+            trains_on_the_3_images,
+        ),
+        Case(
+            "validate / huge patch with pad",
+            "--lr-patch-size 4096 --small-images pad",
+            "train/run.py",
+            lambda s: {"run": s.c.run_dir("huge-patch")},
+            lambda s, f: s.c.train(
+                f["run"],
+                "--dataset",
+                s.good,
+                "--val-dataset",
+                "none",
+                "--small-images",
+                "pad",
+                "--lr-patch-size",
+                "4096",
+                "--batch-size",
+                "8",
+            ),
+            refused("--lr-patch-size", unless=[(exists("run"), "lost", "refused, but a run folder was made")]),
+        ),
+    ]
     found += [non_string_keys(where) for where in ("train/run.py --init-weights", "train/evaluate.py")]
     found += [wrong_hash_metric(where) for where in ("train/evaluate.py", "train/run.py")]
     return found

@@ -15,7 +15,11 @@ under mixed precision):
 - activations: what autograd keeps for the backward pass, measured by running the model itself on two small
   inputs with `saved_tensors_hooks` (so it follows any architecture and width) and scaled by the patch area, plus
   twice the largest single activation for the transient gradients of the backward pass;
-- parameters: weights, gradients and two optimizer moments (Adam's), 4 copies.
+- parameters: weights, gradients and two optimizer moments (Adam's), 4 copies;
+- on a CPU, what the C allocator keeps of what was freed: glibc raises its mmap threshold each time a large block
+  is freed, so the tensors of later steps come from a heap that is not given back, and the resident size reaches
+  1.4-1.7x the live peak (docs/reliability.md); counted as the patches and activations once more. (With the
+  threshold fixed, the resident size equals the live peak but training is much slower: not the remedy.)
 Not counted: the process itself (Python, PyTorch, the data set's index: a few hundred MiB).
 
 It is compared with what the machine has: on a GPU the device's free memory (`torch.cuda.mem_get_info`) for
@@ -63,7 +67,7 @@ def activation_bytes_per_lr_pixel(config):
     return max(large - small, 0) / pixels, large_max / PROBES[1] ** 2
 
 
-def training_memory(config, *, workers=0):
+def training_memory(config, *, workers=0, on_cpu=True):
     """{"device": bytes, "host": bytes, "parts": {name: bytes}} one micro-batch of training needs per process."""
     b, p, s = config.batch_size, config.lr_patch_size, config.scale
     lr_values, hr_values = b * 3 * p * p, b * 3 * (s * p) ** 2
@@ -75,6 +79,8 @@ def training_memory(config, *, workers=0):
         "the model's activations": b * p * p * (per_pixel + 2 * largest_per_pixel),
         "parameters and optimizer state": parameters * 4,
     }
+    if on_cpu:
+        parts["freed memory the C allocator keeps"] = parts["patches"] + parts["the model's activations"]
     host = (lr_values + hr_values) * (1 + 2 * workers)  # uint8 batches: the one in use and the prefetched ones
     return {"device": sum(parts.values()), "host": host, "parts": {"uint8 batches": host, **parts}}
 
@@ -96,7 +102,7 @@ def available_memory(device):
 
 def memory_error(config, *, device, workers=0):
     """The one-line refusal if one micro-batch cannot fit this machine's memory; None when it fits (or is unknown)."""
-    need = training_memory(config, workers=workers)
+    need = training_memory(config, workers=workers, on_cpu=device.type != "cuda")
     have, how = available_memory(device)
     if have is None:
         return None

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from export.parity import ParityImage, load_parity_images, photos_as_pairs
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 from train.data import builtin_folder
 
 HR_SIZE = (320, 240)  # (w, h): LR 80x60 at x4, a screen-sized crop that PAN upscales in well under a second

@@ -15,8 +15,8 @@ from scipy.ndimage import gaussian_filter
 
 from bench.held_out import SET5
 from export.parity import ParityImage
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 
 
 def smooth_photo(h, w, sigma, seed):

@@ -19,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
-from sr_models.benchmark import is_benchmark_root, load_benchmark_root
 from sr_models.errors import UserError
+from sr_models.evaluation.metrics import mod_crop, psnr, to_uint8
+from sr_models.evaluation.resize import downscale_image
+from sr_models.evaluation.samples import is_benchmark_root, load_benchmark_root
 from sr_models.images import list_images, load_rgb
-from sr_models.metrics import mod_crop, psnr, to_uint8
-from sr_models.resize import downscale_image
 
 THRESHOLDS_DB = {"fp32": 60.0, "fp16": 45.0}
 DEFAULT_MAX_INT8_DROP_DB = 0.3

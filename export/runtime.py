@@ -25,7 +25,7 @@ from tqdm import tqdm
 from export.kernels import warn_unchecked_family  # numpy and onnx only
 from sr_models.ensemble import self_ensemble  # numpy only
 from sr_models.errors import UserError
-from sr_models.metrics import to_uint8  # numpy only
+from sr_models.evaluation.metrics import to_uint8  # numpy only
 
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from export.quantize import float_convs, large_kernel_convs, to_int8
 from export.runtime import OnnxUpscaler
-from sr_models.metrics import psnr, to_uint8
+from sr_models.evaluation.metrics import psnr, to_uint8
 
 SCAN_CROP = 48  # LR px: a crop per image keeps 100+ quantize-and-score rounds to minutes
 

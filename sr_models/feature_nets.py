@@ -7,7 +7,7 @@
   and torch-fidelity (same layer names, weights `pt_inception-2015-12-05-6726825d.pth`). It differs from
   torchvision's Inception3 in the pooling of four blocks (marked below), which is why the weights are separate.
 
-Layer names follow those files exactly, so their state dicts load strictly (sr_models.perceptual loads them).
+Layer names follow those files exactly, so their state dicts load strictly (sr_models.evaluation.perceptual loads them).
 torchvision is avoided on purpose: its PyPI builds pin one torch version each, and this project accepts any.
 """
 

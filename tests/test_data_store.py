@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import train_in_process
 
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 from sr_models.images import ImageError, load_rgb, save_rgb
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
 from sr_models.weights import load_model
 from train.data import (
     ImagePairs,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from sr_models.benchmark import load_benchmark
+from sr_models.evaluation.samples import load_benchmark
 from sr_models.images import ACCEPTED_FORMATS, ImageError, decode_image, load_rgb, read_header
 from train.data.pairs import ImagePairs, decode
 from train.data.sources import load_source

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from sr_models import create_model
-from sr_models.benchmark import load_benchmark
 from sr_models.ensemble import self_ensemble
-from sr_models.metrics import to_uint8
+from sr_models.evaluation.metrics import to_uint8
+from sr_models.evaluation.samples import load_benchmark
+from sr_models.evaluation.scoring import TorchUpscaler, score
 from tests.conftest import SHARED, needs_shared
-from train.evaluate import TorchUpscaler, load_upscaler, score
+from train.evaluate import load_upscaler
 
 # Measured (docs/metrics.md): python train/evaluate.py --weights ../shared/data/weights/PANx4_DF2K.pth --model pan
 # --scale 4 --hr ../shared/data/Set5/HR --lr ../shared/data/Set5/LR_bicubic/X4 --self-ensemble  (plain: 32.1311)

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from sr_models import create_model, save_weights
-from sr_models.benchmark import load_benchmark
+from sr_models.evaluation.samples import load_benchmark
+from sr_models.evaluation.scoring import TorchUpscaler, score
 from tests.conftest import REPO, SHARED, needs_shared
-from train.evaluate import TorchUpscaler, load_upscaler, main, score
+from train.evaluate import load_upscaler, main
 
 SET5_HR = SHARED / "Set5" / "HR"
 # docs/evaluation.md: PSNR_Y per image of the authors' x4 weights on the official LR files.

@@ -198,9 +198,10 @@ def test_int8_on_a_tiny_model(tmp_path, photos):
 
 @needs_shared
 def test_official_pan_x4_onnx_reproduces_the_published_set5_score(tmp_path):
-    from sr_models.benchmark import load_benchmark
+    from sr_models.evaluation.samples import load_benchmark
+    from sr_models.evaluation.scoring import score
     from sr_models.weights import load_model
-    from train.evaluate import load_upscaler, score
+    from train.evaluate import load_upscaler
 
     model = load_model(SHARED / "weights" / "PANx4_DF2K.pth", name="pan", scale=4)
     output = tmp_path / "pan_x4.onnx"

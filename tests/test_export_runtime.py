@@ -13,8 +13,8 @@ from export.convert import export_fp32
 from export.parity import load_parity_images
 from export.runtime import OnnxModelError, OnnxUpscaler, check_model, choose_providers, create_session, split_evenly
 from sr_models import create_model
+from sr_models.evaluation.metrics import psnr
 from sr_models.images import load_rgb
-from sr_models.metrics import psnr
 from tests.conftest import REPO
 
 
@@ -135,8 +135,9 @@ def test_upscale_cli_runs_with_torch_blocked(tmp_path, model_path, photo_lr):
 
 
 def test_evaluate_accepts_onnx_with_the_same_figures(model_path, photo_lr):
-    from sr_models.benchmark import Sample
-    from train.evaluate import TorchUpscaler, load_upscaler, score
+    from sr_models.evaluation.samples import Sample
+    from sr_models.evaluation.scoring import TorchUpscaler, score
+    from train.evaluate import load_upscaler
 
     hr_images = load_parity_images(None, scale=2)[:2]
     samples = [Sample(image.name, image.lr, image.hr) for image in hr_images]
@@ -150,7 +151,7 @@ def test_evaluate_accepts_onnx_with_the_same_figures(model_path, photo_lr):
 
 
 def test_self_ensemble_in_onnx_matches_torch_tiled_or_not(model_path, photo_lr):
-    from train.evaluate import TorchUpscaler
+    from sr_models.evaluation.scoring import TorchUpscaler
 
     torch.manual_seed(0)
     model = create_model("srresnet", scale=2, channels=8, num_blocks=4).eval()

@@ -59,7 +59,7 @@ def test_bad_files_are_refused_naming_the_file_by_every_reader(tmp_path, case):
 
 
 def test_a_one_pixel_benchmark_image_is_named(tmp_path):
-    from sr_models.benchmark import load_benchmark
+    from sr_models.evaluation.samples import load_benchmark
 
     save_rgb(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
     with pytest.raises(ImageError, match="dot.png"):

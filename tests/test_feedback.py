@@ -7,10 +7,10 @@ import pytest
 from conftest import train_in_process
 from safetensors import safe_open
 
+from sr_models.evaluation.scoring import TorchUpscaler, score
 from sr_models.images import save_rgb
 from sr_models.weights import load_model
 from train.config import load_recipe
-from train.evaluate import TorchUpscaler, score
 from train.feedback import cap_workers, log_interval
 from train.validation import LABEL_HEIGHT, comparison
 

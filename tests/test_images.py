@@ -265,7 +265,7 @@ def test_list_images_errors_name_the_folder(tmp_path):
 def test_images_and_metrics_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import sr_models.images, sr_models.metrics\n"
+        "import sr_models.images, sr_models.evaluation.metrics\n"
         "assert sys.modules['torch'] is None\n"
         "print(sorted(sr_models.images.IMAGE_SUFFIXES)[0])"
     )

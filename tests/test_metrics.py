@@ -8,8 +8,8 @@ from conftest import SHARED, needs_shared
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from sr_models.evaluation.metrics import image_metrics, mod_crop, psnr, rgb_to_y, ssim, to_uint8
 from sr_models.images import load_rgb
-from sr_models.metrics import image_metrics, mod_crop, psnr, rgb_to_y, ssim, to_uint8
 
 
 def reference_psnr(a, b, *, crop, y_channel):

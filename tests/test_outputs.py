@@ -245,7 +245,7 @@ def test_upscale_warns_naming_the_image_and_region_where_the_output_is_noise(tmp
 
 
 def test_lr_files_pair_by_literal_name_never_as_a_glob(tmp_path):
-    from sr_models.benchmark import find_lr_file, load_benchmark
+    from sr_models.evaluation.samples import find_lr_file, load_benchmark
 
     hr, lr = tmp_path / "HR", tmp_path / "LR"
     photo(hr / "img[1].png", size=(8, 8))

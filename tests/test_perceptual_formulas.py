@@ -5,7 +5,7 @@ import pytest
 from scipy import linalg, stats
 from scipy.special import softmax
 
-from sr_models.perceptual import RunningGaussian, frechet_distance, inception_score, parse_metrics, patches
+from sr_models.evaluation.perceptual import RunningGaussian, frechet_distance, inception_score, parse_metrics, patches
 
 
 def pytorch_fid_reference(mu1, sigma1, mu2, sigma2):

@@ -15,22 +15,14 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from sr_models import perceptual
-from sr_models.benchmark import load_benchmark
+from sr_models.evaluation import perceptual_weights
+from sr_models.evaluation.perceptual import PerceptualScorer, inception_score, load_lpips, patches
+from sr_models.evaluation.perceptual_weights import ALEXNET, INCEPTION, LPIPS_LINEAR, MissingWeightsError, find_weights
+from sr_models.evaluation.samples import load_benchmark
+from sr_models.evaluation.scoring import score
 from sr_models.feature_nets import LPIPS_CHANNELS, FidInceptionV3, Lpips
-from sr_models.perceptual import (
-    ALEXNET,
-    INCEPTION,
-    LPIPS_LINEAR,
-    MissingWeightsError,
-    PerceptualScorer,
-    find_weights,
-    inception_score,
-    load_lpips,
-    patches,
-)
 from tests.conftest import SHARED, needs_shared
-from train.evaluate import load_upscaler, main, score
+from train.evaluate import load_upscaler, main
 
 SHIFT, SCALE = np.array([-0.030, -0.088, -0.188]), np.array([0.458, 0.448, 0.450])
 
@@ -70,10 +62,10 @@ def test_lpips_plumbing_matches_its_definition():
 @pytest.fixture
 def fake_weights(tmp_path, monkeypatch):
     """Weight files with the real names, keys and shapes but seeded random values, in an empty weights folder."""
-    monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")  # the user's real cache must not count
-    monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)  # as offline as this machine
+    monkeypatch.setattr(perceptual_weights, "hub_dir", lambda: tmp_path / "hub")  # the user's real cache must not count
+    monkeypatch.setattr(perceptual_weights, "_download", lambda weight, folder: None)  # as offline as this machine
     # Seeded stand-ins cannot have the published hash (test_metric_weights_with_a_wrong_hash_are_refused tests it)
-    monkeypatch.setattr(perceptual, "check_published_hash", lambda weight, path: None)
+    monkeypatch.setattr(perceptual_weights, "check_published_hash", lambda weight, path: None)
     gen = torch.Generator().manual_seed(0)
     alexnet = {}
     for index, (cin, cout, k) in zip(
@@ -122,7 +114,7 @@ def test_lpips_loads_the_files_and_taps_alexnet_after_each_relu(fake_weights):
 def test_missing_weights_name_each_file_where_to_get_it_and_where_to_put_it(fake_weights, monkeypatch):
     folder, _, _ = fake_weights
     empty = folder.parent / "empty"
-    monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)  # as without the [metrics] extra
+    monkeypatch.setattr(perceptual_weights, "_packaged", lambda weight: None)  # as without the [metrics] extra
     with pytest.raises(MissingWeightsError) as caught:
         find_weights(["lpips", "fid", "is"], empty)
     lines = str(caught.value).splitlines()
@@ -135,7 +127,7 @@ def test_evaluate_stops_with_one_line_per_missing_file(fake_weights, monkeypatch
     from sr_models import create_model, save_weights
 
     folder, _, _ = fake_weights
-    monkeypatch.delenv(perceptual.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(perceptual_weights.WEIGHTS_ENV, raising=False)
     save_weights(create_model("srresnet", scale=2, channels=8, num_blocks=1), tmp_path / "m.safetensors")
     hr = tmp_path / "HR"
     hr.mkdir()
@@ -272,8 +264,8 @@ def test_real_lpips_equals_torchmetrics():  # pragma: no cover - needs torchvisi
 
 def test_report_and_table_carry_every_metric(tmp_path):
     from sr_models import create_model
-    from sr_models.benchmark import Sample
-    from train.evaluate import TorchUpscaler, format_table
+    from sr_models.evaluation.samples import Sample
+    from sr_models.evaluation.scoring import TorchUpscaler, format_table
 
     rng = np.random.default_rng(4)
     samples = [
@@ -315,13 +307,15 @@ def test_download_checks_the_hash_prefix_and_writes_the_file(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/w.pth"
-        good = perceptual.WeightFile(("w-good.pth",), url, "test", hashlib.sha256(data).hexdigest()[:8])
-        assert perceptual._download(good, tmp_path / "hub").read_bytes() == data
+        good = perceptual_weights.WeightFile(("w-good.pth",), url, "test", hashlib.sha256(data).hexdigest()[:8])
+        assert perceptual_weights._download(good, tmp_path / "hub").read_bytes() == data
         with pytest.raises(WeightsError, match="does not match its hash prefix 00000000"):
-            perceptual._download(perceptual.WeightFile(("w-bad.pth",), url, "test", "00000000"), tmp_path / "hub")
+            perceptual_weights._download(
+                perceptual_weights.WeightFile(("w-bad.pth",), url, "test", "00000000"), tmp_path / "hub"
+            )
         assert not (tmp_path / "hub" / "w-bad.pth").exists()
-        missing = perceptual.WeightFile(("x.pth",), url.replace("w.pth", "none.pth"), "test")
-        assert perceptual._download(missing, tmp_path / "hub") is None  # HTTP 404 counts as "not downloadable"
+        missing = perceptual_weights.WeightFile(("x.pth",), url.replace("w.pth", "none.pth"), "test")
+        assert perceptual_weights._download(missing, tmp_path / "hub") is None  # HTTP 404 counts as "not downloadable"
     finally:
         server.shutdown()
 
@@ -329,17 +323,19 @@ def test_download_checks_the_hash_prefix_and_writes_the_file(tmp_path):
 def test_metric_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
     """A local file under a published name (alexnet-owt-7be5be79.pth) whose SHA-256 does not start with that prefix
     is refused in one line naming it; one whose hash does start with it is taken."""
-    monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")
-    monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)
-    monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)
+    monkeypatch.setattr(perceptual_weights, "hub_dir", lambda: tmp_path / "hub")
+    monkeypatch.setattr(perceptual_weights, "_download", lambda weight, folder: None)
+    monkeypatch.setattr(perceptual_weights, "_packaged", lambda weight: None)
     folder = tmp_path / "weights"
     folder.mkdir()
     torch.save(FidInceptionV3().state_dict(), folder / INCEPTION.names[0])  # the right layout, other values
-    with pytest.raises(perceptual.WeightsError) as caught:
+    with pytest.raises(perceptual_weights.WeightsError) as caught:
         find_weights(["fid"], folder)
     message = str(caught.value)
     assert message.startswith(f"{folder / INCEPTION.names[0]}: SHA-256 ") and "6726825d" in message
     assert "\n" not in message
     digest = hashlib.sha256((folder / INCEPTION.names[0]).read_bytes()).hexdigest()
-    monkeypatch.setattr(perceptual, "WEIGHTS_FOR", {"fid": (dataclasses.replace(INCEPTION, sha256_prefix=digest[:8]),)})
+    monkeypatch.setattr(
+        perceptual_weights, "WEIGHTS_FOR", {"fid": (dataclasses.replace(INCEPTION, sha256_prefix=digest[:8]),)}
+    )
     assert list(find_weights(["fid"], folder).values()) == [folder / INCEPTION.names[0]]

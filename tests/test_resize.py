@@ -8,7 +8,7 @@ import torch
 from conftest import SHARED, needs_shared
 from PIL import Image
 
-from sr_models.resize import contributions, downscale_image, imresize, upscale_bicubic
+from sr_models.evaluation.resize import contributions, downscale_image, imresize, upscale_bicubic
 
 STEMS = ["baby", "bird", "butterfly", "head", "woman"]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 from sr_models.images import ImageError, load_rgb, save_rgb
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
 from train.config import load_recipe
 from train.data import (
     BUILTIN_HELD_OUT,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_models import perceptual
+from sr_models.evaluation import perceptual_weights
 from sr_models.feature_nets import AlexNetFeatures, FidInceptionV3
 from tests.conftest import smooth_photos, train_in_process
 from train.config import ConfigError
@@ -43,14 +43,14 @@ def photos(tmp_path):
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """No download, no hub cache, no packaged LPIPS layers: only what $SR_METRICS_WEIGHTS holds."""
-    monkeypatch.setattr(perceptual, "hub_dir", lambda: tmp_path / "hub")
-    monkeypatch.setattr(perceptual, "_download", lambda weight, folder: None)
+    monkeypatch.setattr(perceptual_weights, "hub_dir", lambda: tmp_path / "hub")
+    monkeypatch.setattr(perceptual_weights, "_download", lambda weight, folder: None)
     # Seeded stand-ins cannot have the published hash (test_metric_weights_with_a_wrong_hash_are_refused tests it)
-    monkeypatch.setattr(perceptual, "check_published_hash", lambda weight, path: None)
-    monkeypatch.setattr(perceptual, "_packaged", lambda weight: None)
+    monkeypatch.setattr(perceptual_weights, "check_published_hash", lambda weight, path: None)
+    monkeypatch.setattr(perceptual_weights, "_packaged", lambda weight: None)
     folder = tmp_path / "weights"
     folder.mkdir()
-    monkeypatch.setenv(perceptual.WEIGHTS_ENV, str(folder))
+    monkeypatch.setenv(perceptual_weights.WEIGHTS_ENV, str(folder))
     return folder
 
 
@@ -74,12 +74,12 @@ def run(tmp_path, photos, metrics):
 
 def test_lpips_and_fid_are_logged_with_the_final_validation(tmp_path, photos, offline):
     torch.manual_seed(0)  # weights of the real layout but random values: the plumbing, not the figures
-    torch.save(AlexNetFeatures().state_dict(), offline / perceptual.ALEXNET.names[0])
+    torch.save(AlexNetFeatures().state_dict(), offline / perceptual_weights.ALEXNET.names[0])
     torch.save(
         {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
-        offline / perceptual.LPIPS_LINEAR.names[0],
+        offline / perceptual_weights.LPIPS_LINEAR.names[0],
     )
-    torch.save(FidInceptionV3().state_dict(), offline / perceptual.INCEPTION.names[0])
+    torch.save(FidInceptionV3().state_dict(), offline / perceptual_weights.INCEPTION.names[0])
     run_dir = run(tmp_path, photos, "psnr,ssim,lpips,fid")
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     final = [r for r in records if "val/psnr_y" in r and "event" not in r][-1]  # not the "best" event line
@@ -88,7 +88,7 @@ def test_lpips_and_fid_are_logged_with_the_final_validation(tmp_path, photos, of
 
 
 def test_missing_weights_stop_the_run_before_training(tmp_path, photos, offline):
-    with pytest.raises(perceptual.MissingWeightsError) as caught:  # train/run.py prints it as "error: ..." lines
+    with pytest.raises(perceptual_weights.MissingWeightsError) as caught:  # train/run.py prints "error: ..." lines
         run(tmp_path, photos, "psnr,lpips")
     lines = str(caught.value).splitlines()
     assert [line.split(" (")[0] for line in lines] == ["alexnet-owt-7be5be79.pth", "alex.pth"]

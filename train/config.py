@@ -263,7 +263,9 @@ def check_choices(config):
     except UserError as error:  # a bug's ValueError keeps its traceback
         raise ConfigError(str(error)) from None
 
-    from sr_models.perceptual import parse_metrics  # deferred: the config module stays free of the metric nets
+    from sr_models.evaluation.perceptual import (
+        parse_metrics,  # deferred: the config module stays free of the metric nets
+    )
 
     try:
         parse_metrics(config.val_metrics)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from sr_models.evaluation.scoring import format_table
 from sr_models.weights import save_weights
-from train.evaluate import format_table
 from train.threads import available_cores
 from train.validation import scalars, validate
 

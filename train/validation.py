@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sr_models.evaluation.perceptual import DEFAULT_METRICS, make_scorer, parse_metrics
+from sr_models.evaluation.resize import upscale_bicubic
+from sr_models.evaluation.scoring import TorchUpscaler, score
 from sr_models.images import save_rgb
-from sr_models.perceptual import DEFAULT_METRICS, make_scorer, parse_metrics
-from sr_models.resize import upscale_bicubic
-from train.evaluate import TorchUpscaler, score
 
 GAP = 4  # white pixels between the three panels
 LABEL_HEIGHT = 14  # the strip naming them

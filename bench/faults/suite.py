@@ -153,8 +153,8 @@ class Suite:
 
 def bicubic_psnr_y(hr):
     """The bicubic baseline's PSNR_Y of an HR image, computed in this process: the reference figure."""
-    from sr_models.metrics import image_metrics, mod_crop
-    from sr_models.resize import downscale_image, upscale_bicubic
+    from sr_models.evaluation.metrics import image_metrics, mod_crop
+    from sr_models.evaluation.resize import downscale_image, upscale_bicubic
 
     hr = mod_crop(hr, SCALE)
     lr = downscale_image(hr, SCALE)

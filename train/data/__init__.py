@@ -11,7 +11,8 @@ Where images come from (`--dataset`, and `--val-dataset` for validation):
 Each source becomes a `datasets.Dataset` with an `hr` column and, for paired data, an `lr` column (from
 `--lr-column`, or `--lr-dataset`: a folder of LR files matched by stem). Images are kept undecoded
 (`Image(decode=False)`) and decoded here through `sr_models.images`, so a corrupt file is named in the error.
-HR-only data gets its LR from the MATLAB-compatible bicubic (`sr_models.resize`) of the whole mod-cropped image.
+HR-only data gets its LR from the MATLAB-compatible bicubic (`sr_models.evaluation.resize`) of the whole mod-cropped
+image.
 
 Training samples are random aligned LR/HR patches with flips and 90-degree rotations. The sample at position i
 of the run is a pure function of (seed, i): which image, where the patch is, which flips. So a run resumed at

@@ -1,8 +1,8 @@
 """Decoding undecoded image records, and HR/LR image pairs of a data set (through sr_models.images' opener)."""
 
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 from sr_models.images import DecodeNotes, ImageError, decode_image, read_header
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
 
 
 def record_name(record, fallback):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import datasets
 
-from sr_models.benchmark import find_lr_file
 from sr_models.builtin import BUILTIN_TRAIN, builtin_folder
 from sr_models.errors import UserError
+from sr_models.evaluation.samples import find_lr_file
 from sr_models.images import IMAGE_SUFFIXES, ImageError, list_images
 from train.data.pairs import say_what_is_not_kept
 

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from sr_models.errors import UserError, user_errors
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
 from sr_models.files import atomic_write_tree, claim_output, on_interrupt, removed_on_failure, writer_command
 from sr_models.images import ImageError
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
 from train.data.pairs import decode, record_name
 from train.data.sources import load_source
 from train.data.store import write_store

@@ -3,16 +3,16 @@
 from dataclasses import replace
 from pathlib import Path
 
-from sr_models.benchmark import (
+from sr_models.builtin import BUILTIN_HELD_OUT, builtin_folder
+from sr_models.evaluation.metrics import mod_crop
+from sr_models.evaluation.resize import downscale_image
+from sr_models.evaluation.samples import (
     Sample,
     is_benchmark_root,
     load_benchmark,
     load_benchmark_root,
 )
-from sr_models.builtin import BUILTIN_HELD_OUT, builtin_folder
 from sr_models.images import load_rgb
-from sr_models.metrics import mod_crop
-from sr_models.resize import downscale_image
 from train.data.pairs import ImagePairs
 from train.data.sources import is_saved_dataset, load_source
 

@@ -15,8 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from export.parity import ParityImage, load_parity_images, photos_as_pairs
-from sr_models.evaluation.metrics import mod_crop
-from sr_models.evaluation.resize import downscale_image
+from sr_models.evaluation.samples import sample_from_hr
 from train.data import builtin_folder
 
 HR_SIZE = (320, 240)  # (w, h): LR 80x60 at x4, a screen-sized crop that PAN upscales in well under a second
@@ -156,8 +155,8 @@ def synthetic_graphics(*, scale, seeds=(0, 1)):
     pairs = []
     for kind in KINDS:
         for seed in seeds:
-            hr = mod_crop(synthetic_image(kind, seed), scale)
-            pairs.append(ParityImage(f"{kind}-{seed}", downscale_image(hr, scale), hr))
+            sample = sample_from_hr(f"{kind}-{seed}", synthetic_image(kind, seed), scale)
+            pairs.append(ParityImage(sample.name, sample.lr, sample.hr))
     return pairs
 
 

@@ -15,8 +15,7 @@ from scipy.ndimage import gaussian_filter
 
 from bench.held_out import SET5
 from export.parity import ParityImage
-from sr_models.evaluation.metrics import mod_crop
-from sr_models.evaluation.resize import downscale_image
+from sr_models.evaluation.samples import sample_from_hr
 
 
 def smooth_photo(h, w, sigma, seed):
@@ -99,6 +98,6 @@ def smooth_images(*, scale, aside=False):
     for name, make in (ASIDE if aside else TUNING).items():
         hr = make()
         if hr is not None:
-            hr = np.ascontiguousarray(mod_crop(hr, scale))
-            pairs.append(ParityImage(name, downscale_image(hr, scale), hr))
+            sample = sample_from_hr(name, hr, scale)
+            pairs.append(ParityImage(name, sample.lr, np.ascontiguousarray(sample.hr)))
     return pairs

@@ -20,9 +20,8 @@ from tqdm import tqdm
 
 from export.runtime import OnnxUpscaler
 from sr_models.errors import UserError
-from sr_models.evaluation.metrics import mod_crop, psnr, to_uint8
-from sr_models.evaluation.resize import downscale_image
-from sr_models.evaluation.samples import is_benchmark_root, load_benchmark_root
+from sr_models.evaluation.metrics import psnr, to_uint8
+from sr_models.evaluation.samples import is_benchmark_root, load_benchmark_root, sample_from_hr
 from sr_models.images import list_images, load_rgb
 
 THRESHOLDS_DB = {"fp32": 60.0, "fp16": 45.0}
@@ -46,8 +45,8 @@ def photos_as_pairs(paths, *, scale):
     """Photos taken as HR (mod-cropped), with LR made by MATLAB bicubic as the training data is."""
     images = []
     for path in paths:
-        hr = mod_crop(load_rgb(path), scale)
-        images.append(ParityImage(Path(path).stem, downscale_image(hr, scale), hr))
+        sample = sample_from_hr(Path(path).stem, load_rgb(path), scale)
+        images.append(ParityImage(sample.name, sample.lr, sample.hr))
     return images
 
 

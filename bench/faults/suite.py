@@ -153,9 +153,9 @@ class Suite:
 
 def bicubic_psnr_y(hr):
     """The bicubic baseline's PSNR_Y of an HR image, computed in this process: the reference figure."""
-    from sr_models.evaluation.metrics import image_metrics, mod_crop
-    from sr_models.evaluation.resize import downscale_image, upscale_bicubic
+    from sr_models.evaluation.metrics import image_metrics
+    from sr_models.evaluation.resize import upscale_bicubic
+    from sr_models.evaluation.samples import sample_from_hr
 
-    hr = mod_crop(hr, SCALE)
-    lr = downscale_image(hr, SCALE)
-    return image_metrics(upscale_bicubic(lr, SCALE), hr, scale=SCALE)["psnr_y"]
+    sample = sample_from_hr("reference", hr, SCALE)
+    return image_metrics(upscale_bicubic(sample.lr, SCALE), sample.hr, scale=SCALE)["psnr_y"]

@@ -1,6 +1,7 @@
-"""Benchmark folders: HR images with their LR, read the same way by evaluation, validation and export parity.
+"""Samples of the protocol: benchmark folders, and the one way an HR image becomes an (LR, HR) pair.
 
-Layouts:
+Evaluation, validation, export parity and the benchmarks all read folders and make LR here, so every figure they
+report rests on the same mod-crop and the same MATLAB-compatible bicubic. Layouts:
     a benchmark root     HR/ and, optionally, LR_bicubic/X<scale>/ (the EDSR/BasicSR layout of Set5, Set14, ...)
     an HR folder         with an LR folder given separately, or none (LR then made by the MATLAB-compatible bicubic)
 """
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from sr_models.evaluation.metrics import mod_crop
-from sr_models.evaluation.resize import downscale_image
 from sr_models.images import IMAGE_SUFFIXES, DecodeNotes, ImageError, list_images, load_rgb
 
 
@@ -22,6 +22,19 @@ class Sample:
     lr: np.ndarray  # (h, w, 3) uint8
     hr: np.ndarray  # (h*scale, w*scale, 3) uint8, mod-cropped
     source: Path | None = None  # the file the LR comes from (given, or made from this HR), named in errors
+
+
+def sample_from_hr(name, hr, scale, *, source=None):
+    """An HR image as a Sample: mod-cropped to a multiple of `scale` (a view), LR made by MATLAB bicubic of that.
+
+    `source` (the file, when there is one) is what an error names; an image smaller than the scale is refused.
+    """
+    from sr_models.evaluation.resize import downscale_image  # deferred: reading folders needs no torch
+
+    hr = mod_crop(hr, scale)
+    if hr.size == 0:
+        raise ImageError(f"{source or name}: smaller than the scale {scale}: not one LR pixel")
+    return Sample(name, downscale_image(hr, scale), hr, source=source)
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,15 +71,15 @@ def load_benchmark(hr_dir, *, scale, lr_dir=None, max_memory=None):
         if hr.size == 0:
             raise ImageError(f"{hr_path}: smaller than the scale {scale}: not one LR pixel")
         if lr_dir is None:
-            lr, lr_path = downscale_image(hr, scale), hr_path
-        else:
-            lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
-            lr = load_rgb(lr_path, notes=notes, max_memory=max_memory)
-            if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-                raise ImageError(
-                    f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
-                    f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
-                )
+            samples.append(sample_from_hr(hr_path.stem, hr, scale, source=hr_path))  # hr already cropped: a no-op
+            continue
+        lr_path = find_lr_file(lr_dir, hr_path.stem, scale)
+        lr = load_rgb(lr_path, notes=notes, max_memory=max_memory)
+        if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+            raise ImageError(
+                f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, but {hr_path.name} mod-cropped is "
+                f"{hr.shape[1]}x{hr.shape[0]}, not {scale} times that"
+            )
         samples.append(Sample(hr_path.stem, lr, hr, source=lr_path))
     notes.warn(hr_dir)  # alpha, 16-bit, ICC, frames: one line per kind, the same rule as training's
     return samples

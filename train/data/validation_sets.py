@@ -4,13 +4,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from sr_models.builtin import BUILTIN_HELD_OUT, builtin_folder
-from sr_models.evaluation.metrics import mod_crop
-from sr_models.evaluation.resize import downscale_image
 from sr_models.evaluation.samples import (
     Sample,
     is_benchmark_root,
     load_benchmark,
     load_benchmark_root,
+    sample_from_hr,
 )
 from sr_models.images import load_rgb
 from train.data.pairs import ImagePairs
@@ -23,10 +22,9 @@ def validation_samples(config):
     if source == "none":
         return []
     if source == "builtin":
-        samples = []
-        for name in BUILTIN_HELD_OUT:
-            hr = mod_crop(load_rgb(builtin_folder() / name), scale)
-            samples.append(Sample(Path(name).stem, downscale_image(hr, scale), hr))
+        samples = [
+            sample_from_hr(Path(name).stem, load_rgb(builtin_folder() / name), scale) for name in BUILTIN_HELD_OUT
+        ]
     elif is_benchmark_root(source):
         samples = load_benchmark_root(source, scale=scale)
     elif Path(source).is_dir() and not is_saved_dataset(source):

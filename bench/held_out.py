@@ -3,7 +3,7 @@
 Text/graphics are drawn here with Pillow at run time (nothing committed): slides, screenshots, line art, charts
 and flat-shaded cartoons, each a pure function of (kind, seed), so every run and every machine with the same
 Pillow draws the same pixels. Photos: Set5 (../shared, when present) and scikit-image's `clock_motion.png`, the one
-built-in photograph that no other list of the project uses (export/content.py keeps the lists disjoint).
+built-in photograph that no other list of the project uses (sr_models/builtin.py keeps the lists disjoint).
 
 HR is drawn at HR_SIZE; LR is MATLAB bicubic of HR (as the training and parity data are made), so an image is a
 ParityImage like any other and export.parity.check_parity scores it.
@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from export.parity import ParityImage, load_parity_images, photos_as_pairs
+from sr_models.builtin import BUILTIN_REPORTING_PHOTOS, builtin_folder
 from sr_models.evaluation.samples import sample_from_hr
-from train.data import builtin_folder
 
 HR_SIZE = (320, 240)  # (w, h): LR 80x60 at x4, a screen-sized crop that PAN upscales in well under a second
 KINDS = ("slide", "screenshot", "line_art", "chart", "cartoon")
@@ -43,7 +43,6 @@ WORDS = (
     "data",
 )
 SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Set5"
-HELD_OUT_BUILTIN_PHOTOS = ("clock_motion.png",)
 
 
 def font(size):
@@ -163,4 +162,4 @@ def synthetic_graphics(*, scale, seeds=(0, 1)):
 def held_out_photos(*, scale):
     """Set5 (official LR) when ../shared is present, and the built-in photos no other list uses."""
     photos = load_parity_images(SET5, scale=scale) if SET5.is_dir() else []
-    return photos + photos_as_pairs([builtin_folder() / name for name in HELD_OUT_BUILTIN_PHOTOS], scale=scale)
+    return photos + photos_as_pairs([builtin_folder() / name for name in BUILTIN_REPORTING_PHOTOS], scale=scale)

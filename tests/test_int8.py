@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from bench.held_out import HELD_OUT_BUILTIN_PHOTOS, KINDS, SET5, held_out_photos, synthetic_graphics, synthetic_image
+from bench.held_out import KINDS, SET5, held_out_photos, synthetic_graphics, synthetic_image
 from bench.smooth_images import ASIDE, TUNING, smooth_images
 from export.content import builtin_images, default_calibration
 from export.convert import export_fp32
@@ -18,6 +18,7 @@ from export.quantize import default_keep_float, float_convs, large_kernel_convs,
 from export.sensitivity import center_crops, conv_sensitivity
 from export.to_onnx import export
 from sr_models import create_model
+from sr_models.builtin import BUILTIN_REPORTING_PHOTOS
 from tests.conftest import SHARED, needs_shared
 
 JOBS = [(job, kind) for job in ("calibration", "parity") for kind in ("photo", "graphics")]
@@ -29,7 +30,7 @@ def digest(array):
 
 def test_calibration_parity_and_reported_images_are_disjoint():
     named = {job: {path.name for path in builtin_images(*job)} for job in JOBS}
-    reported = set(HELD_OUT_BUILTIN_PHOTOS) | ({p.name for p in (SET5 / "HR").iterdir()} if SET5.is_dir() else set())
+    reported = set(BUILTIN_REPORTING_PHOTOS) | ({p.name for p in (SET5 / "HR").iterdir()} if SET5.is_dir() else set())
     for job in JOBS:
         assert named[job], job  # every job has images of both kinds
         assert not named[job] & reported, (job, named[job] & reported)

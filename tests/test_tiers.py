@@ -1,9 +1,14 @@
 """Layers point down: the imaging tier of sr_models (image and file IO, built-in photos, errors, the shared options)
-imports without PyTorch, as on a deployment machine that runs onnxruntime alone."""
+imports without PyTorch, as on a deployment machine that runs onnxruntime alone; the evaluation protocol has one
+home (sr_models/evaluation/), which the toolkit imports by its new paths; the built-in images are one set of
+disjoint lists."""
 
+import importlib
+import re
 import subprocess
 import sys
 
+from sr_models import builtin
 from tests.conftest import REPO
 
 TORCH_FREE = [
@@ -15,6 +20,10 @@ TORCH_FREE = [
     "sr_models.builtin",
     "sr_models.starting",
     "sr_models.cli",
+    # The protocol's numpy parts: PSNR/SSIM and reading benchmark folders (the bicubic is imported when LR is made).
+    "sr_models.evaluation",
+    "sr_models.evaluation.metrics",
+    "sr_models.evaluation.samples",
 ]
 
 
@@ -34,3 +43,51 @@ def test_a_torch_import_in_the_tier_would_be_caught():
     code = "import sys\nsys.modules['torch'] = None\nimport sr_models.registry\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "import of torch halted" in done.stderr  # the check above can fail
+
+
+# Old import path -> new home; the old modules only re-export (kept for one release).
+MOVED = {
+    "sr_models.resize": "sr_models.evaluation.resize",
+    "sr_models.metrics": "sr_models.evaluation.metrics",
+    "sr_models.benchmark": "sr_models.evaluation.samples",
+    "sr_models.perceptual": "sr_models.evaluation.perceptual",
+}
+
+
+def test_the_old_import_paths_give_the_same_objects():
+    for old, new in MOVED.items():
+        shim = importlib.import_module(old)
+        assert shim.__all__, old
+        for name in shim.__all__:
+            home = importlib.import_module(new)
+            if not hasattr(home, name):  # sr_models.perceptual also re-exports the weight files' module
+                home = importlib.import_module("sr_models.evaluation.perceptual_weights")
+            assert getattr(shim, name) is getattr(home, name), (old, name)
+
+
+def test_nothing_in_the_repository_imports_the_old_paths():
+    shims = {REPO / (old.replace(".", "/") + ".py") for old in MOVED}
+    pattern = re.compile(rf"^\s*(from|import)\s+({'|'.join(re.escape(old) for old in MOVED)})\b", re.M)
+    pattern_from = re.compile(
+        rf"^\s*from sr_models import .*\b({'|'.join(old.split('.')[1] for old in MOVED)})\b", re.M
+    )
+    found = []
+    for path in REPO.rglob("*.py"):
+        if path in shims or any(part.startswith(".") or part == "venv" for part in path.relative_to(REPO).parts):
+            continue
+        text = path.read_text(encoding="utf-8")
+        if pattern.search(text) or pattern_from.search(text):
+            found.append(str(path.relative_to(REPO)))
+    assert not found, found
+
+
+def test_the_built_in_image_lists_are_disjoint_and_installed():
+    lists = {name: value for name, value in vars(builtin).items() if name.startswith("BUILTIN_")}
+    assert len(lists) >= 5, sorted(lists)  # training, held out, int8 calibration and parity graphics, reporting
+    seen = {}
+    for name, images in lists.items():
+        assert images and len(set(images)) == len(images), name
+        for image in images:
+            assert image not in seen, f"{image} is in both {seen.get(image)} and {name}"
+            seen[image] = name
+            assert (builtin.builtin_folder() / image).is_file(), image

@@ -4,7 +4,8 @@ The model runs on the 8 flips/rotations of its input (the dihedral group of the 
 back and the 8 are averaged before clamping and rounding, as BasicSR's `test_selfensemble` does. A network that
 is not exactly equivariant to these transforms (none of ours is) gains a little PSNR for 8 times the compute.
 
-numpy only: the torch-free deployment path (`export/runtime.py`) and `train/evaluate.py` share this function.
+numpy only: the torch-free deployment path (`export/runtime.py`) and the scorer (`sr_models.evaluation.scoring`)
+share this function.
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Validation during training: held-out figures (train.evaluate's protocol) and comparison images.
+"""Validation during training: held-out figures (the protocol of sr_models.evaluation.scoring) and comparison images.
 
 Each validation writes `<run>/samples/step-00001000/<image>.png`: a crop of bicubic | model | HR side by side under
 their names, and sends the same images to the trackers that take images (TensorBoard).

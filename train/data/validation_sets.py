@@ -17,7 +17,7 @@ from train.data.sources import is_saved_dataset, load_source
 
 
 def validation_samples(config):
-    """Held-out `Sample`s (train.evaluate): LR made by MATLAB bicubic unless the source has LR images."""
+    """Held-out `Sample`s (for sr_models.evaluation.scoring): LR by MATLAB bicubic unless the source has LR images."""
     source, scale = config.val_dataset, config.scale
     if source == "none":
         return []

@@ -70,6 +70,17 @@ class TrainConfig:
     image_column: typing.Optional[str] = option(None, "HR image column (default: 'hr', else the only Image column)")
     lr_column: typing.Optional[str] = option(None, "LR image column of paired data (default: 'lr' if present)")
     lr_dataset: typing.Optional[str] = option(None, "folder of LR images matched to HR by file stem (paired data)")
+    lr_mode: str = option(
+        "auto",
+        "how each LR patch is made: bicubic (MATLAB bicubic of the HR) | degrade (real-world degradations drawn per "
+        "patch in the feed step, docs/degradations.md) | paired (the data set's own LR images) | auto (paired when "
+        "the data has LR images, else bicubic)",
+    )
+    degradations: dict = option(
+        {},
+        "lr_mode degrade: the pipeline's probabilities and ranges, e.g. {noise_range: [1, 15], bicubic_share: 0.2}; "
+        "unset keys keep Real-ESRGAN's published defaults (docs/degradations.md)",
+    )
     cache_dir: typing.Optional[str] = option(None, "Hugging Face datasets cache (default: ~/.cache/huggingface)")
     cache_images: bool = option(False, "decode every image (and its LR) once and keep it in memory")
     subimage_size: int = option(0, "prepare step: cut HR images into sub-images of this side (0: off; 480 for DIV2K)")
@@ -169,6 +180,7 @@ CHOICES = {
     "scheduler": SCHEDULERS,
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "log_with": ("auto", "tensorboard", "none"),
+    "lr_mode": ("auto", "bicubic", "degrade", "paired"),
 }
 POSITIVE = (
     "scale",
@@ -263,12 +275,25 @@ def check_choices(config):
     except UserError as error:  # a bug's ValueError keeps its traceback
         raise ConfigError(str(error)) from None
 
+    check_degradations(config)
+
     from sr_models.perceptual import parse_metrics  # deferred: the config module stays free of the metric nets
 
     try:
         parse_metrics(config.val_metrics)
     except UserError as error:
         raise ConfigError(f"val_metrics: {error}") from None
+
+
+def check_degradations(config):
+    """The degradation options, checked before any folder is made (train/degrade/options.py owns the rules)."""
+    from train.degrade import DegradeOptions
+
+    if config.degradations and config.lr_mode != "degrade":
+        raise ConfigError(
+            f"degradations: given, but lr_mode is {config.lr_mode}: they apply with lr_mode degrade only"
+        )
+    DegradeOptions.from_mapping(config.degradations, source="degradations")
 
 
 def check_losses(losses):
@@ -648,6 +673,8 @@ FIXED_ON_RESUME = (
     "gradient_accumulation_steps",
     "lr_patch_size",
     "losses",
+    "lr_mode",
+    "degradations",
 )
 
 

@@ -25,7 +25,7 @@ class DegradeOptionError(UserError):
         super().__init__(f"{source}: {option}: {problem}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pass:
     """The options of one of the two degradation passes (blur, random resize, noise, JPEG)."""
 
@@ -44,7 +44,7 @@ class Pass:
     jpeg_range: tuple
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DegradeOptions:
     """Real-ESRGAN's second-order degradations (defaults: train_realesrnet_x4plus.yml).
 

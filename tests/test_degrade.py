@@ -20,6 +20,7 @@ from train.degrade.kernels import (
     blur,
     gaussian_kernel,
     generalized_gaussian_kernel,
+    padded,
     plateau_kernel,
     random_kernel,
     sinc_kernel,
@@ -112,12 +113,15 @@ def test_random_kernels_sum_to_one_are_odd_and_padded_to_the_largest_size():
     assert kinds == {*options.kernel_list, "sinc"}
 
 
-@pytest.mark.parametrize("height, width, mode", [(30, 27, "mirror"), (3, 4, "nearest")])
-def test_blur_equals_scipy_convolve(height, width, mode):
-    # torch's 'reflect' padding is scipy's 'mirror'; an image smaller than the pad falls back to edge replication
+@pytest.mark.parametrize(
+    "height, width, mode, pad_to", [(30, 27, "mirror", 9), (30, 27, "mirror", 21), (3, 4, "nearest", 9)]
+)
+def test_blur_equals_scipy_convolve(height, width, mode, pad_to):
+    # torch's 'reflect' padding is scipy's 'mirror'; an image smaller than the pad falls back to edge replication.
+    # A kernel zero-padded to 21 (as random_kernel gives) blurs as the kernel itself.
     img = torch.rand(2, 3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     kernel = gaussian_kernel(size=9, sigma_x=2.0, sigma_y=0.8, rotation=0.7).double()
-    out = blur(img, kernel).numpy()
+    out = blur(img, padded(kernel, pad_to)).numpy()
     for b in range(2):
         for c in range(3):
             expected = scipy.ndimage.convolve(img[b, c].numpy(), kernel.numpy(), mode=mode)

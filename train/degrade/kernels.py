@@ -112,11 +112,22 @@ def random_sinc(rng, *, max_size):
 # ---- the blur --------------------------------------------------------------------------------------------------
 
 
+def _trimmed(kernel):
+    """`kernel` without its rings of zeros (the padding of `padded`): they change no sum, and a 7x7 kernel padded
+    to 21x21 costs 9 times the multiplications."""
+    while kernel.shape[-1] > 1 and not (
+        kernel[0].any() or kernel[-1].any() or kernel[:, 0].any() or kernel[:, -1].any()
+    ):
+        kernel = kernel[1:-1, 1:-1]
+    return kernel
+
+
 def blur(img, kernel):
     """`img` (B, C, H, W) filtered by `kernel` (k, k), the same kernel on every channel, padded by reflection
     (torch's 'reflect': the edge pixel is not repeated, scipy's 'mirror'), as Real-ESRGAN's filter2D.
     Reflection needs the pad below the image size; a smaller image is padded by edge replication instead.
     F.conv2d correlates; the kernels here are point-symmetric, so that is also their convolution."""
+    kernel = _trimmed(kernel)
     channels, pad = img.shape[1], kernel.shape[-1] // 2
     mode = "reflect" if pad < min(img.shape[-2:]) else "replicate"
     padded_img = F.pad(img, (pad, pad, pad, pad), mode=mode)

@@ -64,14 +64,15 @@ def test_a_degrade_run_previews_logs_and_validates_on_degraded_and_clean_images(
     start = log[0]
     assert start["lr_mode"] == "degrade"
     assert start["degradations"]["jpeg_range"] == [30, 95]  # Real-ESRGAN's default, as none was set
-    # The preview: 8 rows (at most the run's first patches) of degraded LR, pixels repeated x4, beside its HR.
+    # The preview: one row per patch of the run's first 8 (this run has 6) of degraded LR, pixels repeated x4,
+    # beside its HR.
     preview = load_rgb(run_dir / "preview" / "degradations.png")
     hr_side, gap = 48, 4
     assert preview.shape[1] == 2 * hr_side + gap
-    assert preview.shape[0] == 8 * hr_side + 7 * gap
+    assert preview.shape[0] == 6 * hr_side + 5 * gap
     # Every step's log line summarises what was drawn for its patches.
     drawn = [r["degradations"] for r in log if "loss" in r]
-    assert len(drawn) == 3 and all(d["patches"] == 2 for d in drawn)
+    assert len(drawn) == 3 and all(d["samples"] == 2 for d in drawn)
     # Validation: the degraded copy first, then the clean set, each with its figures.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     labels = list(metrics["val_sets"])

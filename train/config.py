@@ -290,9 +290,7 @@ def check_degradations(config):
     from train.degrade import DegradeOptions
 
     if config.degradations and config.lr_mode != "degrade":
-        raise ConfigError(
-            f"degradations: given, but lr_mode is {config.lr_mode}: they apply with lr_mode degrade only"
-        )
+        raise ConfigError(f"degradations: given, but lr_mode is {config.lr_mode}: they apply with lr_mode degrade only")
     DegradeOptions.from_mapping(config.degradations, source="degradations")
 
 
@@ -544,6 +542,8 @@ HELP_GROUPS = {
         "image_column",
         "lr_column",
         "lr_dataset",
+        "lr_mode",
+        "degradations",
         "cache_dir",
         "cache_images",
         "subimage_size",

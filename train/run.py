@@ -125,11 +125,11 @@ def train(config):
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
         lr_mode = resolve_lr_mode(config, patches.pairs)  # bicubic | degrade | paired
         held_out = validation_sets(config) if accelerator.is_main_process else {}
+        perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
     # lr_mode degrade: each batch's LR is drawn from its HR in the feed step, on the training device (below).
     degrader = make_degrader(config) if lr_mode == "degrade" else None
     if degrader is not None and held_out:  # beside the clean sets: each degraded once, with a fixed seed
         held_out = degraded_sets(held_out, config)
-        perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
     check_enough_images(
         patches,
         processes=processes,
@@ -267,7 +267,9 @@ def train(config):
             lr_images, hr_images = as_float(batch["lr"], config.channels_last), as_float(batch["hr"], False)
             if degrader is not None:  # the LR drawn from the HR, on this device; bicubic_share keeps the bicubic one
                 lr_images, parameters = degrader(hr_images, batch["index"].tolist(), bicubic_lr=lr_images)
-                lr_images = lr_images.contiguous(memory_format=torch.channels_last) if config.channels_last else lr_images
+                lr_images = (
+                    lr_images.contiguous(memory_format=torch.channels_last) if config.channels_last else lr_images
+                )
                 drawn.add(parameters)
             sr_images = model(lr_images)  # (B, 3, p*scale, p*scale)
             loss = loss_fn(sr_images.float(), hr_images)

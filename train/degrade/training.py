@@ -37,8 +37,9 @@ def degraded_sets(sets, config):
     """The validation sets of a degrade run: each set degraded once with the fixed VALIDATION_SEED (no bicubic
     share: every image degraded) as `<label>-degraded`, first (the best weights are chosen on it), then the
     clean sets as they were."""
-    degrader = Degrader(options=replace(degrade_options(config), bicubic_share=0.0), scale=config.scale,
-                        seed=VALIDATION_SEED)
+    degrader = Degrader(
+        options=replace(degrade_options(config), bicubic_share=0.0), scale=config.scale, seed=VALIDATION_SEED
+    )
     degraded, position = {}, 0
     for label, samples in sets.items():
         degraded[f"{label}-degraded"] = []

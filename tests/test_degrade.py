@@ -361,7 +361,17 @@ def test_summarize_counts_what_was_drawn():
 @pytest.mark.parametrize(
     "mapping, option, problem",
     [
-        ({"blur_sigma": [-0.5, 3]}, "blur_sigma", "sigma -0.5 must be > 0"),
+        ({"blur_sigma": [-0.5, 3]}, "blur_sigma", "sigma -0.5 is outside 0.01..100"),
+        # magnitudes no draw can compute: a sigma whose covariance is singular, one past any kernel, a kernel of
+        # seconds a patch, an upscale that only costs memory, an integer float() cannot hold
+        ({"blur_sigma": [1.0e-200, 1.0e-199]}, "blur_sigma", "sigma 1e-200 is outside 0.01..100"),
+        ({"blur_sigma_2": [1.0, 1.0e200]}, "blur_sigma_2", "sigma 1e+200 is outside 0.01..100"),
+        ({"blur_kernel_size": 99999999}, "blur_kernel_size", "kernel size 99999999 is above 63"),
+        ({"resize_range": [1, 1000000.0]}, "resize_range", "scale 1000000.0 is above 8"),
+        ({"sinc_prob": 10**400}, "sinc_prob", "expected a probability"),
+        ({"jpeg_range": [30, 10**400]}, "jpeg_range", "expected a range"),
+        # YAML 1.1 reads 1e-3 (no dot) as text: the line says how to write it
+        ({"noise_range": ["1e-3", 5]}, "noise_range", "write it with a dot and a signed exponent"),
         ({"jpeg_range": [0, 95]}, "jpeg_range", "quality 0 is outside 1..100"),
         ({"jpeg_range_2": [30, 101]}, "jpeg_range_2", "quality 101 is outside 1..100"),
         ({"sinc_prob": -0.1}, "sinc_prob", "probability -0.1 is outside 0..1"),
@@ -412,3 +422,25 @@ def test_defaults_are_real_esrgans_x4_recipe():
 def test_as_dict_gives_back_the_same_options():
     options = DegradeOptions(jpeg_range=(40, 90), bicubic_share=0.2)
     assert DegradeOptions.from_mapping(options.as_dict(), source="log") == options
+
+
+def test_probabilities_within_the_checks_tolerance_and_one_sided_beta_ranges_draw():
+    """What the checks accept, the draws can draw: thirds as 0.3333333 (numpy's choice wants a sum within 1e-8),
+    and a beta range that does not hold 1 (only flat kernels), drawn uniformly over it."""
+    options = DegradeOptions.from_mapping(
+        {
+            "resize_prob": [0.3333333, 0.3333333, 0.3333333],
+            "kernel_prob": [0.45, 0.25, 0.12, 0.03, 0.12, 0.0300001],
+            "kernel_list_2": ["plateau_iso"],
+            "kernel_prob_2": [1],
+            "betap_range_2": [1.2, 1.9],
+            "second_blur_prob": 1,
+            "sinc_prob_2": 0,
+            "betag_range": [1.5, 4],
+        },
+        source="test",
+    )
+    lr, drawn = Degrader(options=options, scale=4, seed=0)(torch.rand(6, 3, 32, 32), range(6))
+    assert lr.shape == (6, 3, 8, 8) and torch.isfinite(lr).all()
+    betas = [d["blur_2"]["beta"] for d in drawn]
+    assert all(1.2 <= beta <= 1.9 for beta in betas)

@@ -18,8 +18,8 @@ from conftest import REPO, smooth_photos, train_config_in_process, train_in_proc
 from sr_models.errors import UserError
 from sr_models.images import ImageError, load_rgb, save_rgb
 from sr_models.weights import load_model
-from train.config import load_recipe
-from train.data import training_loader, training_patches
+from train.config import ConfigError, load_recipe, parse_args
+from train.data import load_source, training_loader, training_patches, write_store
 from train.degrade.training import VALIDATION_SEED, degraded_sets, make_degrader
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -73,11 +73,12 @@ def test_a_degrade_run_previews_logs_and_validates_on_degraded_and_clean_images(
     # Every step's log line summarises what was drawn for its patches.
     drawn = [r["degradations"] for r in log if "loss" in r]
     assert len(drawn) == 3 and all(d["samples"] == 2 for d in drawn)
-    # Validation: the degraded copy first, then the clean set, each with its figures.
+    # Validation: the clean set first (val/psnr_y means the clean set in every mode), then its degraded copy.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     labels = list(metrics["val_sets"])
-    assert labels == [f"{photos.name}-degraded", photos.name]
-    degraded, clean = (metrics["val_sets"][label] for label in labels)
+    assert labels == [photos.name, f"{photos.name}-degraded"]
+    clean, degraded = (metrics["val_sets"][label] for label in labels)
+    assert metrics["psnr_y"] == clean["psnr_y"]
     assert degraded["bicubic_psnr_y"] < clean["bicubic_psnr_y"] - 0.5, "the degraded LR is farther from the HR"
 
 
@@ -90,7 +91,7 @@ def test_the_degraded_validation_images_are_the_same_in_every_run(tmp_path, phot
 
     sets = {"p": [Sample("p0", downscale_image(hr, 4), hr), Sample("p1", downscale_image(hr, 4), hr)]}
     first, second = degraded_sets(sets, config), degraded_sets(sets, other)
-    assert list(first) == ["p-degraded", "p"]
+    assert list(first) == ["p", "p-degraded"]
     assert all(np.array_equal(a.lr, b.lr) for a, b in zip(first["p-degraded"], second["p-degraded"]))
     # Two images at different positions draw different degradations, even from the same HR.
     assert not np.array_equal(first["p-degraded"][0].lr, first["p-degraded"][1].lr)
@@ -106,6 +107,20 @@ def test_resuming_a_degrade_run_gives_the_weights_of_an_uninterrupted_one(tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run drew the same degradations"
     summaries = lambda d: [r["degradations"] for r in read_log(d) if "loss" in r][-2:]  # noqa: E731
     assert summaries(straight) == summaries(resumed)
+    starts = [r for r in read_log(resumed) if r.get("event") == "start"]
+    assert starts[-1]["degradation_preview"] == str(resumed / "preview" / "degradations.png")
+    assert (resumed / "preview" / "degradations.png").is_file()
+
+
+def test_a_resumed_degrade_run_refuses_changed_degradations_and_accepts_the_same_ones(tmp_path, photos):
+    run_dir = train_config_in_process(
+        config_for(tmp_path, "r", photos, steps=2, batch_size=2, lr_mode="degrade", stop_after=1)
+    )
+    resume = ["--resume", "latest", "--output-dir", str(run_dir)]
+    with pytest.raises(ConfigError, match=r"contradict it: degradations"):
+        train_in_process([*resume, "--degradations", "{noise_range: [1, 5]}"])
+    # The default value given explicitly makes the same options: not a change.
+    assert train_in_process([*resume, "--degradations", "{noise_range: [1.0, 30.0]}"]) == run_dir
 
 
 def test_a_different_seed_draws_different_degradations(tmp_path, photos):
@@ -144,15 +159,27 @@ def test_the_lr_modes_are_explicit_and_refuse_data_they_cannot_use(tmp_path, pho
     for path in sorted(photos.glob("*.png")):
         hr = load_rgb(path)
         save_rgb(lr_folder / path.name, hr[::4, ::4])
+    cache = str(tmp_path / "hf-cache")
+    hr_store, pair_store = tmp_path / "hr-store", tmp_path / "pair-store"
+    write_store(load_source(str(photos), split="train", cache_dir=cache), hr_store, scale=4)
+    write_store(
+        load_source(str(photos), split="train", lr_dataset=str(lr_folder), cache_dir=cache), pair_store, scale=4
+    )
     cases = {
-        ("paired", None): "has no LR images",
-        ("degrade", str(lr_folder)): "would go unused",
-        ("bicubic", str(lr_folder)): "would go unused",
+        ("paired", None, photos): "has no LR images",
+        ("paired", None, hr_store): "has no LR images",  # a store of HR images holds bicubic LR only
+        ("degrade", str(lr_folder), photos): "would go unused",
+        ("bicubic", str(lr_folder), photos): "would go unused",
+        ("bicubic", None, pair_store): "would go unused",  # the store's LR came from pairs
+        ("degrade", None, pair_store): "would go unused",
     }
-    for (mode, lr_dataset), message in cases.items():
-        config = config_for(tmp_path, f"m-{mode}", photos, lr_mode=mode, lr_dataset=lr_dataset, steps=1)
+    for (mode, lr_dataset, data), message in cases.items():
+        config = config_for(tmp_path, f"m-{mode}", data, lr_mode=mode, lr_dataset=lr_dataset, steps=1)
         with pytest.raises(ImageError, match=message):
             train_config_in_process(config)
+    for mode, data, expected in (("auto", hr_store, "bicubic"), ("degrade", hr_store, "degrade")):
+        run_dir = train_config_in_process(config_for(tmp_path, f"s-{mode}", data, lr_mode=mode, steps=1, batch_size=2))
+        assert read_log(run_dir)[0]["lr_mode"] == expected
     # auto: paired with LR images, bicubic without; a paired run logs its mode.
     run_dir = train_config_in_process(
         config_for(tmp_path, "paired", photos, lr_mode="auto", lr_dataset=str(lr_folder), steps=1, batch_size=2)
@@ -167,7 +194,9 @@ def test_the_lr_modes_are_explicit_and_refuse_data_they_cannot_use(tmp_path, pho
         ({"lr_mode": "degrade", "degradations": {"blur_sigma": [-1, 2]}}, "degradations.blur_sigma"),
         ({"lr_mode": "degrade", "degradations": {"sinc_prob": 1.5}}, "degradations.sinc_prob"),
         ({"lr_mode": "degrade", "degradations": {"noise": 1}}, "degradations"),
-        ({"lr_mode": "bicubic", "degradations": {"sinc_prob": 0.5}}, "lr_mode degrade only"),
+        ({"lr_mode": "bicubic", "degradations": {"sinc_prob": 1.5}}, "degradations.sinc_prob"),  # checked anyway
+        ({"seed": -1}, "seed: must not be negative"),
+        ({"seed": 2**32}, "seed: at most"),
         ({"lr_mode": "sharpen"}, "lr_mode"),
     ],
 )
@@ -189,7 +218,22 @@ def test_a_bad_degradation_option_is_one_line_through_the_command(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "degradations.jpeg_range_2" in lines[0]
+    assert lines[0].count("degradations") == 1, lines[0]
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_degradations_on_the_command_line_merge_into_the_recipes(tmp_path):
+    recipe = load_recipe("pan_x4_realworld")
+    assert parse_args(["--recipe", "pan_x4_realworld"]).degradations == recipe.degradations
+    merged = parse_args(["--recipe", "pan_x4_realworld", "--degradations", "{bicubic_share: 0.5, noise_range: [2, 4]}"])
+    assert merged.degradations == {**recipe.degradations, "bicubic_share": 0.5, "noise_range": [2, 4]}
+
+
+def test_degradations_of_another_mode_are_ignored_with_a_note(tmp_path, photos, capsys):
+    config = config_for(tmp_path, "n", photos, lr_mode="bicubic", degradations={"sinc_prob": 0.5}, steps=1)
+    run_dir = train_config_in_process(config)
+    assert "note: degradations ignored: lr_mode is bicubic" in capsys.readouterr().out
+    assert read_log(run_dir)[0]["lr_mode"] == "bicubic" and "degradations" not in read_log(run_dir)[0]
 
 
 @pytest.mark.parametrize("recipe", ["pan_x4_realworld", "srresnet_x4_realworld"])

@@ -51,7 +51,7 @@ from train.checkpoint import Progress, latest_checkpoint, load_checkpoint, resum
 from train.config import ConfigError, parse_args, refuse_resume_changes, save_config
 from train.cpu_memory import keep_freed_memory
 from train.data import check_enough_images, resolve_lr_mode, training_loader, training_patches, validation_sets
-from train.degrade.training import DrawnWindow, degraded_sets, make_degrader, write_preview
+from train.degrade.training import PREVIEW_FILE, DrawnWindow, degraded_sets, make_degrader, write_preview
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
@@ -128,6 +128,8 @@ def train(config):
         perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
     # lr_mode degrade: each batch's LR is drawn from its HR in the feed step, on the training device (below).
     degrader = make_degrader(config) if lr_mode == "degrade" else None
+    if config.degradations and degrader is None:
+        accelerator.print(f"note: degradations ignored: lr_mode is {lr_mode} (they apply with lr_mode degrade)")
     if degrader is not None and held_out:  # beside the clean sets: each degraded once, with a fixed seed
         held_out = degraded_sets(held_out, config)
     check_enough_images(
@@ -193,9 +195,9 @@ def train(config):
             save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step
-    preview = None
+    preview = run_dir / PREVIEW_FILE if degrader is not None else None  # a resumed run's is there already
     if degrader is not None and accelerator.is_main_process and not start_step:
-        preview, _ = write_preview(run_dir, patches, degrader)
+        write_preview(preview, patches, degrader)
         accelerator.print(f"degradations: the first patches as the network sees them: {preview}")
     # Patches are a pure function of their position in the run, so skipping the micro-batches already used
     # puts the resumed run on exactly the data of an uninterrupted one.

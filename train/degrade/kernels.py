@@ -7,6 +7,7 @@ the rotation by `rotation` (x is the column offset, y the row offset, as in Basi
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,8 +72,18 @@ def kernel_sizes(max_size):
 
 
 def _beta(rng, beta_range):
+    low, high = beta_range
+    if not low <= 1 <= high:  # a range on one side of 1 (only flat, or only peaked kernels): uniform over it
+        return float(rng.uniform(low, high))
     # half the draws below 1, half above, as BasicSR does: a range such as [0.5, 4] is not dominated by > 1
-    return float(rng.uniform(beta_range[0], 1) if rng.random() < 0.5 else rng.uniform(1, beta_range[1]))
+    return float(rng.uniform(low, 1) if rng.random() < 0.5 else rng.uniform(1, high))
+
+
+def normalized(probs):
+    """`probs` scaled to sum to 1 exactly: options allow a sum within 1e-6 of 1 (0.3333333 x 3), numpy's choice
+    only within about 1e-8."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return probs / probs.sum()
 
 
 def random_kernel(rng, *, kinds, probs, max_size, sinc_prob, sigma_range, betag_range, betap_range):
@@ -83,7 +94,7 @@ def random_kernel(rng, *, kinds, probs, max_size, sinc_prob, sigma_range, betag_
     if rng.random() < sinc_prob:
         omega = float(rng.uniform(math.pi / 3, math.pi) if size < 13 else rng.uniform(math.pi / 5, math.pi))
         return padded(sinc_kernel(size=size, omega=omega), max_size), {"kind": "sinc", "size": size, "omega": omega}
-    kind = kinds[int(rng.choice(len(kinds), p=probs))]
+    kind = kinds[int(rng.choice(len(kinds), p=normalized(probs)))]
     sigma_x = float(rng.uniform(*sigma_range))
     if kind.split("_")[-1] == "iso":
         sigma_y, rotation = sigma_x, 0.0

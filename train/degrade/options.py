@@ -14,6 +14,12 @@ KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 RESIZE_KINDS = ("up", "down", "keep")  # the order of resize_prob
 MIN_KERNEL_SIZE = 7  # random kernel sizes are drawn from {7, 9, ..., blur_kernel_size}, as in Real-ESRGAN
+# Bounds beyond any real degradation, which keep every draw computable: a kernel past 63 taps or a sigma past 100
+# pixels is a flat average (and costs seconds a patch); a sigma below 0.01 is no blur, and its covariance is not
+# invertible in floating point; an upscale past 8x only costs memory before the resize back.
+MAX_KERNEL_SIZE = 63
+SIGMA_BOUNDS = (0.01, 100.0)
+MAX_RESIZE = 8.0
 SECTION = "degradations"  # the key a recipe holds these options under: errors name `degradations.<option>`
 
 
@@ -150,12 +156,27 @@ class DegradeOptions:
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # an int is compared, never converted: float() of a 400-digit integer raises OverflowError
+    return abs(value) < 10**300 if isinstance(value, int) else math.isfinite(value)
+
+
+def _shown(value):
+    """`value` as an error shows it, with a hint where YAML read a number as text (1e-3 without a dot)."""
+    texts = [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, str)]
+    for text in texts:
+        try:
+            float(text)
+        except ValueError:
+            continue
+        return f"{value!r} (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
+    return repr(value)
 
 
 def _probability(value, _options):
     if not _is_number(value):
-        return f"expected a probability (a number in 0..1), got {value!r}"
+        return f"expected a probability (a number in 0..1), got {_shown(value)}"
     if not 0 <= value <= 1:
         return f"probability {value} is outside 0..1"
     return None
@@ -167,7 +188,7 @@ def _probabilities(names):
     def check(value, options):
         label, expected = names(options)
         if not isinstance(value, tuple) or not all(_is_number(p) for p in value):
-            return f"expected a list of {expected} probabilities, got {value!r}"
+            return f"expected a list of {expected} probabilities, got {_shown(value)}"
         if len(value) != expected:
             return f"expected {expected} probabilities (one for each of {label}), got {len(value)}"
         for p in value:
@@ -190,7 +211,7 @@ def _range(*, what, low=None, high=None, positive=False, integer=False):
             or len(value) != 2
             or not all(_is_number(v) and (isinstance(v, int) or not integer) for v in value)
         ):
-            return f"expected a range [low, high] of two {kind}, got {value!r}"
+            return f"expected a range [low, high] of two {kind}, got {_shown(value)}"
         for v in value:
             if positive and v <= 0:
                 return f"{what} {v} must be > 0"
@@ -209,6 +230,8 @@ def _resize_range(value, options):
     problem = _range(what="scale", positive=True)(value, options)
     if problem is None and not value[0] <= 1 <= value[1]:
         return f"range {list(value)} must hold 1 (down draws from low..1, up from 1..high)"
+    if problem is None and value[1] > MAX_RESIZE:
+        return f"scale {value[1]} is above {MAX_RESIZE:g} (a larger upscale only costs memory before the resize back)"
     return problem
 
 
@@ -226,15 +249,17 @@ def _names(known, what):
 
 def _kernel_size(value, _options):
     if not isinstance(value, int) or isinstance(value, bool):
-        return f"expected an odd integer >= {MIN_KERNEL_SIZE}, got {value!r}"
+        return f"expected an odd integer in {MIN_KERNEL_SIZE}..{MAX_KERNEL_SIZE}, got {_shown(value)}"
     if value % 2 == 0:
         return f"kernel size {value} is even (a kernel needs a centre pixel: use an odd size)"
     if value < MIN_KERNEL_SIZE:
         return f"kernel size {value} is below {MIN_KERNEL_SIZE} (sizes are drawn from {MIN_KERNEL_SIZE}..it)"
+    if value > MAX_KERNEL_SIZE:
+        return f"kernel size {value} is above {MAX_KERNEL_SIZE} (a wider kernel is a flat average, seconds a patch)"
     return None
 
 
-_sigma = _range(what="sigma", positive=True)
+_sigma = _range(what="sigma", low=SIGMA_BOUNDS[0], high=SIGMA_BOUNDS[1])
 _beta = _range(what="beta", positive=True)
 _noise = _range(what="noise", low=0)
 _jpeg = _range(what="quality", low=1, high=100, integer=True)

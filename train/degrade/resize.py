@@ -2,12 +2,13 @@
 
 import torch.nn.functional as F
 
+from train.degrade.kernels import normalized
 from train.degrade.options import RESIZE_KINDS
 
 
 def draw_resize(rng, *, probs, scale_range, modes):
     """Up, down or keep (by `probs`), a scale (up: 1..high, down: low..1) and an interpolation of `modes`."""
-    kind = RESIZE_KINDS[int(rng.choice(len(RESIZE_KINDS), p=probs))]
+    kind = RESIZE_KINDS[int(rng.choice(len(RESIZE_KINDS), p=normalized(probs)))]
     if kind == "up":
         scale = float(rng.uniform(1, scale_range[1]))
     elif kind == "down":

@@ -4,14 +4,13 @@ The degradation itself (train/degrade/pipeline.py) knows nothing of runs; this m
 """
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from sr_models.benchmark import Sample
 from sr_models.images import save_rgb
-from train.degrade.options import DegradeOptions
+from train.config import degrade_options
 from train.degrade.pipeline import Degrader, summarize
 
 # Fixed, whatever the run's --seed: the degraded validation images are the same in every run, so their figures
@@ -22,40 +21,39 @@ PREVIEW_PATCHES = 8
 GAP = 4
 
 
-def degrade_options(config):
-    return DegradeOptions.from_mapping(config.degradations, source="degradations")
-
-
 def make_degrader(config):
     """The Degrader of a run: each patch's degradation is a pure function of (--seed, the patch's position in the
     run), so a resumed run draws what the uninterrupted one would, and two processes (which take different
     positions) never draw the same."""
-    return Degrader(options=degrade_options(config), scale=config.scale, seed=config.seed)
+    return Degrader(options=degrade_options(config.degradations), scale=config.scale, seed=config.seed)
 
 
 def degraded_sets(sets, config):
-    """The validation sets of a degrade run: each set degraded once with the fixed VALIDATION_SEED (no bicubic
-    share: every image degraded) as `<label>-degraded`, first (the best weights are chosen on it), then the
-    clean sets as they were."""
+    """The validation sets of a degrade run: the clean sets as they were (first: `val/psnr_y` and the best weights
+    mean the clean set in every mode), then each set degraded once as `<label>-degraded`, image k of a set with the
+    fixed VALIDATION_SEED and position k, by the run's options without their bicubic share: the same images in
+    every run with the same degradation options, whatever its --seed."""
     degrader = Degrader(
-        options=replace(degrade_options(config), bicubic_share=0.0), scale=config.scale, seed=VALIDATION_SEED
+        options=replace(degrade_options(config.degradations), bicubic_share=0.0),
+        scale=config.scale,
+        seed=VALIDATION_SEED,
     )
-    degraded, position = {}, 0
+    degraded = {}
     for label, samples in sets.items():
         degraded[f"{label}-degraded"] = []
-        for sample in samples:
+        for position, sample in enumerate(samples):
             hr = torch.from_numpy(np.ascontiguousarray(sample.hr.transpose(2, 0, 1)))[None].float().div_(255)
             lr, _ = degrader(hr, [position])
             lr = (lr[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
             degraded[f"{label}-degraded"].append(Sample(sample.name, lr, sample.hr))
-            position += 1
-    return {**degraded, **sets}
+    return {**sets, **degraded}
 
 
-def write_preview(run_dir, patches, degrader, *, count=PREVIEW_PATCHES):
-    """`<run>/preview/degradations.png`: the run's first `count` patches, each as its degraded LR (pixels repeated
-    to the HR's size) beside its HR, one pair per row: what the network will be shown, before hours are spent.
-    Returns the path and the drawn parameters of those patches."""
+def write_preview(path, patches, degrader, *, count=PREVIEW_PATCHES):
+    """`path` (<run>/preview/degradations.png): the run's first `count` patches, each as its degraded LR (pixels
+    repeated to the HR's size) beside its HR, one pair per row: what the network will be shown, before hours are
+    spent.
+    Returns the drawn parameters of those patches."""
     samples = [patches[index] for index in range(min(count, len(patches)))]
     hr = torch.stack([s["hr"] for s in samples]).float().div_(255)
     bicubic = torch.stack([s["lr"] for s in samples]).float().div_(255)
@@ -68,9 +66,8 @@ def write_preview(run_dir, patches, degrader, *, count=PREVIEW_PATCHES):
         rows.append(torch.cat([big, gap, sharp], dim=2))
         rows.append(torch.ones(3, GAP, rows[-1].shape[2]))
     grid = torch.cat(rows[:-1], dim=1)
-    path = Path(run_dir) / PREVIEW_FILE
     save_rgb(path, (grid * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
-    return path, drawn
+    return drawn
 
 
 class DrawnWindow:

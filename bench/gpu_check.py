@@ -21,6 +21,9 @@ Sections
     flops        FLOPs of one training sample (forward + backward, convolutions and matmuls, by
                  torch.utils.flop_counter), the share of the GPU's dense bf16 peak reached by the best toolkit
                  variant, and the wall time of the paper's 1M steps at that rate
+    degrade      train.degrade's Degrader (the second-order pipeline, Real-ESRGAN's defaults) on the device, one
+                 batch of pan_x4_paper's HR patches (32 x 256x256) at a time: ms per batch, and its share of the
+                 toolkit's PAN bf16 step measured under throughput (what lr_mode degrade adds to the feed step)
     scaling      launch_configs/cpu_ddp.yaml with 1, 2, 4, 8 CPU processes (GPU hidden): samples/s, in the
                  precision auto picks on that CPU (bf16 only where it is native)
 """
@@ -48,6 +51,7 @@ from sr_models.errors import user_errors
 from sr_models.registry import architecture
 from train.config import load_recipe
 from train.data import load_source, write_store
+from train.degrade import DegradeOptions, Degrader
 from train.step_guard import StepGuard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,6 +417,40 @@ def throughput(check, store, *, compiled):
         check.row("syncs", "per optimizer step", "not measured (needs CUDA: set_sync_debug_mode)")
 
 
+# ---- degradations in the feed step ---------------------------------------------------------------------------
+
+
+def degradations(check):
+    """ms per batch of the Degrader on the device, and its share of the PAN step (throughput's best variant)."""
+    if check.left() < 30:
+        check.skip("degrade", "time budget")
+        return
+    batch, side, scale = check.batch_size("pan"), check.lr_patch("pan") * 4, 4
+    degrader = Degrader(options=DegradeOptions(), scale=scale, seed=0)
+    hr = torch.rand(batch, 3, side, side, device=check.device)
+    times = []
+    for step in range(check.warmup + check.measured):
+        if check.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        degrader(hr, range(step * batch, (step + 1) * batch))
+        if check.device == "cuda":
+            torch.cuda.synchronize()
+        if step >= check.warmup:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    record = {"batch": batch, "hr_side": side, "ms_per_batch": 1000 * seconds}
+    pan = [r for r in check.results.get("throughput", []) if r["model"] == "pan"]
+    figure = f"{1000 * seconds:.1f} ms per batch of {batch} x {side}x{side}"
+    if pan:
+        best = max(pan, key=lambda r: r["toolkit_samples_per_s"])
+        step_seconds = batch / best["toolkit_samples_per_s"]
+        record.update(step_variant=best["variant"], share_of_step=seconds / (seconds + step_seconds))
+        figure += f"; {record['share_of_step']:.1%} of a PAN {best['variant']} step with it"
+    check.results["degrade"] = record
+    check.row("degrade", "Degrader, default options, on the device", figure)
+
+
 # ---- FLOPs and the share of the peak --------------------------------------------------------------------------
 
 
@@ -564,7 +602,7 @@ def main():
     parser.add_argument("--cpu", action="store_true", help="shrink everything and run on the CPU (checks the script)")
     parser.add_argument("--budget-s", type=float, default=450, help="stop starting new work after this long")
     parser.add_argument("--workdir", help="keep data and runs here (default: a temporary folder)")
-    parser.add_argument("--sections", nargs="+", default=["correctness", "throughput", "flops", "scaling"])
+    parser.add_argument("--sections", nargs="+", default=["correctness", "throughput", "degrade", "flops", "scaling"])
     args = parser.parse_args()
     if not args.cpu and not torch.cuda.is_available():
         sys.exit("error: no CUDA device visible; on a machine without one, run with --cpu (a shrunk check)")
@@ -578,6 +616,8 @@ def main():
             correctness(check, store)
         if "throughput" in args.sections:
             throughput(check, store, compiled=False)
+        if "degrade" in args.sections:
+            degradations(check)
         if "scaling" in args.sections:
             scaling(check, store)
         if "throughput" in args.sections:

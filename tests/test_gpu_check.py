@@ -60,6 +60,8 @@ def test_the_gpu_check_runs_shrunk_on_the_cpu(tmp_path):
     # FLOPs of the tiny PAN (8 channels, 1 block) per LR 16 sample: counted, not guessed; the forward of the
     # 3->8 head conv alone is 2 * 16 * 16 * 8 * 3 * 3 * 3 = 0.11 MFLOP, and backward roughly doubles the total.
     assert 3 * 0.11e6 < figures["flops"]["pan"]["flops_per_sample"] < 1e8
+    degrade = figures["degrade"]  # the Degrader timed on the device, its share of the measured PAN step
+    assert degrade["ms_per_batch"] > 0 and degrade["hr_side"] == 64 and 0 < degrade["share_of_step"] < 1
     assert [s["processes"] for s in figures["cpu_scaling"]] == [1, 2]
     native = choose("auto", device_type="cpu", environ={}).mixed_precision  # the quickstart recipe says auto
     assert {s["mixed_precision"] for s in figures["cpu_scaling"]} == {native}

@@ -70,6 +70,18 @@ class TrainConfig:
     image_column: typing.Optional[str] = option(None, "HR image column (default: 'hr', else the only Image column)")
     lr_column: typing.Optional[str] = option(None, "LR image column of paired data (default: 'lr' if present)")
     lr_dataset: typing.Optional[str] = option(None, "folder of LR images matched to HR by file stem (paired data)")
+    lr_mode: str = option(
+        "auto",
+        "how each LR patch is made: bicubic (MATLAB bicubic of the HR) | degrade (real-world degradations drawn per "
+        "patch in the feed step, docs/degradations.md) | paired (the data set's own LR images) | auto (paired when "
+        "the data has LR images, else bicubic)",
+    )
+    degradations: dict = option(
+        {},
+        "lr_mode degrade: the pipeline's probabilities and ranges, e.g. {noise_range: [1, 15], bicubic_share: 0.2}; "
+        "unset keys keep Real-ESRGAN's published defaults; given on the command line, merged key by key over the "
+        "recipe's (docs/degradations.md)",
+    )
     cache_dir: typing.Optional[str] = option(None, "Hugging Face datasets cache (default: ~/.cache/huggingface)")
     cache_images: bool = option(False, "decode every image (and its LR) once and keep it in memory")
     subimage_size: int = option(0, "prepare step: cut HR images into sub-images of this side (0: off; 480 for DIV2K)")
@@ -169,6 +181,7 @@ CHOICES = {
     "scheduler": SCHEDULERS,
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "log_with": ("auto", "tensorboard", "none"),
+    "lr_mode": ("auto", "bicubic", "degrade", "paired"),
 }
 POSITIVE = (
     "scale",
@@ -198,6 +211,7 @@ NON_NEGATIVE = (
     "min_lr",
     "warmup_fraction",
     "lr",
+    "seed",
 )
 
 FINITE = ("lr", "min_lr", "weight_decay", "grad_clip", "ema_decay", "warmup_fraction", "betas")
@@ -221,6 +235,7 @@ UPPER_LIMITS = {
     "val_images": 10**7,
     "preview_images": 10**4,
     "scale": 16,
+    "seed": 2**32 - 1,  # numpy's and torch's seeds
     "cycles": 10**9,
 }
 
@@ -263,6 +278,8 @@ def check_choices(config):
     except UserError as error:  # a bug's ValueError keeps its traceback
         raise ConfigError(str(error)) from None
 
+    degrade_options(config.degradations)  # checked whatever lr_mode is: right or wrong on their own
+
     from sr_models.evaluation.perceptual import (
         parse_metrics,  # deferred: the config module stays free of the metric nets
     )
@@ -271,6 +288,17 @@ def check_choices(config):
         parse_metrics(config.val_metrics)
     except UserError as error:
         raise ConfigError(f"val_metrics: {error}") from None
+
+
+def degrade_options(degradations):
+    """The DegradeOptions of a config's `degradations` mapping (train/degrade/options.py owns the rules); a bad
+    value is a ConfigError naming `degradations.<option>`, before any folder is made."""
+    from train.degrade import DegradeOptionError, DegradeOptions
+
+    try:
+        return DegradeOptions.from_mapping(degradations, source="degradations")
+    except DegradeOptionError as error:
+        raise ConfigError(f"{error.option}: {error.problem}") from None
 
 
 def check_losses(losses):
@@ -304,7 +332,7 @@ def describe(annotation):
         float: "a number",
         bool: "true or false",
         str: "a string",
-        dict: "a mapping like {channels: 8}",
+        dict: "a mapping like {key: value}",
         tuple: "a list of numbers like 0.9,0.99",
     }[annotation]
 
@@ -420,13 +448,19 @@ def read_yaml(path):
     return values
 
 
+# Mappings whose keys are options of their own: given again (command line over recipe, overrides over a resumed
+# run's config), they merge key by key, so `--degradations '{bicubic_share: 0.3}'` keeps the recipe's ranges.
+MERGED_MAPPINGS = ("degradations",)
+
+
 def apply(values, *, source, base=None):
     """Merge `values` (a dict of raw values) into `base` (a dict of checked values)."""
     merged = dict(base or {})
     for key, value in with_losses(values, source=source).items():
         if key not in FIELD_TYPES:
             raise unknown_key(key, source=source)
-        merged[key] = coerce(key, value, source=source)
+        value = coerce(key, value, source=source)
+        merged[key] = {**merged[key], **value} if key in MERGED_MAPPINGS and key in merged else value
     return merged
 
 
@@ -521,6 +555,8 @@ HELP_GROUPS = {
         "image_column",
         "lr_column",
         "lr_dataset",
+        "lr_mode",
+        "degradations",
         "cache_dir",
         "cache_images",
         "subimage_size",
@@ -650,6 +686,8 @@ FIXED_ON_RESUME = (
     "gradient_accumulation_steps",
     "lr_patch_size",
     "losses",
+    "lr_mode",
+    "degradations",
 )
 
 
@@ -661,6 +699,10 @@ def refuse_contradictions(planned, overrides, *, source):
             continue
         new = coerce(key, raw, source="command line")
         old = planned.schedule_length if key == "schedule_steps" else getattr(planned, key)
+        if key in MERGED_MAPPINGS:  # merged over the run's, and compared as the options they make
+            if degrade_options({**old, **new}) == degrade_options(old):
+                continue
+            new = {**old, **new}
         if key == "ema_decay" and (new > 0) == (old > 0):
             continue  # a different decay keeps EMA on; turning it on or off would drop or invent its state
         if new != old:

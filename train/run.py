@@ -50,7 +50,8 @@ from sr_models.weights import load_model, save_weights
 from train.checkpoint import Progress, latest_checkpoint, load_checkpoint, resume_options, run_dir_of, save_checkpoint
 from train.config import ConfigError, parse_args, refuse_resume_changes, save_config
 from train.cpu_memory import keep_freed_memory
-from train.data import check_enough_images, training_loader, training_patches, validation_sets
+from train.data import check_enough_images, resolve_lr_mode, training_loader, training_patches, validation_sets
+from train.degrade.training import PREVIEW_FILE, DrawnWindow, degraded_sets, make_degrader, write_preview
 from train.feedback import Validator, cap_workers, left_out_lines, log_interval
 from train.init_weights import describe as describe_init
 from train.init_weights import init_weights
@@ -122,8 +123,15 @@ def train(config):
         accelerator.print(note)
     with accelerator.main_process_first():  # the main process fills the datasets caches; the others read them
         patches, left_out = training_patches(config, length=config.steps * samples_per_step)
+        lr_mode = resolve_lr_mode(config, patches.pairs)  # bicubic | degrade | paired
         held_out = validation_sets(config) if accelerator.is_main_process else {}
         perceptual = validation_scorer(config, accelerator.device) if held_out else None  # --val-metrics
+    # lr_mode degrade: each batch's LR is drawn from its HR in the feed step, on the training device (below).
+    degrader = make_degrader(config) if lr_mode == "degrade" else None
+    if config.degradations and degrader is None:
+        accelerator.print(f"note: degradations ignored: lr_mode is {lr_mode} (they apply with lr_mode degrade)")
+    if degrader is not None and held_out:  # beside the clean sets: each degraded once, with a fixed seed
+        held_out = degraded_sets(held_out, config)
     check_enough_images(
         patches,
         processes=processes,
@@ -187,6 +195,10 @@ def train(config):
             save_config(config, run_dir / "config.yaml")
         accelerator.print(f"resumed from {resumed_from} at step {progress.step}")
     start_step = progress.step
+    preview = run_dir / PREVIEW_FILE if degrader is not None else None  # a resumed run's is there already
+    if degrader is not None and accelerator.is_main_process and not start_step:
+        write_preview(preview, patches, degrader)
+        accelerator.print(f"degradations: the first patches as the network sees them: {preview}")
     # Patches are a pure function of their position in the run, so skipping the micro-batches already used
     # puts the resumed run on exactly the data of an uninterrupted one.
     batches = accelerator.skip_first_batches(train_loader, start_step * accumulation) if start_step else train_loader
@@ -212,6 +224,8 @@ def train(config):
             "resumed_from": str(resumed_from) if resumed_from else None,
             "run_dir": str(run_dir),
             "heap_reuse": heap_reuse,
+            "lr_mode": lr_mode,
+            **({"degradations": degrader.options.as_dict(), "degradation_preview": str(preview)} if degrader else {}),
             **(initial or {}),
         },
         to_trackers=False,
@@ -240,6 +254,7 @@ def train(config):
     )
     log_every = log_interval(config)
     window = Window(accelerator.device)
+    drawn = DrawnWindow()  # what the degradations drew, summarised per log line (lr_mode degrade)
     train_seconds, train_samples = 0.0, 0
     # Auto threads on a CPU: keep checking whether all cores or one is faster (see train/threads.py).
     tuner = ThreadTuner(threads=threads) if config.num_threads == 0 and threads > 1 else None
@@ -252,6 +267,12 @@ def train(config):
         window.data_seconds += time.perf_counter() - tick
         with accelerator.accumulate(model):
             lr_images, hr_images = as_float(batch["lr"], config.channels_last), as_float(batch["hr"], False)
+            if degrader is not None:  # the LR drawn from the HR, on this device; bicubic_share keeps the bicubic one
+                lr_images, parameters = degrader(hr_images, batch["index"].tolist(), bicubic_lr=lr_images)
+                lr_images = (
+                    lr_images.contiguous(memory_format=torch.channels_last) if config.channels_last else lr_images
+                )
+                drawn.add(parameters)
             sr_images = model(lr_images)  # (B, 3, p*scale, p*scale)
             loss = loss_fn(sr_images.float(), hr_images)
             # A NaN/inf loss skips the whole optimizer step, on every process alike (train/step_guard.py): every
@@ -316,6 +337,8 @@ def train(config):
             }
             if record["loss"] is None:  # every micro-batch of the window was skipped: no loss to report
                 del record["loss"]
+            if degrader is not None:
+                record["degradations"] = drawn.summary()  # this process's patches of the window
             if config.grad_clip and window.grad_norm is not None:  # None: every step of the window skipped
                 record["grad_norm"] = window.grad_norm.item()  # of the last step in the window
             log.write(record, step=step)

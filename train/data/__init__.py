@@ -58,6 +58,7 @@ from train.data.subimages import (
 )
 from train.data.training import (
     check_enough_images,
+    resolve_lr_mode,
     training_images,
     training_loader,
     training_patches,
@@ -74,6 +75,7 @@ __all__ = [
     "builtin_dataset",
     "builtin_folder",
     "check_enough_images",
+    "resolve_lr_mode",
     "cut_subimages",
     "decode",
     "image_size",

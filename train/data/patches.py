@@ -80,6 +80,7 @@ class PatchDataset(torch.utils.data.Dataset):
             "lr": torch.from_numpy(np.ascontiguousarray(lr_patch.transpose(2, 0, 1))),  # (3, p, p)
             "hr": torch.from_numpy(np.ascontiguousarray(hr_patch.transpose(2, 0, 1))),  # (3, p*s, p*s)
             "skipped": skipped,
+            "index": index,  # the sample's position in the run: what its degradation (lr_mode degrade) is drawn from
         }
 
     def fit(self, lr, hr, *, name):

@@ -55,8 +55,9 @@ class StorePairs:
     def __init__(self, path, *, scale, label=None):
         self.path = Path(path)
         self.label = label or str(path)
-        self.paired = True
         index = read_index(self.path)
+        # LR images of its own (ImagePairs.paired), unless the index says they are the bicubic of each HR
+        self.paired = index.get("lr_source") != "bicubic"
         if index["scale"] != scale:
             raise ImageError(f"{self.path / INDEX}: the store holds x{index['scale']} pairs, but the scale is {scale}")
         self.scale = scale
@@ -267,6 +268,9 @@ def _write_into(dataset, partial, *, scale, num_proc, skip_corrupt, label):
         "dtype": "uint8",
         "channels": 3,
         "source": label,
+        # Where the LR images came from: the data set's own (pairs), or the MATLAB bicubic of each HR. lr_mode
+        # bicubic and degrade use a "bicubic" store; a "pairs" store (or one older than this field) is paired data.
+        "lr_source": "pairs" if pairs.paired else "bicubic",
         "images": images,
     }
     (partial / INDEX).write_text(json.dumps(index) + "\n")

@@ -65,6 +65,30 @@ def training_patches(config, *, length):
     return patches, left_out
 
 
+def resolve_lr_mode(config, pairs):
+    """The LR mode a run trains with (config.lr_mode, `auto` resolved), or an ImageError when the data cannot give it:
+    paired needs LR images; bicubic and degrade make LR from HR, so LR images the user gave would go unused."""
+    has_lr = pairs.paired  # a store built from HR images alone holds bicubic LR, which is no pairing
+    mode = config.lr_mode
+    if mode == "auto":
+        return "paired" if has_lr else "bicubic"
+    if mode == "paired" and not has_lr:
+        raise ImageError(
+            f"{config.dataset}: lr_mode paired, but the data set has no LR images: give --lr-dataset <folder> or an "
+            "lr column, or use lr_mode bicubic or degrade"
+        )
+    if mode in ("bicubic", "degrade") and has_lr:
+        if isinstance(pairs, StorePairs):
+            where = "the store's, made from pairs, or by a toolkit too old to record where its LR came from"
+        else:
+            where = f"--lr-dataset {config.lr_dataset}" if config.lr_dataset else "its LR column"
+        raise ImageError(
+            f"{config.dataset}: lr_mode {mode} makes each LR from its HR, but the data set has LR images ({where}) "
+            "that would go unused: use lr_mode paired, or give HR images only (a store: prepare it from HR images only)"
+        )
+    return mode
+
+
 def check_enough_images(patches, *, processes, batch_size, repeat_images, label):
     """Refuse, before any training, a data set with fewer usable images than one micro-batch of all processes
     takes: each of those patches should come from a different image (PatchDataset hands consecutive samples

@@ -240,3 +240,11 @@ def test_the_realworld_recipes_degrade(recipe):
     config = load_recipe(recipe)
     assert config.lr_mode == "degrade" and config.scale == 4
     make_degrader(config)  # their options are valid
+
+
+def test_a_bad_degradation_in_a_recipe_file_names_the_file(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("model: pan\nlr_mode: degrade\ndegradations: {blur_sigma: [0.5, 300]}\n")
+    with pytest.raises(ConfigError, match=rf"^{recipe}: degradations.blur_sigma: sigma 300 is outside 0.01..100.0$"):
+        parse_args(["--recipe", str(recipe), "--output-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -523,7 +523,12 @@ def parse_args(argv=None):
     if not resume:
         path = recipe_path(recipe or "quickstart")
         raw = read_yaml(path)
-        apply(raw, source=str(path))  # every key and value checked, naming the recipe file
+        checked = apply(raw, source=str(path))  # every key and value checked, naming the recipe file
+        if "degradations" in checked:  # the recipe's own mapping is whole: its options are checked here too
+            try:
+                degrade_options(checked["degradations"])
+            except ConfigError as error:
+                raise ConfigError(f"{path}: {error}") from None
         if raw.get("resume") not in (None, "", "none", "null"):
             # A recipe's `resume:` is --resume: its other keys are overrides of the checkpoint's config, checked
             # for contradictions like the command line's, before any folder is made.

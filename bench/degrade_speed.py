@@ -20,7 +20,7 @@ import torch
 
 from export.kernels import detect_cpu
 from sr_models import create_model
-from train.config import load_recipe
+from train.config import degrade_options, load_recipe
 from train.degrade import DegradeOptions, Degrader
 from train.precision import choose as choose_precision
 from train.threads import available_cores
@@ -81,7 +81,7 @@ def main():
     config = load_recipe(args.recipe) if args.recipe else None
     if config:
         args.scale, args.hr_size = config.scale, config.lr_patch_size * config.scale
-    options = DegradeOptions.from_mapping(config.degradations, source=args.recipe) if config else DegradeOptions()
+    options = degrade_options(config.degradations) if config else DegradeOptions()
     times = time_batches(
         batch=args.batch,
         hr_size=args.hr_size,

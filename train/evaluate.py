@@ -29,7 +29,7 @@ from sr_models.cli import add_device_argument, add_model_arguments, add_overwrit
 from sr_models.errors import UserError, user_errors
 from sr_models.evaluation.perceptual import DEFAULT_METRICS, DEFAULT_PATCH, make_scorer, parse_metrics
 from sr_models.evaluation.samples import is_benchmark_root, load_benchmark, load_benchmark_root
-from sr_models.evaluation.scoring import TorchUpscaler, format_table, score
+from sr_models.evaluation.scoring import COLUMNS, TorchUpscaler, format_table, score  # noqa: F401 (COLUMNS: an old public name)
 from sr_models.files import claim_output, interrupted, write_report, writer_command
 from sr_models.image_memory import (
     ACTIVATION_BYTES_PER_OUTPUT_PIXEL,

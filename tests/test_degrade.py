@@ -25,7 +25,7 @@ from train.degrade.kernels import (
     random_kernel,
     sinc_kernel,
 )
-from train.degrade.noise import gaussian_noise, poisson_noise
+from train.degrade.noise import _levels, gaussian_noise, poisson_noise
 from train.degrade.resize import resize
 
 # ---- kernels ---------------------------------------------------------------------------------------------------
@@ -128,6 +128,22 @@ def test_blur_equals_scipy_convolve(height, width, mode, pad_to):
             np.testing.assert_allclose(out[b, c], expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("height, width, size", [(128, 128, 21), (37, 41, 17), (9, 64, 13), (32, 32, 7)])
+def test_blur_in_float32_correlates_as_scipy_with_any_kernel(height, width, size):
+    # The blur multiplies in the frequency domain at a transform length of its own choosing (here the padded
+    # 148 -> 150, 53 -> 54, 61 -> 64 ...): no wrap-around may reach the output, and an asymmetric kernel must be
+    # correlated (what F.conv2d and Real-ESRGAN's filter2D do), not flipped. float32: the training precision.
+    img = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(2))
+    kernel = torch.rand(size, size, generator=torch.Generator().manual_seed(3))
+    kernel /= kernel.sum()
+    out = blur(img, kernel)
+    assert out.dtype == torch.float32 and out.shape == img.shape
+    mode = "mirror" if size // 2 < min(height, width) else "nearest"
+    for c in range(3):
+        expected = scipy.ndimage.correlate(img[0, c].double().numpy(), kernel.double().numpy(), mode=mode)
+        np.testing.assert_allclose(out[0, c].numpy(), expected, atol=2e-6)
+
+
 # ---- noise -----------------------------------------------------------------------------------------------------
 
 
@@ -163,6 +179,15 @@ def test_poisson_noise_variance_is_img_over_vals_times_scale_squared():
     for part in (slice(0, 128), slice(128, 256)):  # dark and bright halves: the variance follows the intensity
         expected = img[..., part].mean().item() / 256 * scale**2
         assert abs((noise[..., part] ** 2).mean().item() / expected - 1) < 0.05
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 100, 129, 256])
+def test_poisson_levels_count_the_distinct_8_bit_values_of_each_image(count):
+    values = torch.arange(count, dtype=torch.float32) / 255
+    first = values.repeat_interleave(-(-768 // count))[:768].view(1, 3, 16, 16)  # every one of the count values
+    second = torch.zeros(1, 3, 16, 16)  # one value: vals 2^0
+    expected = 2 ** math.ceil(math.log2(len(np.unique(np.round(first.numpy() * 255)))))
+    assert _levels(torch.cat([first, second])) == [expected, 1]
 
 
 def test_noise_is_a_function_of_the_generator_seed():

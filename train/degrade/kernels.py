@@ -125,7 +125,7 @@ def random_sinc(rng, *, max_size):
 
 def _trimmed(kernel):
     """`kernel` without its rings of zeros (the padding of `padded`): they change no sum, and a 7x7 kernel padded
-    to 21x21 costs 9 times the multiplications."""
+    to 21x21 would pad the image by 10 pixels instead of 3 and lengthen its transform."""
     while kernel.shape[-1] > 1 and not (
         kernel[0].any() or kernel[-1].any() or kernel[:, 0].any() or kernel[:, -1].any()
     ):
@@ -133,22 +133,42 @@ def _trimmed(kernel):
     return kernel
 
 
-# Up to this size a kernel runs in channels_last: on a CPU (measured on 2 cores of a Xeon with AVX-512), NHWC
-# depthwise convolution is 2-2.6x faster for 7-13 taps and about 10% slower at 21 (docs/degradations.md).
-CHANNELS_LAST_TAPS = 15
+def _fft_size(n):
+    """The smallest 2^a 3^b 5^c >= n: FFTs of such lengths are fast, a prime length (128 + 2 x 10 = 148 = 4 x 37)
+    is several times slower."""
+    while True:
+        rest = n
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return n
+        n += 1
+
+
+def _correlate_fft(padded_img, kernel, out_size):
+    """The 'valid' correlation of `padded_img` (B, C, H + k - 1, W + k - 1) with `kernel` (k, k) by FFT. The
+    transform is at least as long as the padded image, so the circular correlation wraps only where no output is
+    kept: out[i] = sum_j x[i + j] K[j] with i + j < H + k - 1."""
+    k = kernel.shape[-1]
+    lengths = tuple(_fft_size(n) for n in padded_img.shape[-2:])
+    image = torch.fft.rfft2(padded_img, s=lengths)
+    # correlation is convolution with the flipped kernel
+    flipped = torch.fft.rfft2(kernel.flip(-2, -1).to(padded_img.device, padded_img.dtype), s=lengths)
+    out = torch.fft.irfft2(image * flipped, s=lengths)
+    return out[..., k - 1 : k - 1 + out_size[0], k - 1 : k - 1 + out_size[1]].contiguous()
 
 
 def blur(img, kernel):
     """`img` (B, C, H, W) filtered by `kernel` (k, k), the same kernel on every channel, padded by reflection
     (torch's 'reflect': the edge pixel is not repeated, scipy's 'mirror'), as Real-ESRGAN's filter2D.
     Reflection needs the pad below the image size; a smaller image is padded by edge replication instead.
-    F.conv2d correlates; the kernels here are point-symmetric, so that is also their convolution."""
+    The kernels here are point-symmetric, so correlation and convolution agree.
+
+    Multiplied in the frequency domain rather than convolved directly: the cost hardly grows with the kernel,
+    where a depthwise convolution's grows with its k^2 taps and depends on which of oneDNN's paths the CPU and
+    the shape get (docs/degradations.md, Speed)."""
     kernel = _trimmed(kernel)
-    channels, pad = img.shape[1], kernel.shape[-1] // 2
+    pad = kernel.shape[-1] // 2
     mode = "reflect" if pad < min(img.shape[-2:]) else "replicate"
-    padded_img = F.pad(img, (pad, pad, pad, pad), mode=mode)
-    weight = kernel.to(img.device, img.dtype).expand(channels, 1, *kernel.shape)
-    if kernel.shape[-1] <= CHANNELS_LAST_TAPS:  # oneDNN's NHWC depthwise path: 2-2.6x faster for small kernels
-        padded_img = padded_img.contiguous(memory_format=torch.channels_last)
-        weight = weight.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(padded_img, weight, groups=channels).contiguous()
+    return _correlate_fft(F.pad(img, (pad, pad, pad, pad), mode=mode), kernel, img.shape[-2:])

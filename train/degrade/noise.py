@@ -20,8 +20,10 @@ def gaussian_noise(img, *, sigma, gray, generator):
 
 
 def _levels(img):
-    """Real-ESRGAN's photon count per unit of intensity: 2^ceil(log2(distinct 8-bit values)), per image."""
-    return [2 ** math.ceil(math.log2(len(torch.unique(one)))) for one in img]
+    """Real-ESRGAN's photon count per unit of intensity: 2^ceil(log2(distinct 8-bit values)), per image of `img`
+    (B, C, H, W) on 8-bit levels. Counted in a 256-bin histogram, several times faster than torch.unique's sort."""
+    counts = [int((torch.bincount(one.flatten(), minlength=256) > 0).sum()) for one in (img * 255).round().long()]
+    return [2 ** math.ceil(math.log2(count)) for count in counts]
 
 
 def poisson_noise(img, *, scale, gray, generator):

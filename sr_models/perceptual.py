@@ -1,34 +1,7 @@
 """Moved to sr_models/evaluation/perceptual.py (the weight files: perceptual_weights.py); kept for one release."""
+# ruff: noqa: F822 (the names of __all__ are served by moved(): they live in the new modules)
 
-from sr_models.evaluation.perceptual import (
-    DEFAULT_METRICS,
-    DEFAULT_PATCH,
-    FEATURE_DIM,
-    IS_SPLITS,
-    METRICS,
-    PerceptualScorer,
-    RunningGaussian,
-    format_set_metrics,
-    frechet_distance,
-    inception_score,
-    load_inception,
-    load_lpips,
-    make_scorer,
-    parse_metrics,
-    patches,
-)
-from sr_models.evaluation.perceptual_weights import (
-    ALEXNET,
-    INCEPTION,
-    LPIPS_LINEAR,
-    WEIGHTS_ENV,
-    WEIGHTS_FOR,
-    MissingWeightsError,
-    WeightFile,
-    check_published_hash,
-    find_weights,
-    hub_dir,
-)
+from sr_models.moved import moved
 
 __all__ = [
     "ALEXNET",
@@ -57,3 +30,5 @@ __all__ = [
     "parse_metrics",
     "patches",
 ]
+
+moved(__name__, "sr_models.evaluation.perceptual", "sr_models.evaluation.perceptual_weights")

@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from sr_models import builtin
 from tests.conftest import REPO
 
@@ -91,3 +93,45 @@ def test_the_built_in_image_lists_are_disjoint_and_installed():
             assert image not in seen, f"{image} is in both {seen.get(image)} and {name}"
             seen[image] = name
             assert (builtin.builtin_folder() / image).is_file(), image
+
+
+def test_an_old_path_patched_reaches_the_code_that_moved(monkeypatch, tmp_path):
+    # Old code patched sr_models.perceptual's download and lookup; those now live in two modules, and each old
+    # name must still steer the code that uses it, as it did when they shared one module.
+    old = importlib.import_module("sr_models.perceptual")
+    from sr_models.evaluation import perceptual, perceptual_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # nothing cached there
+    fetched = []
+    monkeypatch.setattr(old, "_packaged", lambda weight: None)
+    monkeypatch.setattr(old, "_download", lambda weight, folder, timeout=20: fetched.append(weight.names[0]))
+    with pytest.raises(perceptual_weights.MissingWeightsError):
+        perceptual_weights.find_weights(["lpips"], tmp_path)
+    assert fetched == [w.names[0] for w in perceptual_weights.WEIGHTS_FOR["lpips"]]
+
+    class Looked(Exception):
+        pass
+
+    def lookup(metrics, weights_dir=None, **_):
+        raise Looked(metrics)
+
+    original = perceptual.find_weights
+    monkeypatch.setattr(old, "find_weights", lookup)  # bound in both new modules: set in both
+    assert perceptual.find_weights is lookup and perceptual_weights.find_weights is lookup
+    with pytest.raises(Looked):
+        perceptual.make_scorer(["psnr", "lpips"])
+    monkeypatch.undo()
+    assert perceptual.find_weights is original and perceptual_weights.find_weights is original
+    assert old.find_weights is original and "_download" in dir(old)
+
+
+def test_an_old_path_warns_the_importer_and_knows_only_the_moved_names():
+    code = "import sr_models.metrics as old\nprint(old.psnr.__module__)\nold.no_such_name\n"
+    done = subprocess.run(
+        [sys.executable, "-W", "always::DeprecationWarning", "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "sr_models.evaluation.metrics"
+    warning = next(line for line in done.stderr.splitlines() if "DeprecationWarning" in line)
+    assert warning.startswith("<string>:1:"), warning  # the line that imported it, not the shim
+    assert "sr_models.metrics moved to sr_models.evaluation.metrics" in warning
+    assert "module 'sr_models.metrics' has no attribute 'no_such_name'" in done.stderr

@@ -3,6 +3,7 @@
     python -m bench.degrade_speed                    # batch 8, HR 128x128, x4 (LR 32), default options, all cores
     python -m bench.degrade_speed --threads 1 --batches 50
     python -m bench.degrade_speed --recipe pan_x4_realworld   # its options, and the share of its training step
+    python -m bench.degrade_speed --blur             # the FFT blur against a direct depthwise conv, per kernel size
 
 With --recipe, the degradation options are the recipe's, and the same batches also go through one training step
 of the recipe's model (forward, L1, backward, Adam; the precision `auto` picks here, channels_last as the recipe
@@ -22,6 +23,7 @@ from export.kernels import detect_cpu
 from sr_models import create_model
 from train.config import degrade_options, load_recipe
 from train.degrade import DegradeOptions, Degrader
+from train.degrade.kernels import blur, gaussian_kernel
 from train.precision import choose as choose_precision
 from train.threads import available_cores
 
@@ -39,6 +41,36 @@ def time_batches(*, batch, hr_size, scale, batches, warmup, seed=0, options=None
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return times
+
+
+def direct_blur(img, kernel, channels_last):
+    """The blur as a depthwise F.conv2d (reflection padding, as train.degrade.kernels.blur): the reference the
+    FFT blur replaced (docs/degradations.md, Speed)."""
+    pad = kernel.shape[-1] // 2
+    padded = torch.nn.functional.pad(img, (pad, pad, pad, pad), mode="reflect")
+    weight = kernel.expand(img.shape[1], 1, *kernel.shape)
+    if channels_last:
+        padded, weight = (t.contiguous(memory_format=torch.channels_last) for t in (padded, weight))
+    return torch.nn.functional.conv2d(padded, weight, groups=img.shape[1])
+
+
+def compare_blurs(*, sizes=(32, 64, 128, 160), taps=(7, 11, 15, 21), repeats=40):
+    """Mean ms of one (1, 3, s, s) image blurred by FFT, by direct conv NCHW and channels_last, per size and taps."""
+
+    def mean_ms(function, *args):
+        function(*args)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function(*args)
+        return 1000 * (time.perf_counter() - start) / repeats
+
+    print("image  taps    FFT  conv NCHW  conv NHWC   (ms per 3-channel image)")
+    for size in sizes:
+        img = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+        for k in taps:
+            kernel = gaussian_kernel(size=k, sigma_x=2.0, sigma_y=1.0, rotation=0.5)
+            figures = (mean_ms(blur, img, kernel), *(mean_ms(direct_blur, img, kernel, last) for last in (0, 1)))
+            print(f"{size:5d} {k:5d} " + " ".join(f"{ms:9.3f}" for ms in figures))
 
 
 def time_training_steps(config, *, batch, batches, warmup):
@@ -74,10 +106,15 @@ def main():
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--recipe", help="take the options, patch size and model of this recipe; time its step too")
+    parser.add_argument("--blur", action="store_true", help="only compare the FFT blur with a direct conv")
     args = parser.parse_args()
 
     threads = args.threads or available_cores()
     torch.set_num_threads(threads)
+    kernels = torch.backends.cpu.get_cpu_capability()  # ATEN_CPU_CAPABILITY can cap it below what the CPU has
+    print(f"{detect_cpu().describe()}, {threads} torch threads, torch {torch.__version__} ({kernels} kernels)")
+    if args.blur:
+        return compare_blurs()
     config = load_recipe(args.recipe) if args.recipe else None
     if config:
         args.scale, args.hr_size = config.scale, config.lr_patch_size * config.scale
@@ -91,7 +128,6 @@ def main():
         options=options,
     )
     lr = args.hr_size // args.scale
-    print(f"{detect_cpu().describe()}, {threads} torch threads, torch {torch.__version__}")
     degrade = statistics.mean(times)
     print(
         f"Degrader, batch {args.batch}, HR {args.hr_size}x{args.hr_size} x{args.scale} (LR {lr}), "

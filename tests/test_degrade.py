@@ -144,6 +144,12 @@ def test_blur_in_float32_correlates_as_scipy_with_any_kernel(height, width, size
         np.testing.assert_allclose(out[0, c].numpy(), expected, atol=2e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 5), (4, 4), (1, 3, 3)])
+def test_blur_refuses_a_kernel_without_a_centre(shape):
+    with pytest.raises(AssertionError, match="square with an odd side"):
+        blur(torch.rand(1, 3, 10, 10), torch.ones(shape))
+
+
 # ---- noise -----------------------------------------------------------------------------------------------------
 
 

@@ -168,6 +168,9 @@ def blur(img, kernel):
     Multiplied in the frequency domain rather than convolved directly: the cost hardly grows with the kernel,
     where a depthwise convolution's grows with its k^2 taps and depends on which of oneDNN's paths the CPU and
     the shape get (docs/degradations.md, Speed)."""
+    assert kernel.ndim == 2 and kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1, (
+        f"a blur kernel is square with an odd side (it has a centre), got {tuple(kernel.shape)}"
+    )
     kernel = _trimmed(kernel)
     pad = kernel.shape[-1] // 2
     mode = "reflect" if pad < min(img.shape[-2:]) else "replicate"
